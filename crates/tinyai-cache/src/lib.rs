@@ -1,0 +1,1 @@
+//! tinyai-cache (in progress)

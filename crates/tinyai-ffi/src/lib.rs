@@ -1,0 +1,1 @@
+//! tinyai-ffi (in progress)

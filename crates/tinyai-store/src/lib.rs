@@ -1,0 +1,1 @@
+//! tinyai-store (in progress)
