@@ -543,3 +543,46 @@ impl Drop for FileWriter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::Model;
+    use zerocopy::FromBytes;
+
+    /// The worked example of docs/format.md, byte for byte.
+    #[test]
+    fn documented_example_is_what_the_writer_produces() {
+        let mut writer = Writer::new(
+            std::io::Cursor::new(Vec::new()),
+            WriterOptions { alignment: 64 },
+        )
+        .unwrap();
+        writer.add_metadata("general.name", "t").unwrap();
+        let data = [0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0x40];
+        writer
+            .add_layer("l0", &[(TensorSpec::new("w", DType::F32, &[2]), &data[..])])
+            .unwrap();
+        let bytes = writer.finish().unwrap().into_inner();
+        assert_eq!(bytes.len(), 344);
+        let header = RawHeader::ref_from_bytes(&bytes[..128]).unwrap();
+        assert_eq!(header.file_length.get(), 344);
+        assert_eq!(header.layer_table_offset.get(), 136);
+        assert_eq!(header.tensor_table_offset.get(), 200);
+        assert_eq!(header.metadata_table_offset.get(), 304);
+        assert_eq!(header.string_table_offset.get(), 328);
+        assert_eq!(header.string_table_length.get(), 16);
+        assert_eq!(&bytes[128..136], &data);
+        assert_eq!(&bytes[328..344], b"general.nametwl0");
+        let layer = RawLayer::ref_from_bytes(&bytes[136..200]).unwrap();
+        assert_eq!(layer.name_offset.get(), 14);
+        assert_eq!(layer.checksum.get(), crc32c(&data));
+        let tensor = RawTensor::ref_from_bytes(&bytes[200..304]).unwrap();
+        assert_eq!(tensor.name_offset.get(), 13);
+        assert_eq!(&bytes[0..8], &MAGIC_V2);
+        let model = Model::parse(&bytes).unwrap();
+        assert_eq!(model.metadata_value("general.name"), Some("t"));
+        model.verify_all().unwrap();
+    }
+}
