@@ -44,6 +44,7 @@
 pub mod checksum;
 pub mod dtype;
 pub mod error;
+pub mod fixtures;
 pub mod limits;
 pub mod raw;
 pub mod reader;
