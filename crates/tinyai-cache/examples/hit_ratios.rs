@@ -1,0 +1,203 @@
+//! Hit ratios of every policy (and two real peers) on the standard traces.
+//!
+//! ```text
+//! cargo run --release -p tinyai-cache --example hit_ratios -- [--quick] [--seed N] --out target/bench/cache.json
+//! ```
+//!
+//! Prints a table and writes a JSON list of
+//! `{"trace", "policy", "budget_fraction", "hit_ratio", "byte_hit_ratio"}`.
+//! Peers: `moka` (sync cache, W-TinyLFU, weigher = charge) and `quick_cache`
+//! (unsync cache, weighter = charge), fed the same traces and budgets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tinyai_cache::sim::{self, CacheModel, SimResult, Trace};
+use tinyai_cache::{LayerId, PolicyKind};
+
+/// moka's sync cache; pending maintenance is run after every insert so the
+/// replay is (close to) deterministic.
+struct Moka {
+    cache: moka::sync::Cache<u32, u32>,
+    weights: Vec<u32>,
+}
+
+impl CacheModel for Moka {
+    fn access(&mut self, id: LayerId, _position: u64) -> bool {
+        if self.cache.get(&id.0).is_some() {
+            return true;
+        }
+        let weight = self.weights.get(id.index()).copied().unwrap_or(1);
+        self.cache.insert(id.0, weight);
+        self.cache.run_pending_tasks();
+        false
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ChargeWeighter;
+
+impl quick_cache::Weighter<u32, u64> for ChargeWeighter {
+    fn weight(&self, _key: &u32, charge: &u64) -> u64 {
+        *charge
+    }
+}
+
+struct QuickCache {
+    cache: quick_cache::unsync::Cache<u32, u64, ChargeWeighter>,
+    charges: Vec<u64>,
+}
+
+impl CacheModel for QuickCache {
+    fn access(&mut self, id: LayerId, _position: u64) -> bool {
+        if self.cache.get(&id.0).is_some() {
+            return true;
+        }
+        let charge = self.charges.get(id.index()).copied().unwrap_or(1);
+        self.cache.insert(id.0, charge);
+        false
+    }
+}
+
+const POLICIES: [&str; 6] = [
+    "lru",
+    "tinyai_classic",
+    "adaptive",
+    "belady",
+    "moka",
+    "quick_cache",
+];
+
+fn run(trace: &Trace, policy: &str, fraction: f64) -> Result<SimResult, String> {
+    let kind = match policy {
+        "lru" => Some(PolicyKind::Lru),
+        "tinyai_classic" => Some(PolicyKind::TinyAiClassic),
+        "adaptive" => Some(PolicyKind::Adaptive),
+        "belady" => Some(PolicyKind::Belady),
+        _ => None,
+    };
+    if let Some(kind) = kind {
+        return sim::simulate_policy(trace, kind, fraction).map_err(|e| e.to_string());
+    }
+    let config = trace.config(PolicyKind::Lru, fraction);
+    let charges: Vec<u64> = trace
+        .layer_sizes
+        .iter()
+        .map(|&s| config.charge_for(s))
+        .collect();
+    match policy {
+        "moka" => {
+            let weights = charges
+                .iter()
+                .map(|&c| u32::try_from(c).unwrap_or(u32::MAX))
+                .collect();
+            let weigher = |_key: &u32, weight: &u32| *weight;
+            let cache = moka::sync::Cache::builder()
+                .max_capacity(config.budget_bytes)
+                .weigher(weigher)
+                .build();
+            Ok(sim::simulate(trace, &mut Moka { cache, weights }))
+        }
+        "quick_cache" => {
+            let average = (config.budget_bytes / charges.len().max(1) as u64).max(1);
+            let estimated_items = (config.budget_bytes / average).max(1) as usize;
+            let cache = quick_cache::unsync::Cache::with_weighter(
+                estimated_items,
+                config.budget_bytes,
+                ChargeWeighter,
+            );
+            Ok(sim::simulate(trace, &mut QuickCache { cache, charges }))
+        }
+        other => Err(format!("unknown policy {other}")),
+    }
+}
+
+struct Args {
+    quick: bool,
+    seed: u64,
+    out: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        quick: false,
+        seed: 42,
+        out: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => args.quick = true,
+            "--out" => args.out = Some(it.next().ok_or("--out needs a path")?.into()),
+            "--seed" => {
+                args.seed = it
+                    .next()
+                    .ok_or("--seed needs a number")?
+                    .parse()
+                    .map_err(|e| format!("--seed: {e}"))?;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("hit_ratios: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<(), String> {
+    let args = parse_args()?;
+    let traces = sim::standard_traces(args.seed, args.quick);
+    let mut rows = Vec::new();
+    println!(
+        "{:<17} {:>6}  {}",
+        "trace",
+        "budget",
+        POLICIES
+            .iter()
+            .map(|p| format!("{p:>15}"))
+            .collect::<String>()
+    );
+    println!(
+        "{:<17} {:>6}  (each cell: hit ratio / byte hit ratio)",
+        "", ""
+    );
+    for trace in &traces {
+        for &fraction in &sim::BUDGET_FRACTIONS {
+            let mut line = format!("{:<17} {:>6.2}  ", trace.name, fraction);
+            for policy in POLICIES {
+                let result = run(trace, policy, fraction)?;
+                line.push_str(&format!(
+                    "    {:.3}/{:.3}",
+                    result.hit_ratio(),
+                    result.byte_hit_ratio()
+                ));
+                rows.push(serde_json::json!({
+                    "trace": trace.name,
+                    "policy": policy,
+                    "budget_fraction": fraction,
+                    "hit_ratio": result.hit_ratio(),
+                    "byte_hit_ratio": result.byte_hit_ratio(),
+                }));
+            }
+            println!("{line}");
+        }
+    }
+    if let Some(out) = args.out {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        std::fs::write(&out, json + "\n").map_err(|e| format!("writing {}: {e}", out.display()))?;
+        println!("wrote {} rows to {}", rows.len(), out.display());
+    }
+    Ok(())
+}

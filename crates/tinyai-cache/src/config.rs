@@ -1,0 +1,138 @@
+//! Plain data types shared by the engine, the policies and the simulator.
+
+use crate::error::CacheError;
+
+/// Identifies a layer: layer `i` of the slice given to
+/// [`Engine::new`](crate::Engine::new) is `LayerId(i)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerId(pub u32);
+
+impl LayerId {
+    /// The id as a `usize` index.
+    #[inline]
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Which eviction policy an [`Engine`](crate::Engine) uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PolicyKind {
+    /// Plain least-recently-used, built on the `lru` crate. Ignores priorities;
+    /// always admits (evicting least recently used entries).
+    Lru,
+    /// The original TinyAI C score `0.6*priority + 0.3*recency + 0.1*frequency`
+    /// (lowest evicted first), for compatibility and comparison. Always admits.
+    /// Costs `O(resident log resident)` per miss that needs an eviction.
+    TinyAiClassic,
+    /// The default: priority classes first, then a reuse-distance estimate
+    /// (LIRS-like) with Belady-style admission, which keeps a stable resident set
+    /// on cyclic scans larger than the budget and behaves like a strong
+    /// recency/frequency policy on skewed random access. See
+    /// [`policy::adaptive`](crate::policy::adaptive).
+    Adaptive,
+    /// Belady's furthest-next-use rule given the future trace
+    /// ([`Engine::set_future_trace`](crate::Engine::set_future_trace)); evaluation only.
+    Belady,
+}
+
+impl PolicyKind {
+    /// All policies, in a stable order.
+    pub const ALL: [PolicyKind; 4] = [
+        PolicyKind::Lru,
+        PolicyKind::TinyAiClassic,
+        PolicyKind::Adaptive,
+        PolicyKind::Belady,
+    ];
+
+    /// The snake_case name used in reports (`lru`, `tinyai_classic`, `adaptive`, `belady`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Lru => "lru",
+            PolicyKind::TinyAiClassic => "tinyai_classic",
+            PolicyKind::Adaptive => "adaptive",
+            PolicyKind::Belady => "belady",
+        }
+    }
+}
+
+/// Configuration of an [`Engine`](crate::Engine).
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Maximum sum of charges of resident entries, in bytes. Must be > 0.
+    pub budget_bytes: u64,
+    /// Smallest charge of any layer, in bytes (the C loader's `minLayerCacheSize`).
+    pub min_layer_charge: u64,
+    /// Sizes are rounded up to a multiple of this. Must be a non-zero power of two.
+    pub page_size: u64,
+    /// The eviction policy.
+    pub policy: PolicyKind,
+}
+
+impl Default for EngineConfig {
+    /// The TinyAI C defaults: 256 MiB budget, 4 KiB minimum charge and pages,
+    /// and the [`Adaptive`](PolicyKind::Adaptive) policy (`adaptiveCaching` on).
+    fn default() -> Self {
+        EngineConfig {
+            budget_bytes: 256 << 20,
+            min_layer_charge: 4096,
+            page_size: 4096,
+            policy: PolicyKind::Adaptive,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks the invariants documented on each field.
+    pub fn validate(&self) -> Result<(), CacheError> {
+        if self.budget_bytes == 0 {
+            return Err(CacheError::ZeroBudget);
+        }
+        if !self.page_size.is_power_of_two() {
+            return Err(CacheError::InvalidPageSize {
+                page_size: self.page_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The charge of a layer of `size` bytes:
+    /// `max(min_layer_charge, size rounded up to page_size)`.
+    ///
+    /// Rounding saturates at `u64::MAX` (such a layer can never fit and is
+    /// always bypassed). A layer of size 0 is charged `min_layer_charge`.
+    /// Assumes a validated config (a power-of-two page size).
+    pub fn charge_for(&self, size: u64) -> u64 {
+        let mask = self.page_size.saturating_sub(1);
+        let rounded = size.checked_add(mask).map_or(u64::MAX, |s| s & !mask);
+        rounded.max(self.min_layer_charge)
+    }
+}
+
+/// Why a layer is being requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessKind {
+    /// The layer is needed now. Recorded as an access in the policy's history.
+    Demand,
+    /// The caller would like to load the layer ahead of use. Not recorded as an
+    /// access; admitted only if the policy values the layer more than every
+    /// victim it would displace (never displacing a pinned entry).
+    Prefetch,
+}
+
+/// The engine's answer to [`Engine::request`](crate::Engine::request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Already resident; the access was recorded.
+    Hit,
+    /// Now resident and charged; the caller must drop the memory of `victims`
+    /// (already removed from the engine).
+    Admit {
+        /// Entries evicted to make room, in eviction order.
+        victims: Vec<LayerId>,
+    },
+    /// Do not cache (larger than the budget, the policy declined, or pinned
+    /// entries leave no room). Nothing is charged. For a Prefetch request this
+    /// means "do not prefetch".
+    Bypass,
+}

@@ -1,0 +1,414 @@
+//! [`Engine`]: resident entries, charges, pins, priorities and the budget.
+
+use crate::config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
+use crate::error::CacheError;
+use crate::policy::adaptive::AdaptivePolicy;
+use crate::policy::belady::BeladyPolicy;
+use crate::policy::classic::ClassicPolicy;
+use crate::policy::lru::LruPolicy;
+use crate::policy::{Candidate, Plan, Policy, Slot};
+
+/// The priority every layer starts with (and returns to on
+/// [`Engine::reset_priorities`]): the midpoint of `0.0..=1.0`.
+pub const DEFAULT_PRIORITY: f32 = 0.5;
+
+/// A deterministic, budgeted eviction engine over a fixed set of layers.
+///
+/// Layer `i` of the sizes given to [`Engine::new`] is [`LayerId`]`(i)`. The
+/// engine decides which layers are resident; it owns no layer memory.
+///
+/// * [`request`](Engine::request) records an access and, on a miss, decides
+///   admit (with victims) or bypass.
+/// * Pinned entries ([`pin`](Engine::pin)) are never victims.
+/// * `usage() <= budget()` always holds, except for pinned entries kept over
+///   a budget lowered by [`set_budget`](Engine::set_budget).
+pub struct Engine {
+    config: EngineConfig,
+    slots: Vec<Slot>,
+    usage: u64,
+    resident_count: usize,
+    policy: Box<dyn Policy>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.config)
+            .field("layers", &self.slots.len())
+            .field("usage", &self.usage)
+            .field("resident_count", &self.resident_count)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Creates an engine for `layer_sizes.len()` layers (sizes in bytes).
+    ///
+    /// # Errors
+    /// [`CacheError::ZeroBudget`], [`CacheError::InvalidPageSize`] for an
+    /// invalid config, [`CacheError::TooManyLayers`] for more than
+    /// `u32::MAX` layers.
+    pub fn new(config: EngineConfig, layer_sizes: &[u64]) -> Result<Engine, CacheError> {
+        config.validate()?;
+        let max = u32::MAX as usize;
+        if layer_sizes.len() > max {
+            return Err(CacheError::TooManyLayers {
+                count: layer_sizes.len(),
+                max,
+            });
+        }
+        let slots = layer_sizes
+            .iter()
+            .map(|&size| Slot {
+                charge: config.charge_for(size),
+                priority: DEFAULT_PRIORITY,
+                pin_count: 0,
+                resident: false,
+                remove_pending: false,
+            })
+            .collect();
+        let n = layer_sizes.len();
+        let policy: Box<dyn Policy> = match config.policy {
+            PolicyKind::Lru => Box::new(LruPolicy::new()),
+            PolicyKind::TinyAiClassic => Box::new(ClassicPolicy::new(n)),
+            PolicyKind::Adaptive => Box::new(AdaptivePolicy::new(n)),
+            PolicyKind::Belady => Box::new(BeladyPolicy::new(n)),
+        };
+        Ok(Engine {
+            config,
+            slots,
+            usage: 0,
+            resident_count: 0,
+            policy,
+        })
+    }
+
+    fn index(&self, id: LayerId) -> Result<usize, CacheError> {
+        let i = id.index();
+        if i < self.slots.len() {
+            Ok(i)
+        } else {
+            Err(CacheError::UnknownLayer {
+                id,
+                layer_count: self.slots.len(),
+            })
+        }
+    }
+
+    fn slot(&self, id: LayerId) -> Result<&Slot, CacheError> {
+        let i = self.index(id)?;
+        self.slots.get(i).ok_or(CacheError::UnknownLayer {
+            id,
+            layer_count: self.slots.len(),
+        })
+    }
+
+    fn slot_mut(&mut self, id: LayerId) -> Result<&mut Slot, CacheError> {
+        let layer_count = self.slots.len();
+        self.slots
+            .get_mut(id.index())
+            .ok_or(CacheError::UnknownLayer { id, layer_count })
+    }
+
+    /// The number of layers the engine was created with.
+    pub fn layer_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The bytes charged for layer `id` while resident:
+    /// `max(min_layer_charge, size rounded up to page_size)` (see
+    /// [`EngineConfig::charge_for`]); a layer of size 0 is charged
+    /// `min_layer_charge`.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn charge(&self, id: LayerId) -> Result<u64, CacheError> {
+        Ok(self.slot(id)?.charge)
+    }
+
+    /// Records an access to `id` at logical time `now` and decides.
+    ///
+    /// * Resident → [`Decision::Hit`] (a `Demand` hit is recorded as an
+    ///   access; a `Prefetch` hit changes nothing).
+    /// * Not resident, charge larger than the whole budget → [`Decision::Bypass`].
+    /// * Not resident and it fits in the free budget → [`Decision::Admit`] with no victims.
+    /// * Otherwise the policy picks unpinned victims in its eviction order;
+    ///   if the policy declines (it values a victim more than the candidate)
+    ///   or pinned entries leave too little room → [`Decision::Bypass`] with
+    ///   nothing evicted, else the victims are removed and returned.
+    ///
+    /// `now` is a logical time; policies that need time (`TinyAiClassic`)
+    /// read it as milliseconds. Other policies count requests themselves.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn request(
+        &mut self,
+        id: LayerId,
+        kind: AccessKind,
+        now: u64,
+    ) -> Result<Decision, CacheError> {
+        let i = self.index(id)?;
+        let Some(slot) = self.slots.get(i) else {
+            return Err(CacheError::UnknownLayer {
+                id,
+                layer_count: self.slots.len(),
+            });
+        };
+        if slot.resident {
+            if kind == AccessKind::Demand {
+                if let Some(slot) = self.slots.get_mut(i) {
+                    slot.remove_pending = false;
+                }
+                self.policy.on_hit(id.0, now, &self.slots);
+            }
+            return Ok(Decision::Hit);
+        }
+        let charge = slot.charge;
+        let priority = slot.priority;
+        if kind == AccessKind::Demand {
+            self.policy.on_miss(id.0, now, &self.slots);
+        }
+        if charge > self.config.budget_bytes {
+            return Ok(Decision::Bypass);
+        }
+        let needed = self
+            .usage
+            .saturating_add(charge)
+            .saturating_sub(self.config.budget_bytes);
+        let mut victims = Vec::new();
+        if needed > 0 {
+            let candidate = Candidate {
+                id: id.0,
+                kind,
+                priority,
+            };
+            let Plan {
+                victims: chosen,
+                freed,
+                declined,
+            } = self.policy.plan(Some(&candidate), needed, now, &self.slots);
+            if declined || freed < needed {
+                return Ok(Decision::Bypass);
+            }
+            for victim in chosen {
+                self.evict(victim);
+                victims.push(LayerId(victim));
+            }
+        }
+        self.insert(id.0, now);
+        Ok(Decision::Admit { victims })
+    }
+
+    fn insert(&mut self, id: u32, now: u64) {
+        if let Some(slot) = self.slots.get_mut(id as usize) {
+            slot.resident = true;
+            slot.remove_pending = false;
+            self.usage = self.usage.saturating_add(slot.charge);
+            self.resident_count += 1;
+            self.policy.on_insert(id, now, &self.slots);
+        }
+    }
+
+    /// Drops a resident entry from the bookkeeping (pins are the caller's concern).
+    fn evict(&mut self, id: u32) {
+        if let Some(slot) = self.slots.get_mut(id as usize)
+            && slot.resident
+        {
+            slot.resident = false;
+            slot.remove_pending = false;
+            self.usage = self.usage.saturating_sub(slot.charge);
+            self.resident_count -= 1;
+            self.policy.on_remove(id, &self.slots);
+        }
+    }
+
+    /// Releases `id`: returns `Ok(true)` if it was resident and is now removed,
+    /// `Ok(false)` if it was not resident.
+    ///
+    /// A **pinned** entry is not removed at once: it is marked for removal,
+    /// stays resident and charged (so a guard holding the pin stays valid),
+    /// and is removed by the [`unpin`](Engine::unpin) that drops its pin count
+    /// to zero; `remove` then returns `Ok(false)`. A demand request for a
+    /// marked entry is a hit and cancels the mark. After `unpin`, check
+    /// [`is_resident`](Engine::is_resident) to learn whether to drop its memory.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn remove(&mut self, id: LayerId) -> Result<bool, CacheError> {
+        let slot = self.slot_mut(id)?;
+        if !slot.resident {
+            return Ok(false);
+        }
+        if slot.pin_count > 0 {
+            slot.remove_pending = true;
+            return Ok(false);
+        }
+        self.evict(id.0);
+        Ok(true)
+    }
+
+    /// Pins a resident entry (pins nest): it will not be evicted until every
+    /// pin is released with [`unpin`](Engine::unpin). Returns `Ok(false)`
+    /// (and pins nothing) if `id` is not resident.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`], [`CacheError::PinOverflow`].
+    pub fn pin(&mut self, id: LayerId) -> Result<bool, CacheError> {
+        let slot = self.slot_mut(id)?;
+        if !slot.resident {
+            return Ok(false);
+        }
+        slot.pin_count = slot
+            .pin_count
+            .checked_add(1)
+            .ok_or(CacheError::PinOverflow { id })?;
+        Ok(true)
+    }
+
+    /// Releases one pin. When the count reaches zero and a
+    /// [`remove`](Engine::remove) was deferred, the entry is removed now.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`], [`CacheError::NotPinned`] if the pin
+    /// count is already zero.
+    pub fn unpin(&mut self, id: LayerId) -> Result<(), CacheError> {
+        let slot = self.slot_mut(id)?;
+        if slot.pin_count == 0 {
+            return Err(CacheError::NotPinned { id });
+        }
+        slot.pin_count -= 1;
+        if slot.pin_count == 0 && slot.remove_pending {
+            self.evict(id.0);
+        }
+        Ok(())
+    }
+
+    /// The number of outstanding pins on `id` (0 if not resident).
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn pin_count(&self, id: LayerId) -> Result<u32, CacheError> {
+        Ok(self.slot(id)?.pin_count)
+    }
+
+    /// Sets the priority of `id` (resident or not; kept across evictions).
+    ///
+    /// Priorities live in `0.0..=1.0`; values outside (including ±∞) are
+    /// clamped. The default is [`DEFAULT_PRIORITY`] (0.5). `Adaptive` never
+    /// evicts an entry while one of strictly lower priority is evictable;
+    /// `TinyAiClassic` weighs it by 0.6 in its score; `Lru` and `Belady`
+    /// ignore it.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`], [`CacheError::NanPriority`].
+    pub fn set_priority(&mut self, id: LayerId, priority: f32) -> Result<(), CacheError> {
+        if priority.is_nan() {
+            self.index(id)?;
+            return Err(CacheError::NanPriority { id });
+        }
+        let clamped = priority.clamp(0.0, 1.0) + 0.0;
+        let slot = self.slot_mut(id)?;
+        let old = slot.priority;
+        if old.to_bits() == clamped.to_bits() {
+            return Ok(());
+        }
+        slot.priority = clamped;
+        self.policy.on_priority_change(id.0, old, &self.slots);
+        Ok(())
+    }
+
+    /// The priority of `id` (see [`set_priority`](Engine::set_priority)).
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn priority(&self, id: LayerId) -> Result<f32, CacheError> {
+        Ok(self.slot(id)?.priority)
+    }
+
+    /// Sets every layer's priority back to [`DEFAULT_PRIORITY`].
+    pub fn reset_priorities(&mut self) {
+        for i in 0..self.slots.len() {
+            let Some(slot) = self.slots.get_mut(i) else {
+                break;
+            };
+            let old = slot.priority;
+            if old.to_bits() != DEFAULT_PRIORITY.to_bits() {
+                slot.priority = DEFAULT_PRIORITY;
+                self.policy.on_priority_change(i as u32, old, &self.slots);
+            }
+        }
+    }
+
+    /// A hint: the known cyclic access order (e.g. the forward pass), or
+    /// `None` to drop it. Unknown ids are ignored. Used by `Adaptive` (see
+    /// [`policy::adaptive`](crate::policy::adaptive)); ignored by the others.
+    pub fn set_access_order(&mut self, order: Option<Vec<LayerId>>) {
+        let ids: Option<Vec<u32>> = order.map(|o| o.into_iter().map(|id| id.0).collect());
+        self.policy.set_access_order(ids.as_deref());
+    }
+
+    /// The future demand trace, for `Belady` only (ignored by the others):
+    /// the `n`-th demand request after this call is assumed to be `trace[n]`.
+    pub fn set_future_trace(&mut self, trace: Vec<LayerId>) {
+        let ids: Vec<u32> = trace.into_iter().map(|id| id.0).collect();
+        self.policy.set_future_trace(&ids);
+    }
+
+    /// Changes the budget and evicts, in the policy's order, until usage fits;
+    /// returns the victims (the caller drops their memory). Pinned entries are
+    /// kept even if that leaves usage above the new budget. A budget of 0 is
+    /// allowed here (everything unpinned is evicted and every request bypasses).
+    pub fn set_budget(&mut self, budget_bytes: u64) -> Vec<LayerId> {
+        self.config.budget_bytes = budget_bytes;
+        let needed = self.usage.saturating_sub(budget_bytes);
+        if needed == 0 {
+            return Vec::new();
+        }
+        let plan = self.policy.plan(None, needed, 0, &self.slots);
+        let mut victims = Vec::with_capacity(plan.victims.len());
+        for victim in plan.victims {
+            self.evict(victim);
+            victims.push(LayerId(victim));
+        }
+        victims
+    }
+
+    /// Sum of the charges of resident entries, in bytes.
+    pub fn usage(&self) -> u64 {
+        self.usage
+    }
+
+    /// The current budget, in bytes.
+    pub fn budget(&self) -> u64 {
+        self.config.budget_bytes
+    }
+
+    /// Whether `id` is resident (false for unknown ids).
+    pub fn is_resident(&self, id: LayerId) -> bool {
+        self.slots.get(id.index()).is_some_and(|s| s.resident)
+    }
+
+    /// Whether `id` is resident and pinned (false for unknown ids).
+    pub fn is_pinned(&self, id: LayerId) -> bool {
+        self.slots
+            .get(id.index())
+            .is_some_and(|s| s.resident && s.pin_count > 0)
+    }
+
+    /// Number of resident entries.
+    pub fn resident_count(&self) -> usize {
+        self.resident_count
+    }
+
+    /// The configured policy.
+    pub fn policy(&self) -> PolicyKind {
+        self.config.policy
+    }
+
+    /// The configuration (with the current budget).
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+}
