@@ -197,8 +197,13 @@ pub fn ggml_block(type_id: u32) -> Option<(u64, u64)> {
 /// Returns `None` when the size is not defined by dtype and shape (opaque, mixed,
 /// unknown, unknown GGML type) or the element count is not a whole number of GGML blocks.
 pub fn expected_byte_length(dtype: DType, source_type: u32, element_count: u128) -> Option<u128> {
+    // A size that overflows u128 matches no stored u64 length: report it as u128::MAX.
     if let Some(bits) = dtype.bits() {
-        return Some((element_count * u128::from(bits)).div_ceil(8));
+        return Some(
+            element_count
+                .checked_mul(u128::from(bits))
+                .map_or(u128::MAX, |total_bits| total_bits.div_ceil(8)),
+        );
     }
     if dtype == DType::Ggml {
         let (block_elements, block_bytes) = ggml_block(source_type)?;
@@ -206,7 +211,7 @@ pub fn expected_byte_length(dtype: DType, source_type: u32, element_count: u128)
         if !element_count.is_multiple_of(block_elements) {
             return Some(u128::MAX);
         }
-        return Some(element_count / block_elements * u128::from(block_bytes));
+        return Some((element_count / block_elements).saturating_mul(u128::from(block_bytes)));
     }
     None
 }

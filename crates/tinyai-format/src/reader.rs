@@ -707,8 +707,16 @@ fn parse_v2<'a>(
             });
         }
         for (region_start, region_end) in regions {
-            let overlaps = offset < region_end && (end > region_start || offset >= region_start);
-            if overlaps && !(length == 0 && offset == region_end) {
+            // Half-open ranges: a layer with bytes intersects a region when the ranges
+            // share a byte; a zero-length layer when its offset lies strictly inside the
+            // region (so an empty last layer may sit where the table region starts,
+            // which is where the writer puts it).
+            let overlaps = if length == 0 {
+                region_start < offset && offset < region_end
+            } else {
+                offset < region_end && end > region_start
+            };
+            if overlaps {
                 return Err(FormatError::LayerOverlapsTables {
                     layer: index,
                     offset,

@@ -135,6 +135,8 @@ impl<W: Write + Seek> Writer<W> {
                 "duplicate layer name {name:?}"
             )));
         }
+        // Tensors of a LayerWriter dropped without `finish` are not recorded.
+        self.forget_unfinished_tensors();
         self.pad_to(self.alignment)?;
         let offset = self.position;
         let first_tensor = self.tensors.len() as u64;
@@ -172,6 +174,7 @@ impl<W: Write + Seek> Writer<W> {
 
     /// Writes the tables and the header, flushes, and returns the sink.
     pub fn finish(mut self) -> Result<W, FormatError> {
+        self.forget_unfinished_tensors();
         self.pad_to(8)?;
         let layer_table_offset = self.position;
         let layers = std::mem::take(&mut self.layers);
@@ -221,6 +224,15 @@ impl<W: Write + Seek> Writer<W> {
             .map_err(FormatError::io("seeking to the end"))?;
         self.out.flush().map_err(FormatError::io("flushing"))?;
         Ok(self.out)
+    }
+
+    /// Drops tensor entries past the last finished layer's range (left by a
+    /// [`LayerWriter`] dropped without [`LayerWriter::finish`]).
+    fn forget_unfinished_tensors(&mut self) {
+        let recorded = self.layers.last().map_or(0, |layer| {
+            layer.first_tensor.get() + layer.tensor_count.get()
+        });
+        self.tensors.truncate(recorded as usize);
     }
 
     fn intern(&mut self, text: &str) -> (u64, u32) {
@@ -344,24 +356,39 @@ impl<W: Write + Seek> LayerWriter<'_, W> {
         })?;
         self.length += padding;
         let offset_in_layer = self.length;
-        let mut buffer = vec![0u8; 1 << 20];
+        let mut buffer = vec![0u8; (1 << 20).min(length.max(1)) as usize];
         let mut remaining = length;
+        let mut copied = Ok(());
         while remaining > 0 {
             let want = remaining.min(buffer.len() as u64) as usize;
-            let got = reader
-                .read(&mut buffer[..want])
-                .map_err(FormatError::io(format!("reading tensor {:?}", spec.name)))?;
-            if got == 0 {
-                return Err(invalid(format!(
-                    "source ended {remaining} bytes before the declared length {length}"
-                )));
+            let got = match reader.read(&mut buffer[..want]) {
+                Ok(0) => {
+                    copied = Err(invalid(format!(
+                        "source ended {remaining} bytes before the declared length {length}"
+                    )));
+                    break;
+                }
+                Ok(got) => got,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    copied = Err(FormatError::io(format!("reading tensor {:?}", spec.name))(
+                        error,
+                    ));
+                    break;
+                }
+            };
+            if let Err(error) = self.writer.write_all(&buffer[..got]) {
+                copied = Err(error);
+                break;
             }
             crc = crc32c_append(crc, &buffer[..got]);
-            self.writer.write_all(&buffer[..got])?;
             remaining -= got as u64;
         }
+        // Bytes already written stay in the layer (as unreferenced padding if the
+        // copy failed), so the layer's length and checksum cover them either way.
         self.crc = crc;
-        self.length += length;
+        self.length += length - remaining;
+        copied?;
         let (name_offset, name_length) = self.writer.intern(spec.name);
         let mut shape = [U64::new(0); 8];
         for (slot, &dim) in shape.iter_mut().zip(spec.shape) {
