@@ -92,7 +92,7 @@ impl Plan {
 }
 
 /// What every eviction policy implements. All methods are deterministic.
-pub(crate) trait Policy: std::fmt::Debug {
+pub(crate) trait Policy: std::fmt::Debug + Send {
     /// A demand access of a resident entry.
     fn on_hit(&mut self, id: u32, now: u64, slots: &[Slot]);
     /// A demand access of a non-resident layer, recorded before planning.

@@ -1,0 +1,180 @@
+//! Store configuration: the fields of TinyAI's `TinyAIMmapConfig`, plus Rust-side options.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tinyai_cache::PolicyKind;
+
+use crate::error::StoreError;
+
+/// How layer bytes are held in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Zero-copy (the default): bytes are served from a read-only shared mapping of
+    /// the file. Loading a layer populates its pages; evicting it drops them
+    /// (`MADV_DONTNEED`, and `POSIX_FADV_DONTNEED` unless
+    /// [`StoreConfig::keep_page_cache`]), so resident memory follows the budget.
+    /// Slices and pointers stay valid (re-read on access) until the model is closed.
+    ///
+    /// If another process **truncates** the file while it is mapped, touching the
+    /// lost pages raises `SIGBUS`; if it **rewrites** it in place, served bytes may
+    /// change under you. The store checks the file's length before every load and
+    /// refuses with [`StoreError::FileChanged`], but cannot protect slices already
+    /// handed out. Use [`Backend::Owned`] when the file may change.
+    #[default]
+    Mapped,
+    /// Layers are read with large `pread`s into aligned heap buffers owned by the
+    /// store. Immune to the file being modified or truncated: a short read is an
+    /// error ([`StoreError::ShortRead`]), never a crash. A slice stays valid while
+    /// its guard lives, even if the layer is evicted meanwhile.
+    Owned {
+        /// Read with `O_DIRECT` (bypassing the page cache) when the file system and
+        /// the layer's alignment allow it; otherwise fall back to buffered reads.
+        direct_io: bool,
+    },
+}
+
+/// Progress of a bulk operation ([`crate::MappedModel::load_all`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Layers done.
+    pub completed: u64,
+    /// Layers in the operation.
+    pub total: u64,
+    /// Bytes done.
+    pub bytes: u64,
+}
+
+/// Callback told about bulk-load progress; return `false` to cancel.
+pub type ProgressCallback = Arc<dyn Fn(Progress) -> bool + Send + Sync>;
+
+/// Configuration of a [`crate::MappedModel`].
+///
+/// The first five fields mirror TinyAI's `TinyAIMmapConfig` with its defaults.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Hard budget of charged cache memory in bytes (default 256 MiB). Charged usage
+    /// never exceeds it except by layers held by live guards.
+    pub max_cache_size: u64,
+    /// Automatic lookahead prefetch (default true): on a sequential pattern or a
+    /// declared order, the next layers are loaded in the background. Explicit
+    /// [`crate::MappedModel::prefetch`] calls work either way.
+    pub prefetch_enabled: bool,
+    /// Threads of the prefetch pool (default 1, at most 64). 0 means explicit
+    /// prefetches load synchronously on the caller's thread and there is no
+    /// automatic lookahead.
+    pub prefetch_threads: usize,
+    /// `true` (default): the adaptive policy (scan-resistant, frequency- and
+    /// priority-aware). `false`: TinyAI's classic score
+    /// `0.6*priority + 0.3*recency + 0.1*frequency`.
+    pub adaptive_caching: bool,
+    /// Minimum charge per layer in bytes (default 4096): a layer is charged
+    /// `max(min_layer_cache_size, size rounded up to the page size)`.
+    pub min_layer_cache_size: u64,
+    /// Residency backend (default [`Backend::Mapped`]).
+    pub backend: Backend,
+    /// Overrides the policy chosen by `adaptive_caching` (e.g. `Lru` for comparison).
+    pub policy: Option<PolicyKind>,
+    /// Verify each layer's CRC-32C the first time it is loaded (default false).
+    /// A mismatch is reported as [`StoreError::Format`] and the layer is not served.
+    pub verify_checksums: bool,
+    /// `mlock` cached layers (default false). When the limit refuses, a warning is
+    /// logged once and the store continues unlocked.
+    pub lock_in_memory: bool,
+    /// How many layers ahead automatic prefetch looks (default 2).
+    pub lookahead: usize,
+    /// Mapped backend: keep evicted pages in the OS page cache instead of dropping
+    /// them (default false: the budget bounds the page cache this model holds too).
+    pub keep_page_cache: bool,
+    /// Progress/cancel callback for bulk loads.
+    pub progress: Option<ProgressCallback>,
+}
+
+impl fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("max_cache_size", &self.max_cache_size)
+            .field("prefetch_enabled", &self.prefetch_enabled)
+            .field("prefetch_threads", &self.prefetch_threads)
+            .field("adaptive_caching", &self.adaptive_caching)
+            .field("min_layer_cache_size", &self.min_layer_cache_size)
+            .field("backend", &self.backend)
+            .field("policy", &self.policy)
+            .field("verify_checksums", &self.verify_checksums)
+            .field("lock_in_memory", &self.lock_in_memory)
+            .field("lookahead", &self.lookahead)
+            .field("keep_page_cache", &self.keep_page_cache)
+            .field("progress", &self.progress.as_ref().map(|_| "callback"))
+            .finish()
+    }
+}
+
+/// Default budget: 256 MiB.
+pub const DEFAULT_MAX_CACHE_SIZE: u64 = 256 << 20;
+/// Default minimum charge per layer: 4 KiB.
+pub const DEFAULT_MIN_LAYER_CACHE_SIZE: u64 = 4096;
+/// Most prefetch threads accepted.
+pub const MAX_PREFETCH_THREADS: usize = 64;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_cache_size: DEFAULT_MAX_CACHE_SIZE,
+            prefetch_enabled: true,
+            prefetch_threads: 1,
+            adaptive_caching: true,
+            min_layer_cache_size: DEFAULT_MIN_LAYER_CACHE_SIZE,
+            backend: Backend::Mapped,
+            policy: None,
+            verify_checksums: false,
+            lock_in_memory: false,
+            lookahead: 2,
+            keep_page_cache: false,
+            progress: None,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The policy in effect.
+    pub fn effective_policy(&self) -> PolicyKind {
+        self.policy.unwrap_or(if self.adaptive_caching {
+            PolicyKind::Adaptive
+        } else {
+            PolicyKind::TinyAiClassic
+        })
+    }
+
+    /// Checks every field; absurd values are errors, not clamps.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.max_cache_size == 0 {
+            return Err(StoreError::InvalidConfig(
+                "max_cache_size must be at least 1 byte".into(),
+            ));
+        }
+        if self.prefetch_threads > MAX_PREFETCH_THREADS {
+            return Err(StoreError::InvalidConfig(format!(
+                "prefetch_threads {} exceeds {MAX_PREFETCH_THREADS}",
+                self.prefetch_threads
+            )));
+        }
+        if self.min_layer_cache_size > self.max_cache_size.max(1 << 40) {
+            return Err(StoreError::InvalidConfig(format!(
+                "min_layer_cache_size {} is absurd",
+                self.min_layer_cache_size
+            )));
+        }
+        if self.lookahead > 1024 {
+            return Err(StoreError::InvalidConfig(format!(
+                "lookahead {} exceeds 1024",
+                self.lookahead
+            )));
+        }
+        if self.effective_policy() == PolicyKind::Belady {
+            return Err(StoreError::InvalidConfig(
+                "the Belady policy needs the future and is for simulation only".into(),
+            ));
+        }
+        Ok(())
+    }
+}

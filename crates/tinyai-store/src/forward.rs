@@ -1,0 +1,58 @@
+//! The forward-pass helper: iterate layers while the next ones load.
+
+use crate::error::StoreError;
+use crate::guard::LayerGuard;
+use crate::model::MappedModel;
+
+/// Yields each layer of a declared order with its guard, having already asked for
+/// the next `lookahead` layers to be prefetched, so that computing on one layer
+/// overlaps with reading the next. Created by [`MappedModel::forward_pass`].
+///
+/// Dropping the iterator clears the declared order.
+#[derive(Debug)]
+pub struct ForwardPass<'m> {
+    model: &'m MappedModel,
+    order: Vec<u64>,
+    position: usize,
+}
+
+impl<'m> ForwardPass<'m> {
+    pub(crate) fn new(model: &'m MappedModel, order: Vec<u64>) -> Self {
+        ForwardPass {
+            model,
+            order,
+            position: 0,
+        }
+    }
+}
+
+impl Iterator for ForwardPass<'_> {
+    type Item = Result<LayerGuard, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let &layer = self.order.get(self.position)?;
+        self.position += 1;
+        let guard = self.model.get(layer);
+        if self.model.config().prefetch_threads > 0 {
+            let lookahead = self.model.config().lookahead.max(1);
+            for &next in self.order.iter().skip(self.position).take(lookahead) {
+                match self.model.prefetch(next) {
+                    Ok(true) => {}
+                    _ => break,
+                }
+            }
+        }
+        Some(guard)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.order.len() - self.position;
+        (left, Some(left))
+    }
+}
+
+impl Drop for ForwardPass<'_> {
+    fn drop(&mut self) {
+        let _ = self.model.set_access_order(None);
+    }
+}

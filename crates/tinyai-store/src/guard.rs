@@ -1,0 +1,165 @@
+//! [`LayerGuard`]: a pinned layer's bytes, and typed views of them.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use tinyai_format::{DType, TensorInfo};
+
+use crate::error::StoreError;
+use crate::model::Shared;
+use crate::source::AlignedBuf;
+
+/// Rust element types with a `.tmai` dtype, for checked typed views.
+pub trait Element: bytemuck::Pod {
+    /// The matching dtype.
+    const DTYPE: DType;
+}
+
+macro_rules! element {
+    ($($t:ty => $d:ident),* $(,)?) => {
+        $(impl Element for $t { const DTYPE: DType = DType::$d; })*
+    };
+}
+element!(f32 => F32, f64 => F64, i8 => I8, i16 => I16, i32 => I32, i64 => I64, u8 => U8, u16 => U16, u32 => U32, u64 => U64);
+
+/// A layer's bytes, pinned in the cache while the guard lives.
+///
+/// Dereferences to `&[u8]`. Dropping it unpins the layer (a released or transient
+/// layer is then dropped from memory).
+pub struct LayerGuard {
+    shared: Arc<Shared>,
+    index: u64,
+    owned: Option<Arc<AlignedBuf>>,
+}
+
+impl std::fmt::Debug for LayerGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerGuard")
+            .field("layer", &self.index)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// A tensor inside a guarded layer.
+#[derive(Clone, Debug)]
+pub struct TensorView<'g> {
+    /// The tensor's table entry (name, dtype, shape …).
+    pub info: TensorInfo<'g>,
+    /// Its bytes.
+    pub bytes: &'g [u8],
+}
+
+impl LayerGuard {
+    pub(crate) fn new(shared: Arc<Shared>, index: u64, owned: Option<Arc<AlignedBuf>>) -> Self {
+        LayerGuard {
+            shared,
+            index,
+            owned,
+        }
+    }
+
+    /// The layer index.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The layer's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match &self.owned {
+            Some(buffer) => buffer.as_slice(),
+            None => {
+                let (offset, length) = self.shared.span(self.index);
+                self.shared.source.mapped(offset, length).unwrap_or(&[])
+            }
+        }
+    }
+
+    /// The whole layer as a slice of `T` (checks size and alignment).
+    pub fn cast<T: bytemuck::Pod>(&self) -> Result<&[T], StoreError> {
+        bytemuck::try_cast_slice(self.bytes()).map_err(|error| StoreError::View {
+            layer: self.index,
+            what: std::any::type_name::<T>().to_owned(),
+            reason: format!("{error:?}"),
+        })
+    }
+
+    /// The layer's tensors (none for legacy v1 layers).
+    pub fn tensors(&self) -> Result<Vec<TensorView<'_>>, StoreError> {
+        let model = self.shared.tables_model();
+        let tensors = model
+            .layer_tensors(self.index)
+            .map_err(|source| StoreError::Format {
+                path: self.shared.source.path().to_path_buf(),
+                source,
+            })?;
+        tensors.map(|info| self.view(info)).collect()
+    }
+
+    /// The tensor called `name` in this layer.
+    pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, StoreError> {
+        let model = self.shared.tables_model();
+        let info = model
+            .find_tensor(self.index, name)
+            .map_err(|source| StoreError::Format {
+                path: self.shared.source.path().to_path_buf(),
+                source,
+            })?
+            .ok_or_else(|| StoreError::NoSuchTensor {
+                layer: self.index,
+                name: name.to_owned(),
+            })?;
+        self.view(info)
+    }
+
+    /// The tensor called `name` as a slice of `T`, checking its dtype and alignment.
+    pub fn tensor_as<T: Element>(&self, name: &str) -> Result<&[T], StoreError> {
+        let view = self.tensor(name)?;
+        if view.info.dtype != T::DTYPE {
+            return Err(StoreError::DTypeMismatch {
+                layer: self.index,
+                name: name.to_owned(),
+                stored: view.info.dtype,
+                requested: T::DTYPE,
+            });
+        }
+        bytemuck::try_cast_slice(view.bytes).map_err(|error| StoreError::View {
+            layer: self.index,
+            what: name.to_owned(),
+            reason: format!("{error:?}"),
+        })
+    }
+
+    fn view<'g>(&'g self, info: TensorInfo<'g>) -> Result<TensorView<'g>, StoreError> {
+        let range = info.range_in_layer();
+        let bytes = self
+            .bytes()
+            .get(range.start as usize..range.end as usize)
+            .ok_or_else(|| StoreError::View {
+                layer: self.index,
+                what: info.name.to_owned(),
+                reason: "tensor range outside the layer".to_owned(),
+            })?;
+        Ok(TensorView { info, bytes })
+    }
+}
+
+impl Deref for LayerGuard {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl AsRef<[u8]> for LayerGuard {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl Drop for LayerGuard {
+    fn drop(&mut self) {
+        self.shared.unpin(self.index);
+    }
+}

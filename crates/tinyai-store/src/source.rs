@@ -1,0 +1,365 @@
+//! The only module that touches the file: opening, `pread`, the mapping and its
+//! page-level advice.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use memmap2::{Advice, Mmap, UncheckedAdvice};
+
+use crate::config::Backend;
+use crate::error::StoreError;
+
+/// The system page size.
+pub(crate) fn page_size() -> u64 {
+    static PAGE: OnceLock<u64> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions; it only reads a
+        // system constant.
+        let value = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(value).ok().filter(|&v| v > 0).unwrap_or(4096)
+    })
+}
+
+/// A heap buffer whose first byte is aligned to `align` (safe: over-allocates a `Vec`).
+#[derive(Debug)]
+pub(crate) struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `capacity` usable bytes, of which the first `len` are the payload.
+    fn zeroed(len: usize, capacity: usize, align: usize) -> AlignedBuf {
+        let storage = vec![0u8; capacity + align];
+        let start = storage.as_ptr().align_offset(align).min(align);
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    fn usable_mut(&mut self, capacity: usize) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + capacity]
+    }
+}
+
+#[derive(Debug)]
+enum Access {
+    Mapped(Mmap),
+    Owned { direct: Option<File> },
+}
+
+/// An open model file.
+#[derive(Debug)]
+pub(crate) struct Source {
+    path: PathBuf,
+    file: File,
+    length: u64,
+    inode: (u64, u64),
+    access: Access,
+}
+
+fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
+impl Source {
+    pub(crate) fn open(path: &Path, backend: Backend) -> Result<Source, StoreError> {
+        let file = File::open(path).map_err(io_error(path, "open"))?;
+        let metadata = file.metadata().map_err(io_error(path, "stat"))?;
+        if !metadata.is_file() {
+            return Err(StoreError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let length = metadata.len();
+        let access = match backend {
+            Backend::Mapped if length > 0 => {
+                // SAFETY: the mapping is read-only and never written through. Its bytes
+                // can still change if another process modifies the file; that is the
+                // documented contract of `Backend::Mapped` (see its docs): the store
+                // re-checks the file length before each load and tables are parsed
+                // from a private copy, so nothing this crate decides depends on
+                // mapped bytes staying the same.
+                let map = unsafe { Mmap::map(&file) }.map_err(io_error(path, "mmap"))?;
+                Access::Mapped(map)
+            }
+            Backend::Mapped => Access::Owned { direct: None },
+            Backend::Owned { direct_io } => {
+                let direct = if direct_io {
+                    match File::options()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECT)
+                        .open(path)
+                    {
+                        Ok(file) => Some(file),
+                        Err(error) => {
+                            tracing::warn!(path = %path.display(), %error, "O_DIRECT unavailable; using buffered reads");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                Access::Owned { direct }
+            }
+        };
+        Ok(Source {
+            path: path.to_path_buf(),
+            file,
+            length,
+            inode: (metadata.dev(), metadata.ino()),
+            access,
+        })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn length(&self) -> u64 {
+        self.length
+    }
+
+    pub(crate) fn is_mapped(&self) -> bool {
+        matches!(self.access, Access::Mapped(_))
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` (buffered), or fails.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let read = read_fully(&self.file, offset, buf).map_err(io_error(&self.path, "read"))?;
+        if read < buf.len() {
+            return Err(StoreError::FileChanged {
+                path: self.path.clone(),
+                opened: self.length,
+                now: offset + read as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses to go on if the file's length (or identity) changed since open.
+    pub(crate) fn check_unchanged(&self) -> Result<(), StoreError> {
+        let metadata = self.file.metadata().map_err(io_error(&self.path, "stat"))?;
+        if metadata.len() != self.length || (metadata.dev(), metadata.ino()) != self.inode {
+            return Err(StoreError::FileChanged {
+                path: self.path.clone(),
+                opened: self.length,
+                now: metadata.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Mapped backend: the bytes `offset..offset+len` of the mapping.
+    pub(crate) fn mapped(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        match &self.access {
+            Access::Mapped(map) => map.get(offset as usize..(offset + len) as usize),
+            Access::Owned { .. } => None,
+        }
+    }
+
+    /// Mapped backend: makes the pages of a range resident.
+    pub(crate) fn populate(&self, offset: u64, len: u64) {
+        let Access::Mapped(map) = &self.access else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        // Start large asynchronous reads of the whole range, then wait for the pages.
+        let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+        if map
+            .advise_range(Advice::PopulateRead, offset as usize, len as usize)
+            .is_ok()
+        {
+            return;
+        }
+        // Kernels before 5.14: touch one byte per page.
+        if let Some(bytes) = map.get(offset as usize..(offset + len) as usize) {
+            let mut sum = 0u8;
+            for byte in bytes.iter().step_by(page_size() as usize) {
+                sum = sum.wrapping_add(*byte);
+            }
+            std::hint::black_box(sum);
+        }
+    }
+
+    /// Mapped backend: drops the pages that lie entirely inside a range (pages
+    /// shared with a neighbouring layer are kept), and unless `keep_page_cache`,
+    /// asks the kernel to drop them from the page cache too.
+    pub(crate) fn drop_pages(&self, offset: u64, len: u64, keep_page_cache: bool) {
+        let Access::Mapped(map) = &self.access else {
+            return;
+        };
+        let page = page_size();
+        let start = offset.next_multiple_of(page);
+        let end = (offset + len) / page * page;
+        if end <= start {
+            return;
+        }
+        // SAFETY: MADV_DONTNEED on a read-only, shared, file-backed mapping only
+        // drops this process's page-table entries; the next access re-reads the
+        // same bytes from the file. We never write through the mapping, so no data
+        // is lost, and slices handed out earlier remain valid (they refault).
+        let _ = unsafe {
+            map.unchecked_advise_range(
+                UncheckedAdvice::DontNeed,
+                start as usize,
+                (end - start) as usize,
+            )
+        };
+        if !keep_page_cache {
+            // SAFETY: plain syscall on a file descriptor we own; no memory is involved.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    start as libc::off_t,
+                    (end - start) as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+        }
+    }
+
+    /// Mapped backend: `mlock`s (or unlocks) a range; returns false if the kernel refused.
+    pub(crate) fn lock(&self, offset: u64, len: u64, lock: bool) -> bool {
+        self.mapped(offset, len)
+            .is_none_or(|bytes| lock_slice(bytes, lock))
+    }
+
+    /// Mapped backend: bytes of the mapping whose pages are resident (`mincore`).
+    pub(crate) fn resident_bytes(&self) -> u64 {
+        let Access::Mapped(map) = &self.access else {
+            return 0;
+        };
+        let page = page_size() as usize;
+        let pages = map.len().div_ceil(page);
+        let mut vector = vec![0u8; pages];
+        // SAFETY: the mapping starts page-aligned (mmap guarantees it) and is
+        // `map.len()` bytes long; `vector` has one byte per page of that range.
+        let result = unsafe {
+            libc::mincore(
+                map.as_ptr() as *mut libc::c_void,
+                map.len(),
+                vector.as_mut_ptr(),
+            )
+        };
+        if result != 0 {
+            return 0;
+        }
+        vector.iter().filter(|&&v| v & 1 != 0).count() as u64 * page as u64
+    }
+
+    /// Owned backend: reads a layer into a fresh aligned buffer.
+    pub(crate) fn read_owned(
+        &self,
+        layer: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<AlignedBuf, StoreError> {
+        let page = page_size();
+        let len_usize = usize::try_from(len).map_err(|_| {
+            StoreError::InvalidConfig(format!(
+                "layer {layer} of {len} bytes does not fit in this address space"
+            ))
+        })?;
+        if let Access::Owned {
+            direct: Some(direct),
+        } = &self.access
+            && offset % page == 0
+            && len > 0
+        {
+            let rounded = len.next_multiple_of(page) as usize;
+            let mut buffer = AlignedBuf::zeroed(len_usize, rounded, page as usize);
+            match read_fully(direct, offset, buffer.usable_mut(rounded)) {
+                Ok(read) if read >= len_usize => return Ok(buffer),
+                Ok(read) => {
+                    return Err(StoreError::ShortRead {
+                        path: self.path.clone(),
+                        layer,
+                        offset,
+                        expected: len,
+                        read: read as u64,
+                    });
+                }
+                Err(error) => {
+                    tracing::debug!(%error, layer, "O_DIRECT read failed; retrying buffered");
+                }
+            }
+        }
+        let mut buffer = AlignedBuf::zeroed(len_usize, len_usize, page as usize);
+        let read = read_fully(&self.file, offset, buffer.usable_mut(len_usize))
+            .map_err(io_error(&self.path, "read"))?;
+        if read < len_usize {
+            return Err(StoreError::ShortRead {
+                path: self.path.clone(),
+                layer,
+                offset,
+                expected: len,
+                read: read as u64,
+            });
+        }
+        Ok(buffer)
+    }
+}
+
+/// `pread` until the buffer is full or end of file; returns the bytes read.
+fn read_fully(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(done)
+}
+
+/// `mlock`s (or `munlock`s) a slice; returns false if the kernel refused.
+pub(crate) fn lock_slice(bytes: &[u8], lock: bool) -> bool {
+    if bytes.is_empty() {
+        return true;
+    }
+    // SAFETY: the pointer and length describe a live slice; mlock/munlock only
+    // change whether its pages may be swapped out, never their contents.
+    let result = unsafe {
+        if lock {
+            libc::mlock(bytes.as_ptr().cast(), bytes.len())
+        } else {
+            libc::munlock(bytes.as_ptr().cast(), bytes.len())
+        }
+    };
+    result == 0
+}
+
+/// Asks the kernel to drop a file's clean pages from the page cache
+/// (`fsync` then `posix_fadvise(POSIX_FADV_DONTNEED)`), so the next read of it is
+/// cold. Used by benchmarks and tests; harmless for correctness.
+pub fn evict_file_from_page_cache(path: &Path) -> std::io::Result<()> {
+    let file = File::open(path)?;
+    // Dirty pages cannot be dropped; make them clean first.
+    let _ = file.sync_all();
+    // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+    let result = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if result != 0 {
+        return Err(std::io::Error::from_raw_os_error(result));
+    }
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! Counters and their snapshot.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) bypasses: AtomicU64,
+    pub(crate) bytes_read: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) prefetch_issued: AtomicU64,
+    pub(crate) prefetch_used: AtomicU64,
+    pub(crate) prefetch_wasted: AtomicU64,
+    pub(crate) prefetch_cancelled: AtomicU64,
+    pub(crate) checksum_failures: AtomicU64,
+    pub(crate) load_nanos: AtomicU64,
+}
+
+/// A snapshot of a model's counters (since open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Demand requests served from memory (cached, or transient and still held).
+    pub hits: u64,
+    /// Demand requests that had to load the layer.
+    pub misses: u64,
+    /// Misses served outside the cache (too large, or the policy declined to keep them).
+    pub bypasses: u64,
+    /// Bytes loaded from storage (Mapped: bytes of layers faulted in; some may have
+    /// come from the OS page cache).
+    pub bytes_read: u64,
+    /// Layers dropped from the cache (victims and releases).
+    pub evictions: u64,
+    /// Prefetches started (explicit and automatic).
+    pub prefetch_issued: u64,
+    /// Prefetched layers later requested before being evicted.
+    pub prefetch_used: u64,
+    /// Prefetched layers evicted without ever being requested.
+    pub prefetch_wasted: u64,
+    /// Automatic prefetches dropped before loading because the access pattern changed.
+    pub prefetch_cancelled: u64,
+    /// Layers that failed checksum verification.
+    pub checksum_failures: u64,
+    /// Time spent loading layers (summed over threads).
+    pub load_time: Duration,
+    /// Charged bytes of cached layers at the time of the snapshot.
+    pub cached_bytes: u64,
+    /// Charged bytes of transient layers held by guards at the time of the snapshot.
+    pub transient_bytes: u64,
+}
+
+impl Stats {
+    /// hits / (hits + misses), or 0 with no requests.
+    pub fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self, cached_bytes: u64, transient_bytes: u64) -> Stats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            hits: get(&self.hits),
+            misses: get(&self.misses),
+            bypasses: get(&self.bypasses),
+            bytes_read: get(&self.bytes_read),
+            evictions: get(&self.evictions),
+            prefetch_issued: get(&self.prefetch_issued),
+            prefetch_used: get(&self.prefetch_used),
+            prefetch_wasted: get(&self.prefetch_wasted),
+            prefetch_cancelled: get(&self.prefetch_cancelled),
+            checksum_failures: get(&self.checksum_failures),
+            load_time: Duration::from_nanos(get(&self.load_nanos)),
+            cached_bytes,
+            transient_bytes,
+        }
+    }
+}

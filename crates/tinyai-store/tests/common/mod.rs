@@ -1,0 +1,56 @@
+//! Shared helpers for the store's integration tests.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use tinyai_format::fixtures::{self, FixtureSpec};
+use tinyai_store::{Backend, MappedModel, StoreConfig};
+
+pub const MIB: u64 = 1 << 20;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub spec: FixtureSpec,
+}
+
+/// A uniform fixture of `layers` layers of the given sizes (alignment 4096).
+pub fn fixture(seed: u64, sizes: &[u64], tensors_per_layer: u64) -> Fixture {
+    let spec = FixtureSpec::uniform(seed, 4096, sizes, tensors_per_layer);
+    write(spec)
+}
+
+pub fn write(spec: FixtureSpec) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.tmai");
+    fixtures::write_fixture_file(&spec, &path).unwrap();
+    Fixture { dir, path, spec }
+}
+
+pub fn config(budget: u64, backend: Backend) -> StoreConfig {
+    StoreConfig {
+        max_cache_size: budget,
+        backend,
+        ..StoreConfig::default()
+    }
+}
+
+pub const BACKENDS: [Backend; 3] = [
+    Backend::Mapped,
+    Backend::Owned { direct_io: false },
+    Backend::Owned { direct_io: true },
+];
+
+/// Asserts layer `index` served by `model` equals the fixture's bytes.
+pub fn assert_layer_matches(model: &MappedModel, fixture: &Fixture, index: u64) {
+    let guard = model.get(index).unwrap();
+    let expected = fixtures::expected_layer_bytes(&fixture.spec, index)
+        .unwrap()
+        .unwrap();
+    assert_eq!(guard.len(), expected.len(), "layer {index} length");
+    assert!(guard[..] == expected[..], "layer {index} bytes differ");
+}
+
+pub fn file_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
