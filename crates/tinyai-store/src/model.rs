@@ -608,16 +608,16 @@ impl Shared {
                 Some(buffer) => buffer.as_slice(),
                 None => self.source.mapped(offset, length).unwrap_or(&[]),
             };
-            if let Err(error) = self.tables.model().verify_layer_bytes(index, bytes) {
-                if matches!(error, FormatError::ChecksumMismatch { .. }) {
-                    self.counters
-                        .checksum_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(layer = index, %error, "checksum mismatch");
-                    return Err(self.format_error(error));
-                }
-                // No checksum (legacy v1): nothing to verify.
+            if let Err(error) = self.tables.model().verify_layer_bytes(index, bytes)
+                && matches!(error, FormatError::ChecksumMismatch { .. })
+            {
+                self.counters
+                    .checksum_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(layer = index, %error, "checksum mismatch");
+                return Err(self.format_error(error));
             }
+            // No checksum (legacy v1): nothing to verify.
         }
         let elapsed = started.elapsed();
         self.counters

@@ -281,7 +281,7 @@ impl Source {
         if let Access::Owned {
             direct: Some(direct),
         } = &self.access
-            && offset % page == 0
+            && offset.is_multiple_of(page)
             && len > 0
         {
             let rounded = len.next_multiple_of(page) as usize;

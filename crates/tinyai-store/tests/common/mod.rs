@@ -20,8 +20,14 @@ pub fn fixture(seed: u64, sizes: &[u64], tensors_per_layer: u64) -> Fixture {
     write(spec)
 }
 
+/// A temporary directory on the same disk as the build (not tmpfs), so page-cache
+/// behaviour is that of a real file system.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
 pub fn write(spec: FixtureSpec) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let path = dir.path().join("model.tmai");
     fixtures::write_fixture_file(&spec, &path).unwrap();
     Fixture { dir, path, spec }

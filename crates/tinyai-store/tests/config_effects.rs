@@ -1,0 +1,234 @@
+//! Every configuration field has an observable effect.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::*;
+use tinyai_store::{Backend, CacheState, MappedModel, PolicyKind, StoreConfig, StoreError};
+
+fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..2000 {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+#[test]
+fn prefetch_enabled_turns_on_sequential_lookahead() {
+    let fixture = fixture(31, &[64 * 1024; 16], 1);
+    for enabled in [true, false] {
+        let config = StoreConfig {
+            prefetch_enabled: enabled,
+            ..config(4 * MIB, Backend::Mapped)
+        };
+        let model = MappedModel::open(&fixture.path, config).unwrap();
+        for index in 0..8 {
+            drop(model.get(index).unwrap());
+        }
+        if enabled {
+            // After a sequential run the next layers are loaded without being asked.
+            assert!(wait_for(
+                || model.descriptor(9).unwrap().state == CacheState::Cached
+            ));
+            assert!(model.stats().prefetch_issued >= 2);
+            drop(model.get(9).unwrap());
+            assert!(model.stats().prefetch_used >= 1);
+        } else {
+            assert_eq!(model.stats().prefetch_issued, 0);
+            assert_eq!(model.descriptor(9).unwrap().state, CacheState::NotLoaded);
+        }
+    }
+}
+
+#[test]
+fn lookahead_sets_how_far_ahead_prefetch_goes() {
+    let fixture = fixture(32, &[64 * 1024; 32], 1);
+    let config = StoreConfig {
+        lookahead: 6,
+        ..config(8 * MIB, Backend::Mapped)
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    for index in 0..4 {
+        drop(model.get(index).unwrap());
+    }
+    assert!(wait_for(
+        || model.descriptor(9).unwrap().state == CacheState::Cached
+    ));
+    assert_eq!(model.descriptor(12).unwrap().state, CacheState::NotLoaded);
+}
+
+#[test]
+fn prefetch_threads_zero_prefetches_synchronously() {
+    let fixture = fixture(33, &[64 * 1024; 4], 1);
+    let config = StoreConfig {
+        prefetch_threads: 0,
+        ..config(4 * MIB, Backend::Owned { direct_io: false })
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    assert!(model.prefetch(2).unwrap());
+    // No pool: the layer is already loaded when prefetch returns.
+    assert_eq!(model.descriptor(2).unwrap().state, CacheState::Cached);
+    let with_threads = MappedModel::open(&fixture.path, config_with_threads(3)).unwrap();
+    assert!(with_threads.prefetch(2).unwrap());
+    assert!(wait_for(
+        || with_threads.descriptor(2).unwrap().state == CacheState::Cached
+    ));
+    assert_layer_matches(&with_threads, &fixture, 2);
+    assert_eq!(with_threads.stats().prefetch_used, 1);
+}
+
+fn config_with_threads(threads: usize) -> StoreConfig {
+    StoreConfig {
+        prefetch_threads: threads,
+        ..config(4 * MIB, Backend::Mapped)
+    }
+}
+
+#[test]
+fn prefetch_is_declined_when_it_would_need_pinned_room() {
+    let fixture = fixture(34, &[512 * 1024; 4], 1);
+    let model = MappedModel::open(&fixture.path, config(MIB, Backend::Mapped)).unwrap();
+    let a = model.get(0).unwrap();
+    let b = model.get(1).unwrap();
+    // Budget full of pinned layers: nothing can be prefetched.
+    assert!(!model.prefetch(2).unwrap());
+    drop((a, b));
+}
+
+#[test]
+fn adaptive_caching_selects_the_policy() {
+    let fixture = fixture(35, &[4096; 4], 1);
+    for (adaptive, expected) in [
+        (true, PolicyKind::Adaptive),
+        (false, PolicyKind::TinyAiClassic),
+    ] {
+        let config = StoreConfig {
+            adaptive_caching: adaptive,
+            ..StoreConfig::default()
+        };
+        assert_eq!(config.effective_policy(), expected);
+        MappedModel::open(&fixture.path, config).unwrap();
+    }
+    // Behaviour differs: a cyclic scan over twice the budget.
+    let fixture = common::fixture(36, &[128 * 1024; 16], 1);
+    let hits: Vec<u64> = [true, false]
+        .into_iter()
+        .map(|adaptive| {
+            let config = StoreConfig {
+                adaptive_caching: adaptive,
+                prefetch_enabled: false,
+                ..config(MIB, Backend::Mapped)
+            };
+            let model = MappedModel::open(&fixture.path, config).unwrap();
+            for _ in 0..5 {
+                for index in 0..16 {
+                    drop(model.get(index).unwrap());
+                }
+            }
+            model.stats().hits
+        })
+        .collect();
+    assert!(
+        hits[0] > hits[1],
+        "adaptive {} vs classic {}",
+        hits[0],
+        hits[1]
+    );
+}
+
+#[test]
+fn min_layer_cache_size_changes_the_charge() {
+    let fixture = fixture(37, &[100, 100, 100, 100], 1);
+    for (minimum, expected) in [(4096, 4096), (64 * 1024, 64 * 1024), (0, 4096)] {
+        let config = StoreConfig {
+            min_layer_cache_size: minimum,
+            ..config(128 * 1024, Backend::Mapped)
+        };
+        let model = MappedModel::open(&fixture.path, config).unwrap();
+        assert_eq!(model.descriptor(0).unwrap().charge, expected);
+        for index in 0..4 {
+            drop(model.get(index).unwrap());
+        }
+        // With 64 KiB charges only two 100-byte layers fit in 128 KiB.
+        let cached = (0..4)
+            .filter(|&i| model.descriptor(i).unwrap().state == CacheState::Cached)
+            .count() as u64;
+        assert_eq!(cached, (128 * 1024 / expected).min(4));
+        assert_eq!(model.memory_usage(), cached * expected);
+    }
+}
+
+#[test]
+fn lock_in_memory_loads_and_serves_even_when_mlock_is_refused() {
+    let fixture = fixture(38, &[64 * 1024; 4], 1);
+    for backend in BACKENDS {
+        let config = StoreConfig {
+            lock_in_memory: true,
+            ..config(MIB, backend)
+        };
+        let model = MappedModel::open(&fixture.path, config).unwrap();
+        for _ in 0..2 {
+            for index in 0..4 {
+                assert_layer_matches(&model, &fixture, index);
+            }
+            model.release(0).unwrap();
+        }
+    }
+}
+
+#[test]
+fn progress_callback_sees_bulk_loads_and_can_cancel() {
+    let fixture = fixture(39, &[10_000; 10], 1);
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&seen);
+    let config = StoreConfig {
+        progress: Some(Arc::new(move |progress: tinyai_store::Progress| {
+            counter.store(progress.completed, Ordering::Relaxed);
+            progress.completed < 4
+        })),
+        ..StoreConfig::default()
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    assert!(matches!(
+        model.load_all(),
+        Err(StoreError::Cancelled {
+            completed: 4,
+            total: 10
+        })
+    ));
+    assert_eq!(seen.load(Ordering::Relaxed), 4);
+    let model = MappedModel::open(&fixture.path, StoreConfig::default()).unwrap();
+    assert_eq!(model.load_all().unwrap(), 100_000);
+}
+
+#[test]
+fn forward_pass_yields_layers_in_order_and_prefetches_ahead() {
+    let fixture = fixture(40, &[128 * 1024; 16], 1);
+    let model = MappedModel::open(&fixture.path, config(MIB, Backend::Mapped)).unwrap();
+    for _pass in 0..3 {
+        let mut seen = Vec::new();
+        for guard in model.forward_pass(0..16).unwrap() {
+            let guard = guard.unwrap();
+            seen.push(guard.index());
+            assert!(model.cached_bytes() <= MIB);
+        }
+        assert_eq!(seen, (0..16).collect::<Vec<_>>());
+    }
+    let stats = model.stats();
+    assert!(stats.prefetch_issued > 0, "{stats:?}");
+    assert!(stats.prefetch_used > 0, "{stats:?}");
+    // Reverse order works too.
+    let seen: Vec<u64> = model
+        .forward_pass((0..16).rev())
+        .unwrap()
+        .map(|g| g.unwrap().index())
+        .collect();
+    assert_eq!(seen, (0..16).rev().collect::<Vec<_>>());
+}
