@@ -1,1 +1,76 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's developer tasks.
+//!
+//! A small dispatcher: one match arm and one module per command. Each command
+//! module has a `USAGE` text and a `run(args)` function; `--help` after a
+//! command prints its usage. Unknown commands print the overall usage and exit
+//! with code 2.
+//!
+//! Commands:
+//! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
+//! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
+
+mod args;
+mod fixtures;
+mod fuzz;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  fixtures   write fixture models to target/fixtures/ (--size 1GiB for a large one);
+             --update-golden rewrites the committed golden files in fixtures/
+  fuzz       run the parser fuzz target for a while (needs nightly and cargo-fuzz)
+  help       print this message
+
+`cargo xtask <command> --help` describes a command.
+";
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum TaskError {
+    /// Bad command line: print the message and the usage, exit 2.
+    Usage(String),
+    /// The task itself failed: print the message, exit 1.
+    Failed(String),
+}
+
+impl From<tinyai_format::FormatError> for TaskError {
+    fn from(error: tinyai_format::FormatError) -> Self {
+        TaskError::Failed(error.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let mut arguments = std::env::args().skip(1);
+    let command = arguments.next();
+    let rest: Vec<String> = arguments.collect();
+    let (result, usage) = match command.as_deref() {
+        Some("fixtures") => (fixtures::run(&rest), fixtures::USAGE),
+        Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("error: unknown command {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(TaskError::Usage(message)) => {
+            eprintln!("error: {message}\n\n{usage}");
+            ExitCode::from(2)
+        }
+        Err(TaskError::Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -580,6 +580,17 @@ pub fn fixture_bytes(spec: &FixtureSpec) -> Result<Vec<u8>, FormatError> {
     Ok(write_fixture(spec, std::io::Cursor::new(Vec::new()))?.into_inner())
 }
 
+/// The committed golden files (`fixtures/` at the repository root), by file
+/// name, as the current writer produces them. `tests/golden.rs` compares them
+/// byte for byte; `cargo xtask fixtures --update-golden` rewrites them.
+pub fn golden_files() -> Result<Vec<(&'static str, Vec<u8>)>, FormatError> {
+    Ok(vec![
+        ("tiny.tmai", fixture_bytes(&tiny())?),
+        ("multi_tensor.tmai", fixture_bytes(&multi_tensor())?),
+        ("legacy_v1_small.tmai", legacy_bytes(&legacy_small())?),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
