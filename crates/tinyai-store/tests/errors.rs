@@ -124,8 +124,7 @@ fn flip_byte_in_layer(fixture: &Fixture, layer: u64, at: u64) {
     let bytes = file_bytes(&fixture.path);
     let model = tinyai_format::Model::parse(&bytes).unwrap();
     let offset = model.layer(layer).unwrap().offset + at;
-    drop(model);
-    let mut bytes = bytes;
+    let mut bytes = bytes.clone();
     bytes[offset as usize] ^= 0x40;
     std::fs::write(&fixture.path, bytes).unwrap();
 }
