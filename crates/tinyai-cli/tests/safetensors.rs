@@ -32,8 +32,11 @@ const DTYPES: &[(Dtype, DType, usize)] = &[
     (Dtype::F8_E5M2, DType::F8E5M2, 1),
 ];
 
-/// Every tensor of `model`, by name: (layer name, dtype, shape, bytes).
-fn tensors_of<'a>(model: &Model<'a>) -> HashMap<String, (String, DType, Vec<u64>, &'a [u8])> {
+/// A converted tensor: (layer name, dtype, shape, bytes).
+type Converted<'a> = (String, DType, Vec<u64>, &'a [u8]);
+
+/// Every tensor of `model`, by name.
+fn tensors_of<'a>(model: &Model<'a>) -> HashMap<String, Converted<'a>> {
     let mut all = HashMap::new();
     for layer in model.layers() {
         let bytes = model.layer_bytes(layer.index).unwrap();
