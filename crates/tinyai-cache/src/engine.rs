@@ -267,19 +267,24 @@ impl Engine {
         Ok(true)
     }
 
-    /// Releases one pin. When the count reaches zero and a
-    /// [`remove`](Engine::remove) was deferred, the entry is removed now.
+    /// Releases one pin. When the count reaches zero, the entry is removed
+    /// now if a [`remove`](Engine::remove) was deferred, or if usage is above
+    /// the budget (lowered by [`set_budget`](Engine::set_budget) while entries
+    /// were pinned). Check [`is_resident`](Engine::is_resident) after `unpin`
+    /// to learn whether to drop the entry's memory. Hence: whenever usage is
+    /// above the budget, every resident entry is pinned.
     ///
     /// # Errors
     /// [`CacheError::UnknownLayer`], [`CacheError::NotPinned`] if the pin
     /// count is already zero.
     pub fn unpin(&mut self, id: LayerId) -> Result<(), CacheError> {
+        let over_budget = self.usage > self.config.budget_bytes;
         let slot = self.slot_mut(id)?;
         if slot.pin_count == 0 {
             return Err(CacheError::NotPinned { id });
         }
         slot.pin_count -= 1;
-        if slot.pin_count == 0 && slot.remove_pending {
+        if slot.pin_count == 0 && (slot.remove_pending || over_budget) {
             self.evict(id.0);
         }
         Ok(())
