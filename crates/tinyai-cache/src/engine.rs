@@ -177,7 +177,7 @@ impl Engine {
             .usage
             .saturating_add(charge)
             .saturating_sub(self.config.budget_bytes);
-        let mut victims = Vec::new();
+        let mut victims: Vec<LayerId> = Vec::new();
         if needed > 0 {
             let candidate = Candidate {
                 id: id.0,
@@ -192,10 +192,10 @@ impl Engine {
             if declined || freed < needed {
                 return Ok(Decision::Bypass);
             }
-            for victim in chosen {
+            for &victim in &chosen {
                 self.evict(victim);
-                victims.push(LayerId(victim));
             }
+            victims = chosen.into_iter().map(LayerId).collect();
         }
         self.insert(id.0, now);
         Ok(Decision::Admit { victims })

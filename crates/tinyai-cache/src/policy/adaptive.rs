@@ -313,6 +313,22 @@ fn detach(entries: &mut [Entry], class: &mut Class, id: u32) {
     }
 }
 
+/// Records a demand access of `id` at the next clock tick and reclassifies it.
+#[inline]
+fn record(entries: &mut [Entry], clock: &mut u64, id: u32) {
+    *clock += 1;
+    let now = *clock;
+    let Some(e) = entries.get_mut(id as usize) else {
+        return;
+    };
+    if e.last != 0 {
+        let sample = u32::try_from(now - e.last).unwrap_or(UNKNOWN - 1);
+        e.samples = [sample, e.samples[0], e.samples[1], e.samples[2]];
+    }
+    e.last = now;
+    e.classify();
+}
+
 /// Walks one class's resident entries from the largest expected distance down,
 /// by merging four sorted streams.
 struct Cursor<'a> {
@@ -410,22 +426,6 @@ impl AdaptivePolicy {
         }
     }
 
-    /// Records a demand access and reclassifies.
-    #[inline]
-    fn record(&mut self, id: u32) {
-        self.clock += 1;
-        let clock = self.clock;
-        let Some(e) = self.entries.get_mut(id as usize) else {
-            return;
-        };
-        if e.last != 0 {
-            let sample = u32::try_from(clock - e.last).unwrap_or(UNKNOWN - 1);
-            e.samples = [sample, e.samples[0], e.samples[1], e.samples[2]];
-        }
-        e.last = clock;
-        e.classify();
-    }
-
     fn insert_resident(&mut self, id: u32, slot: &Slot) {
         let key = ClassKey {
             priority: priority_key(slot.priority),
@@ -473,14 +473,12 @@ impl Policy for AdaptivePolicy {
             return;
         };
         detach(&mut self.entries, class, id);
-        self.record(id);
-        if let Some(class) = self.classes.get_mut(&key) {
-            attach(&mut self.entries, class, id);
-        }
+        record(&mut self.entries, &mut self.clock, id);
+        attach(&mut self.entries, class, id);
     }
 
     fn on_miss(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
-        self.record(id);
+        record(&mut self.entries, &mut self.clock, id);
     }
 
     fn plan(
