@@ -314,6 +314,15 @@ impl MappedModel {
         self.shared.source.resident_bytes()
     }
 
+    /// With [`crate::Backend::Mapped`]: layer `index`'s bytes in the mapping, without
+    /// loading, pinning or counting an access (untouched pages fault in from the file
+    /// on access). Valid as long as the model. `None` with [`crate::Backend::Owned`]
+    /// or for an index out of range.
+    pub fn mapped_bytes(&self, index: u64) -> Option<&[u8]> {
+        let &(offset, length) = self.shared.spans.get(usize::try_from(index).ok()?)?;
+        self.shared.source.mapped(offset, length)
+    }
+
     /// Sets layer `index`'s retention priority (clamped to 0.0..=1.0; NaN → default).
     pub fn set_priority(&self, index: u64, priority: f32) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
