@@ -420,3 +420,25 @@ fn a_file_with_no_tensors_converts_to_an_empty_model() {
     assert_eq!(model.layer_count(), 0);
     assert_eq!(model.metadata_value("general.architecture"), Some("none"));
 }
+
+#[test]
+fn values_over_the_format_limit_are_summarised() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "x".repeat((16 << 20) + 1);
+    let input = write(
+        dir.path(),
+        "m.gguf",
+        &kv_file(|g| {
+            g.kv_string("huge", &huge).kv_string("after", "still read");
+            g.tensor("w", &[1], 0, pattern(4, 1));
+        }),
+    );
+    let bytes = convert_lib(&input, &dir.path().join("o.tmai"), Grouping::Default).unwrap();
+    let model = Model::parse(&bytes).unwrap();
+    assert_eq!(
+        model.metadata_value("huge"),
+        Some(r#"{"omitted":"string","length":16777217}"#)
+    );
+    assert_eq!(model.metadata_value("after"), Some("still read"));
+    assert_eq!(model.layer_count(), 1);
+}
