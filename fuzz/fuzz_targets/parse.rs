@@ -23,7 +23,12 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn exercise(model: &Model<'_>) {
-    let _ = (model.version(), model.is_legacy(), model.file_length(), model.alignment());
+    let _ = (
+        model.version(),
+        model.is_legacy(),
+        model.file_length(),
+        model.alignment(),
+    );
     for info in model.layers() {
         let _ = info.byte_range();
         if let Some(name) = info.name {
@@ -31,7 +36,11 @@ fn exercise(model: &Model<'_>) {
         }
         if let Ok(tensors) = model.layer_tensors(info.index) {
             for tensor in tensors {
-                let _ = (tensor.shape(), tensor.element_count(), tensor.range_in_layer());
+                let _ = (
+                    tensor.shape(),
+                    tensor.element_count(),
+                    tensor.range_in_layer(),
+                );
                 let _ = model.find_tensor(info.index, tensor.name);
             }
         }

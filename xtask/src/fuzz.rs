@@ -11,11 +11,12 @@ use crate::args::{Arguments, workspace_root};
 
 /// Usage of this command.
 pub const USAGE: &str = "\
-usage: cargo xtask fuzz [--seconds N] [--target NAME]
+usage: cargo xtask fuzz [--seconds N] [--target parse|parse_resealed]
 
 Runs `cargo +nightly fuzz run NAME -- -max_total_time=N` in fuzz/ (default
 target `parse`, default 60 seconds), seeding the corpus with the golden files
-of fixtures/. Needs the nightly toolchain and cargo-fuzz
+of fixtures/. `parse_resealed` recomputes the CRCs of each input first, to
+reach the validation behind them. Needs the nightly toolchain and cargo-fuzz
 (`rustup toolchain install nightly`, `cargo install cargo-fuzz`); without them
 it prints what is missing and exits 0. Crashes are saved under
 fuzz/artifacts/NAME/.
