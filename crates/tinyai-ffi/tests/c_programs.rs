@@ -1,0 +1,554 @@
+//! Compiles the C (and one C++) test programs in `tests/c` and `tests/cpp` with
+//! the system compiler against the checked-in header and `libtinyai.a`, runs
+//! them on fixture files, and checks their exit status and output.
+//!
+//! The static library is the one cargo built for this test run (next to the
+//! test binary's `deps/` directory), so this works with any target directory.
+#![allow(clippy::unwrap_used)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tinyai_format::fixtures::{self, FixtureSpec};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+/// System libraries the Rust staticlib needs
+/// (`cargo rustc -p tinyai-ffi --crate-type staticlib -- --print native-static-libs`).
+#[cfg(target_os = "linux")]
+const NATIVE_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+#[cfg(not(target_os = "linux"))]
+const NATIVE_LIBS: &[&str] = &["-lpthread", "-lm", "-ldl", "-lc"];
+
+/// A C program that hangs is a failure, not a stuck test run.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `libtinyai.a` cargo built for this test run, building it if needed.
+///
+/// `cargo test` compiles the library (all its crate types) into
+/// `<target>/<profile>/deps/` next to this test binary, without copying it to
+/// `<target>/<profile>/`; `cargo build` leaves a hashed copy in `deps/` and one
+/// in `<profile>/`. Whatever the target directory, the newest of these is the
+/// one matching the current source.
+fn static_lib() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // <target>/<profile>/deps/c_programs-<hash>
+        let deps_dir = exe.parent().unwrap().to_path_buf();
+        let profile_dir = deps_dir.parent().unwrap().to_path_buf();
+        let newest = || {
+            let mut candidates = vec![profile_dir.join("libtinyai.a")];
+            candidates.extend(
+                std::fs::read_dir(&deps_dir)
+                    .unwrap()
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.path())
+                    .filter(|path| {
+                        path.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_some_and(|name| {
+                                name == "libtinyai.a"
+                                    || (name.starts_with("libtinyai-") && name.ends_with(".a"))
+                            })
+                    }),
+            );
+            candidates
+                .into_iter()
+                .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
+                .max()
+                .map(|(_, path)| path)
+        };
+        if let Some(lib) = newest() {
+            return lib;
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut command = Command::new(cargo);
+        command
+            .args(["build", "-p", "tinyai-ffi", "--lib", "--target-dir"])
+            .arg(profile_dir.parent().unwrap());
+        if profile_dir
+            .file_name()
+            .is_some_and(|name| name == "release")
+        {
+            command.arg("--release");
+        }
+        assert!(
+            command.status().unwrap().success(),
+            "building libtinyai.a failed"
+        );
+        newest().expect("libtinyai.a not found after cargo build")
+    })
+}
+
+fn c_compiler() -> String {
+    std::env::var("CC").unwrap_or_else(|_| "cc".to_owned())
+}
+
+fn cxx_compiler() -> Option<String> {
+    if let Ok(cxx) = std::env::var("CXX") {
+        return Some(cxx);
+    }
+    ["c++", "g++", "clang++"]
+        .into_iter()
+        .find(|candidate| {
+            Command::new(candidate)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        })
+        .map(str::to_owned)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    C,
+    Cxx,
+}
+
+/// Compiles `source` (relative to `tests/`) into `out_dir`, returning the executable.
+fn compile(
+    lang: Lang,
+    source: &str,
+    out_dir: &Path,
+    extra_flags: &[&str],
+) -> Result<PathBuf, String> {
+    let (compiler, standard) = match lang {
+        Lang::C => (c_compiler(), "-std=c11"),
+        Lang::Cxx => (cxx_compiler().ok_or("no C++ compiler found")?, "-std=c++17"),
+    };
+    let source_path = crate_dir().join("tests").join(source);
+    let stem = Path::new(source).file_stem().unwrap().to_string_lossy();
+    let suffix = if extra_flags.is_empty() { "" } else { "-san" };
+    let exe = out_dir.join(format!("{stem}{suffix}"));
+    let output = Command::new(&compiler)
+        .args(["-Wall", "-Wextra", "-Werror", standard, "-g", "-I"])
+        .arg(crate_dir().join("include"))
+        .args(extra_flags)
+        .arg(&source_path)
+        .arg("-o")
+        .arg(&exe)
+        .arg(static_lib())
+        .args(NATIVE_LIBS)
+        .output()
+        .map_err(|error| format!("cannot run {compiler}: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{compiler} failed on {}:\n{}{}",
+            source_path.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(exe)
+}
+
+/// Runs `exe` with `args` in `cwd` (with a time limit), returning its output.
+fn run(exe: &Path, args: &[&OsStr], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(exe)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if started.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn describe(exe: &Path, output: &Output) -> String {
+    format!(
+        "{} exited with {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        exe.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs and requires success and every line of `expected` in stdout; returns stdout.
+fn run_ok(
+    exe: &Path,
+    args: &[&OsStr],
+    cwd: &Path,
+    env: &[(&str, &str)],
+    expected: &[String],
+) -> String {
+    let output = run(exe, args, cwd, env);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{}", describe(exe, &output));
+    for line in expected {
+        assert!(
+            stdout.contains(line.as_str()),
+            "missing {line:?} in the output of {}",
+            describe(exe, &output)
+        );
+    }
+    stdout
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tinyai-ffi-c-")
+        .tempdir()
+        .unwrap()
+}
+
+/// A v2 fixture of `count` layers of `size` bytes, two `u8` tensors each.
+fn write_v2(path: &Path, count: usize, size: u64, seed: u64) -> FixtureSpec {
+    let spec = FixtureSpec::uniform(seed, 4096, &vec![size; count], 2);
+    fixtures::write_fixture_file(&spec, path).unwrap();
+    spec
+}
+
+fn seed_lines(count: usize) -> Vec<String> {
+    let mut lines = vec![format!("Model has {count} layers\n")];
+    lines.extend((0..count).map(|i| format!("Layer {i} loaded successfully\n")));
+    lines.push("Memory usage: ".to_owned());
+    lines
+}
+
+/// Whether `cc -fsanitize=address,undefined` can build and run a program here.
+fn sanitizers_available(dir: &Path) -> bool {
+    let probe = dir.join("probe.c");
+    std::fs::write(&probe, "int main(void) { return 0; }\n").unwrap();
+    let exe = dir.join("probe");
+    let built = Command::new(c_compiler())
+        .args(["-fsanitize=address,undefined", "-o"])
+        .arg(&exe)
+        .arg(&probe)
+        .output()
+        .is_ok_and(|output| output.status.success());
+    built
+        && Command::new(&exe)
+            .output()
+            .is_ok_and(|output| output.status.success())
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn seed_usage_example_compiles_unchanged_and_runs() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/seed_example.c", dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+
+    // A v2 model.
+    let v2_dir = dir.path().join("v2");
+    std::fs::create_dir(&v2_dir).unwrap();
+    write_v2(&v2_dir.join("model.tmai"), 12, 100 * KIB, 7);
+    let stdout = run_ok(&exe, &[], &v2_dir, &[], &seed_lines(12));
+    assert!(!stdout.contains("Memory usage: 0.00 MB"), "{stdout}");
+
+    // The original TinyAI test generator's legacy v1 file.
+    let legacy_dir = dir.path().join("legacy");
+    std::fs::create_dir(&legacy_dir).unwrap();
+    fixtures::write_legacy_file(
+        &fixtures::legacy_c_test_model(),
+        legacy_dir.join("model.tmai"),
+    )
+    .unwrap();
+    run_ok(&exe, &[], &legacy_dir, &[], &seed_lines(10));
+
+    // No model.tmai: the example's own failure path.
+    let empty_dir = dir.path().join("empty");
+    std::fs::create_dir(&empty_dir).unwrap();
+    let output = run(&exe, &[], &empty_dir, &[]);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&exe, &output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Failed to open model"));
+}
+
+/// The files `errors.c` must refuse, in `dir`; returns their paths.
+fn malformed_files(dir: &Path) -> Vec<PathBuf> {
+    let valid = fixtures::fixture_bytes(&FixtureSpec::uniform(3, 64, &[4096; 4], 2)).unwrap();
+    let legacy = fixtures::legacy_bytes(&fixtures::legacy_small()).unwrap();
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.tmai", Vec::new()),
+        (
+            "garbage.tmai",
+            (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        ),
+        ("zeros.tmai", vec![0; 4096]),
+        ("truncated_header.tmai", valid[..40].to_vec()),
+        ("truncated_half.tmai", valid[..valid.len() / 2].to_vec()),
+        (
+            "truncated_last_byte.tmai",
+            valid[..valid.len() - 1].to_vec(),
+        ),
+        (
+            "legacy_truncated.tmai",
+            legacy[..legacy.len() - 100].to_vec(),
+        ),
+        ("legacy_header_only.tmai", legacy[..256].to_vec()),
+    ];
+    // A legacy file whose layer 3 points past the end of the file.
+    let mut bad_offset = legacy.clone();
+    let entry = 256 + 3 * 32;
+    bad_offset[entry..entry + 4].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+    files.push(("legacy_bad_offset.tmai", bad_offset));
+    // A legacy file whose layer 2's size overflows offset + size.
+    let mut bad_size = legacy.clone();
+    let entry = 256 + 2 * 32;
+    bad_size[entry + 4..entry + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    files.push(("legacy_bad_size.tmai", bad_size));
+    // A legacy file claiming a billion layers.
+    let mut huge_count = legacy;
+    huge_count[8..12].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+    files.push(("legacy_huge_count.tmai", huge_count));
+    files
+        .into_iter()
+        .map(|(name, bytes)| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn error_paths_return_error_values_and_set_last_error() {
+    let dir = tempdir();
+    let exe =
+        compile(Lang::C, "c/errors.c", dir.path(), &[]).unwrap_or_else(|error| panic!("{error}"));
+    let valid = dir.path().join("valid.tmai");
+    write_v2(&valid, 4, 8 * KIB, 11);
+    let missing = dir.path().join("does-not-exist.tmai");
+    let mut args = vec![valid.clone(), missing, dir.path().to_path_buf()];
+    args.extend(malformed_files(dir.path()));
+    let args: Vec<&OsStr> = args.iter().map(|path| path.as_os_str()).collect();
+    run_ok(&exe, &args, dir.path(), &[], &["errors: ok".to_owned()]);
+}
+
+#[test]
+fn memory_budget_holds_over_repeated_passes_and_bytes_equal_the_file() {
+    let dir = tempdir();
+    let exe =
+        compile(Lang::C, "c/budget.c", dir.path(), &[]).unwrap_or_else(|error| panic!("{error}"));
+    // 32 layers of 64 KiB = 2 MiB against a 256 KiB budget (8x).
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 32, 64 * KIB, 5);
+    let budget = OsStr::new("262144");
+    run_ok(
+        &exe,
+        &[model.as_os_str(), budget],
+        dir.path(),
+        &[],
+        &["budget: ok".to_owned()],
+    );
+    // The legacy C test model (10 MiB) against 2 MiB.
+    let legacy = dir.path().join("legacy.tmai");
+    fixtures::write_legacy_file(&fixtures::legacy_c_test_model(), &legacy).unwrap();
+    let budget_text = (2 * MIB).to_string();
+    let budget = OsStr::new(&budget_text);
+    run_ok(
+        &exe,
+        &[legacy.as_os_str(), budget],
+        dir.path(),
+        &[],
+        &["budget: ok".to_owned()],
+    );
+}
+
+#[test]
+fn threads_share_one_model() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/threads.c", dir.path(), &["-pthread"])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 24, 32 * KIB, 9);
+    run_ok(
+        &exe,
+        &[model.as_os_str()],
+        dir.path(),
+        &[],
+        &["threads: ok".to_owned()],
+    );
+}
+
+#[test]
+fn legacy_file_written_by_the_original_generator() {
+    let dir = tempdir();
+    let exe =
+        compile(Lang::C, "c/legacy.c", dir.path(), &[]).unwrap_or_else(|error| panic!("{error}"));
+    let path = dir.path().join("test_model.tmai");
+    run_ok(
+        &exe,
+        &[path.as_os_str()],
+        dir.path(),
+        &[],
+        &["legacy: ok".to_owned()],
+    );
+    // Byte-identical to the fixture crate's rendition of the same generator.
+    let written = std::fs::read(&path).unwrap();
+    let expected = fixtures::legacy_bytes(&fixtures::legacy_c_test_model()).unwrap();
+    assert!(
+        written == expected,
+        "the C generator and the fixture disagree"
+    );
+}
+
+#[test]
+fn extensions_backends_tensors_progress_and_stats() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/extensions.c", dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    // Two tensors per layer: t0 has 1000 bytes, t1 the remaining 1001.
+    write_v2(&model, 6, 2001, 13);
+    let legacy = dir.path().join("legacy.tmai");
+    fixtures::write_legacy_file(&fixtures::legacy_small(), &legacy).unwrap();
+    run_ok(
+        &exe,
+        &[model.as_os_str(), legacy.as_os_str()],
+        dir.path(),
+        &[],
+        &["extensions: ok".to_owned()],
+    );
+}
+
+#[test]
+fn cxx_translation_unit_includes_the_header() {
+    let dir = tempdir();
+    if cxx_compiler().is_none() {
+        println!("SKIPPED: no C++ compiler (c++, g++, clang++ or $CXX) found");
+        return;
+    }
+    let exe = compile(Lang::Cxx, "cpp/header.cpp", dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 3, 4 * KIB, 21);
+    run_ok(
+        &exe,
+        &[model.as_os_str()],
+        dir.path(),
+        &[],
+        &["c++: ok".to_owned()],
+    );
+}
+
+#[test]
+fn programs_are_clean_under_address_and_undefined_sanitizers() {
+    let dir = tempdir();
+    if !sanitizers_available(dir.path()) {
+        println!(
+            "SKIPPED: {} cannot build and run -fsanitize=address,undefined here",
+            c_compiler()
+        );
+        return;
+    }
+    let flags = [
+        "-fsanitize=address,undefined",
+        "-fno-sanitize-recover=all",
+        "-fno-omit-frame-pointer",
+        "-pthread",
+    ];
+    // Leak detection stays on: a model that close does not free would fail here.
+    let env = [
+        (
+            "ASAN_OPTIONS",
+            "abort_on_error=0:detect_leaks=1:exitcode=99",
+        ),
+        ("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1"),
+    ];
+
+    let seed = compile(Lang::C, "c/seed_example.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let legacy_dir = dir.path().join("legacy");
+    std::fs::create_dir(&legacy_dir).unwrap();
+    fixtures::write_legacy_file(
+        &fixtures::legacy_c_test_model(),
+        legacy_dir.join("model.tmai"),
+    )
+    .unwrap();
+    run_ok(&seed, &[], &legacy_dir, &env, &seed_lines(10));
+
+    let errors = compile(Lang::C, "c/errors.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let valid = dir.path().join("valid.tmai");
+    write_v2(&valid, 4, 8 * KIB, 11);
+    let mut args = vec![
+        valid,
+        dir.path().join("does-not-exist.tmai"),
+        dir.path().to_path_buf(),
+    ];
+    args.extend(malformed_files(dir.path()));
+    let args: Vec<&OsStr> = args.iter().map(|path| path.as_os_str()).collect();
+    run_ok(&errors, &args, dir.path(), &env, &["errors: ok".to_owned()]);
+
+    let budget = compile(Lang::C, "c/budget.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 16, 64 * KIB, 5);
+    let limit = OsStr::new("262144");
+    run_ok(
+        &budget,
+        &[model.as_os_str(), limit],
+        dir.path(),
+        &env,
+        &["budget: ok".to_owned()],
+    );
+
+    let threads = compile(Lang::C, "c/threads.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    run_ok(
+        &threads,
+        &[model.as_os_str()],
+        dir.path(),
+        &env,
+        &["threads: ok".to_owned()],
+    );
+
+    let legacy = compile(Lang::C, "c/legacy.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let path = dir.path().join("generated.tmai");
+    run_ok(
+        &legacy,
+        &[path.as_os_str()],
+        dir.path(),
+        &env,
+        &["legacy: ok".to_owned()],
+    );
+
+    let extensions = compile(Lang::C, "c/extensions.c", dir.path(), &flags)
+        .unwrap_or_else(|error| panic!("{error}"));
+    let ext_model = dir.path().join("ext.tmai");
+    write_v2(&ext_model, 6, 2001, 13);
+    let small_legacy = dir.path().join("small_legacy.tmai");
+    fixtures::write_legacy_file(&fixtures::legacy_small(), &small_legacy).unwrap();
+    run_ok(
+        &extensions,
+        &[ext_model.as_os_str(), small_legacy.as_os_str()],
+        dir.path(),
+        &env,
+        &["extensions: ok".to_owned()],
+    );
+}
