@@ -51,6 +51,8 @@ fn main() {
             "--compute-us" => compute_us = value().parse().unwrap_or_else(|_| usage()),
             "--owned" => config.backend = Backend::Owned { direct_io: false },
             "--no-prefetch" => config.prefetch_enabled = false,
+            "--lookahead" => config.lookahead = value().parse().unwrap_or_else(|_| usage()),
+            "--threads" => config.prefetch_threads = value().parse().unwrap_or_else(|_| usage()),
             "--policy" => {
                 config.policy = Some(match value().as_str() {
                     "lru" => PolicyKind::Lru,
@@ -93,7 +95,12 @@ fn main() {
         let pass_start = Instant::now();
         let before = model.stats();
         let io_pass = storage_read_bytes();
-        for guard in model.forward_pass(0..model.layer_count()).unwrap() {
+        let mut waiting = Duration::ZERO;
+        let mut layers = model.forward_pass(0..model.layer_count()).unwrap();
+        loop {
+            let wait_start = Instant::now();
+            let Some(guard) = layers.next() else { break };
+            waiting += wait_start.elapsed();
             let guard = guard.unwrap_or_else(|error| {
                 eprintln!("stream: {error}");
                 std::process::exit(1);
@@ -113,8 +120,9 @@ fn main() {
             _ => "storage reads unknown".to_owned(),
         };
         println!(
-            "pass {pass}/{passes}: {:7.1} ms, {:.1} MiB loaded, {read}, hit ratio {:.2}",
+            "pass {pass}/{passes}: {:7.1} ms ({:.1} ms waiting for layers), {:.1} MiB loaded, {read}, hit ratio {:.2}",
             pass_start.elapsed().as_secs_f64() * 1e3,
+            waiting.as_secs_f64() * 1e3,
             (after.bytes_read - before.bytes_read) as f64 / 1048576.0,
             (after.hits - before.hits) as f64
                 / ((after.hits + after.misses) - (before.hits + before.misses)).max(1) as f64,

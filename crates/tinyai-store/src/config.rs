@@ -81,7 +81,8 @@ pub struct StoreConfig {
     /// `mlock` cached layers (default false). When the limit refuses, a warning is
     /// logged once and the store continues unlocked.
     pub lock_in_memory: bool,
-    /// How many layers ahead automatic prefetch looks (default 2).
+    /// How many layers ahead automatic prefetch looks (default 8). Prefetches also
+    /// stop at the first one the cache declines, so this is an upper bound.
     pub lookahead: usize,
     /// Mapped backend: keep evicted pages in the OS page cache instead of dropping
     /// them (default false: the budget bounds the page cache this model holds too).
@@ -128,7 +129,7 @@ impl Default for StoreConfig {
             policy: None,
             verify_checksums: false,
             lock_in_memory: false,
-            lookahead: 2,
+            lookahead: 8,
             keep_page_cache: false,
             progress: None,
         }

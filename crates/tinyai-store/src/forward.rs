@@ -8,7 +8,9 @@ use crate::model::MappedModel;
 /// the next `lookahead` layers to be prefetched, so that computing on one layer
 /// overlaps with reading the next. Created by [`MappedModel::forward_pass`].
 ///
-/// Dropping the iterator clears the declared order.
+/// The order stays declared to the cache after the iterator ends (so that the next
+/// pass over the same order benefits); clear it with
+/// [`MappedModel::set_access_order`]`(None)`.
 #[derive(Debug)]
 pub struct ForwardPass<'m> {
     model: &'m MappedModel,
@@ -48,11 +50,5 @@ impl Iterator for ForwardPass<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         let left = self.order.len() - self.position;
         (left, Some(left))
-    }
-}
-
-impl Drop for ForwardPass<'_> {
-    fn drop(&mut self) {
-        let _ = self.model.set_access_order(None);
     }
 }

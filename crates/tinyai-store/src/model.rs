@@ -60,6 +60,8 @@ enum Residency {
     Absent,
     Loading {
         prefetch: bool,
+        /// Loaded outside the cache (demand bypass, or a prefetch into the streaming window).
+        transient: bool,
         generation: u64,
     },
     Cached {
@@ -68,6 +70,7 @@ enum Residency {
     },
     Transient {
         data: Option<Arc<AlignedBuf>>,
+        prefetched_unused: bool,
     },
 }
 
@@ -79,6 +82,8 @@ struct Slot {
     last_accessed_ms: u64,
     verified: bool,
     locked: bool,
+    /// Charged to the streaming window (a transient prefetch not yet held by a guard).
+    in_window: bool,
 }
 
 #[derive(Debug)]
@@ -92,6 +97,14 @@ struct State {
     order: Option<(Vec<u64>, Vec<u32>)>,
     auto_order: bool,
     generation: u64,
+    /// Budget share for layers prefetched outside the cache (0 without automatic prefetch).
+    window_budget: u64,
+    /// Charges of window layers not yet held by a guard.
+    window_used: u64,
+    /// Window layers in the order they were prefetched (oldest dropped first).
+    window_queue: std::collections::VecDeque<u64>,
+    /// Prefetch tasks issued and not finished (close waits for them).
+    in_flight: usize,
 }
 
 /// Memory to drop after the state lock is released.
@@ -129,6 +142,25 @@ pub struct MappedModel {
     shared: Arc<Shared>,
 }
 
+/// The share of the budget set aside for layers prefetched outside the cache (the
+/// "streaming window"): with automatic prefetch on, `max(budget/8, 2 x largest layer)`
+/// (room to read the next large layer while the current one is in use), at most half
+/// the budget; otherwise 0.
+fn streaming_window(config: &StoreConfig, sizes: &[u64]) -> u64 {
+    if !config.prefetch_enabled || config.prefetch_threads == 0 || config.lookahead == 0 {
+        return 0;
+    }
+    let page = page_size();
+    let largest = sizes
+        .iter()
+        .map(|&size| size.next_multiple_of(page).max(config.min_layer_cache_size))
+        .max()
+        .unwrap_or(0);
+    (config.max_cache_size / 8)
+        .max(largest.saturating_mul(2))
+        .min(config.max_cache_size / 2)
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -154,9 +186,10 @@ impl MappedModel {
             )));
         }
         let sizes: Vec<u64> = spans.iter().map(|&(_, length)| length).collect();
+        let window_budget = streaming_window(&config, &sizes);
         let engine = Engine::new(
             EngineConfig {
-                budget_bytes: config.max_cache_size,
+                budget_bytes: config.max_cache_size - window_budget,
                 min_layer_charge: config.min_layer_cache_size,
                 page_size: page_size(),
                 policy: config.effective_policy(),
@@ -200,6 +233,10 @@ impl MappedModel {
                 order: None,
                 auto_order: false,
                 generation: 0,
+                window_budget,
+                window_used: 0,
+                window_queue: std::collections::VecDeque::new(),
+                in_flight: 0,
             }),
             config,
             loaded: Condvar::new(),
@@ -283,12 +320,18 @@ impl MappedModel {
         let mut evictions = Vec::new();
         {
             let mut state = self.shared.lock();
-            if matches!(
-                state.slots[index as usize].residency,
-                Residency::Cached { .. }
-            ) && state.engine.remove(id)?
-            {
-                evictions.push(state.take_eviction(index));
+            let slot = &state.slots[index as usize];
+            match slot.residency {
+                Residency::Cached { .. } if state.engine.remove(id)? => {
+                    evictions.push(state.take_eviction(index));
+                }
+                // A layer read ahead outside the cache and not yet used: drop it.
+                Residency::Transient { .. } if slot.guards == 0 => {
+                    state.leave_window(index);
+                    state.transient_charge -= state.engine.charge(id)?;
+                    evictions.push(state.take_eviction(index));
+                }
+                _ => {}
             }
         }
         self.shared.finish_evictions(evictions);
@@ -345,6 +388,15 @@ impl MappedModel {
                 if let Some(&bad) = order.iter().find(|&&i| i >= count) {
                     return Err(StoreError::LayerOutOfRange { index: bad, count });
                 }
+                if state
+                    .order
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == order)
+                {
+                    // Declaring the same order again (a new forward pass) changes nothing.
+                    state.auto_order = false;
+                    return Ok(());
+                }
                 state.set_order(order, count);
                 state.auto_order = false;
             }
@@ -355,6 +407,9 @@ impl MappedModel {
             }
         }
         self.shared.lookahead_epoch.fetch_add(1, Ordering::Relaxed);
+        let stale = self.shared.drop_unused_window(&mut state);
+        drop(state);
+        self.shared.finish_evictions(stale);
         Ok(())
     }
 
@@ -417,6 +472,17 @@ impl MappedModel {
 impl Drop for MappedModel {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        // Wait for prefetch tasks in flight (queued ones see `closed` and skip the
+        // read), so that the mapping is released when the last guard goes.
+        let mut state = self.shared.lock();
+        while state.in_flight > 0 {
+            state = self
+                .shared
+                .loaded
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        drop(state);
         tracing::info!(path = %self.shared.source.path().display(), "closed model");
     }
 }
@@ -435,12 +501,23 @@ impl State {
         self.order = Some((order, position));
     }
 
+    /// Takes a layer out of the streaming window's accounting.
+    fn leave_window(&mut self, index: u64) {
+        if std::mem::take(&mut self.slots[index as usize].in_window) {
+            let charge = self
+                .engine
+                .charge(LayerId(index as u32))
+                .unwrap_or_default();
+            self.window_used -= charge;
+        }
+    }
+
     /// Marks a cached layer absent and returns what must be dropped.
     fn take_eviction(&mut self, index: u64) -> Eviction {
         let slot = &mut self.slots[index as usize];
         let unlock = std::mem::take(&mut slot.locked);
         match std::mem::take(&mut slot.residency) {
-            Residency::Cached { data, .. } | Residency::Transient { data } => Eviction {
+            Residency::Cached { data, .. } | Residency::Transient { data, .. } => Eviction {
                 index,
                 data,
                 unlock,
@@ -514,8 +591,16 @@ impl Shared {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(LayerGuard::new(Arc::clone(self), index, data));
                 }
-                Residency::Transient { data } => {
+                Residency::Transient {
+                    data,
+                    prefetched_unused,
+                } => {
                     let data = data.clone();
+                    if std::mem::take(prefetched_unused) {
+                        self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
+                    }
+                    state.leave_window(index);
+                    let slot = &mut state.slots[index as usize];
                     slot.guards += 1;
                     slot.access_count += 1;
                     slot.last_accessed_ms = unix_ms();
@@ -557,6 +642,7 @@ impl Shared {
         let slot = &mut state.slots[index as usize];
         slot.residency = Residency::Loading {
             prefetch: false,
+            transient,
             generation,
         };
         slot.access_count += 1;
@@ -573,7 +659,10 @@ impl Shared {
                 slot.verified |= needs_verify;
                 slot.guards += 1;
                 slot.residency = if transient {
-                    Residency::Transient { data: data.clone() }
+                    Residency::Transient {
+                        data: data.clone(),
+                        prefetched_unused: false,
+                    }
                 } else {
                     Residency::Cached {
                         data: data.clone(),
@@ -688,9 +777,10 @@ impl Shared {
     }
 
     /// Drops evicted memory (outside the state lock).
-    fn finish_evictions(&self, evictions: Vec<Eviction>) {
+    fn finish_evictions(self: &Arc<Self>, evictions: Vec<Eviction>) {
+        let mut mapped = Vec::new();
         for eviction in evictions {
-            let (offset, length) = self.span(eviction.index);
+            let (_, length) = self.span(eviction.index);
             tracing::debug!(layer = eviction.index, bytes = length, "evicted layer");
             match eviction.data {
                 Some(buffer) => {
@@ -699,19 +789,48 @@ impl Shared {
                     }
                     drop(buffer);
                 }
-                None => {
-                    if eviction.unlock {
-                        self.source.lock(offset, length, false);
-                    }
-                    self.source
-                        .drop_pages(offset, length, self.config.keep_page_cache);
-                }
+                None => mapped.push(eviction),
+            }
+        }
+        if mapped.is_empty() {
+            return;
+        }
+        // Dropping pages costs about a millisecond per 16 MiB: do it on the pool so
+        // the caller's thread goes back to computing.
+        match &self.pool {
+            Some(pool) => {
+                self.lock().in_flight += 1;
+                let shared = Arc::clone(self);
+                pool.spawn(move || {
+                    shared.drop_mapped_pages(mapped);
+                    shared.lock().in_flight -= 1;
+                    shared.loaded.notify_all();
+                });
+            }
+            None => self.drop_mapped_pages(mapped),
+        }
+    }
+
+    fn drop_mapped_pages(&self, evictions: Vec<Eviction>) {
+        for eviction in evictions {
+            let (offset, length) = self.span(eviction.index);
+            if eviction.unlock {
+                self.source.lock(offset, length, false);
+            }
+            // Skip a layer that was loaded again meanwhile.
+            let reloaded = !matches!(
+                self.lock().slots[eviction.index as usize].residency,
+                Residency::Absent
+            );
+            if !reloaded {
+                self.source
+                    .drop_pages(offset, length, self.config.keep_page_cache);
             }
         }
     }
 
     /// Called by a guard's drop.
-    pub(crate) fn unpin(&self, index: u64) {
+    pub(crate) fn unpin(self: &Arc<Self>, index: u64) {
         let id = LayerId(index as u32);
         let mut evictions = Vec::new();
         {
@@ -745,30 +864,57 @@ impl Shared {
         let mut state = self.lock();
         match state.slots[index as usize].residency {
             Residency::Absent => {}
-            Residency::Transient { .. } => return Ok(false),
-            Residency::Cached { .. } | Residency::Loading { .. } => return Ok(true),
+            Residency::Transient { .. } | Residency::Cached { .. } | Residency::Loading { .. } => {
+                return Ok(true);
+            }
         }
         let now = self.now();
-        let victims = match state.engine.request(id, AccessKind::Prefetch, now)? {
-            Decision::Admit { victims } => victims,
-            Decision::Hit => Vec::new(),
-            Decision::Bypass => return Ok(false),
+        let charge = state.engine.charge(id)?;
+        let mut evictions = Vec::new();
+        let transient = match state.engine.request(id, AccessKind::Prefetch, now)? {
+            Decision::Admit { victims } => {
+                state.engine.pin(id)?;
+                evictions = self.evict_victims(&mut state, &victims);
+                false
+            }
+            Decision::Hit => {
+                state.engine.pin(id)?;
+                false
+            }
+            Decision::Bypass => {
+                // Not worth a place in the cache: stream it through the window if it fits.
+                while state
+                    .window_queue
+                    .front()
+                    .is_some_and(|&front| !state.slots[front as usize].in_window)
+                {
+                    state.window_queue.pop_front();
+                }
+                if state.window_used + charge > state.window_budget {
+                    return Ok(false);
+                }
+                state.window_used += charge;
+                state.transient_charge += charge;
+                state.slots[index as usize].in_window = true;
+                state.window_queue.push_back(index);
+                true
+            }
         };
-        state.engine.pin(id)?;
-        let evictions = self.evict_victims(&mut state, &victims);
         state.generation += 1;
         let generation = state.generation;
         state.slots[index as usize].residency = Residency::Loading {
             prefetch: true,
+            transient,
             generation,
         };
         let verify = self.config.verify_checksums && !state.slots[index as usize].verified;
+        state.in_flight += 1;
         drop(state);
         self.finish_evictions(evictions);
         self.counters
             .prefetch_issued
             .fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(layer = index, "prefetch issued");
+        tracing::trace!(layer = index, transient, "prefetch issued");
         match &self.pool {
             Some(pool) => {
                 let shared = Arc::clone(self);
@@ -779,7 +925,13 @@ impl Shared {
         Ok(true)
     }
 
-    fn run_prefetch(&self, index: u64, generation: u64, verify: bool, epoch: Option<u64>) {
+    fn run_prefetch(
+        self: &Arc<Self>,
+        index: u64,
+        generation: u64,
+        verify: bool,
+        epoch: Option<u64>,
+    ) {
         let id = LayerId(index as u32);
         let stale = self.closed.load(Ordering::Acquire)
             || epoch.is_some_and(|e| e != self.lookahead_epoch.load(Ordering::Relaxed));
@@ -800,54 +952,92 @@ impl Shared {
         {
             let mut state = self.lock();
             let slot = &mut state.slots[index as usize];
-            let current = matches!(slot.residency, Residency::Loading { generation: g, .. } if g == generation);
-            if current {
-                let demanded = matches!(
-                    slot.residency,
-                    Residency::Loading {
-                        prefetch: false,
-                        ..
-                    }
-                );
+            if let Residency::Loading {
+                generation: g,
+                prefetch,
+                transient,
+            } = slot.residency
+                && g == generation
+            {
+                let demanded = !prefetch;
                 match result {
                     Some(Ok(data)) => {
                         slot.verified |= verify;
-                        slot.residency = Residency::Cached {
-                            data,
-                            prefetched_unused: !demanded,
-                        };
-                        let _ = state.engine.unpin(id);
-                        self.maybe_lock_memory(&mut state, index);
+                        if transient {
+                            slot.residency = Residency::Transient {
+                                data,
+                                prefetched_unused: !demanded,
+                            };
+                        } else {
+                            slot.residency = Residency::Cached {
+                                data,
+                                prefetched_unused: !demanded,
+                            };
+                            let _ = state.engine.unpin(id);
+                            self.maybe_lock_memory(&mut state, index);
+                            if !state.engine.is_resident(id) {
+                                evictions.push(state.take_eviction(index));
+                            }
+                        }
                         tracing::trace!(layer = index, "prefetch completed");
                     }
-                    Some(Err(error)) => {
-                        tracing::debug!(layer = index, %error, "prefetch failed");
+                    failed => {
+                        if let Some(Err(error)) = &failed {
+                            tracing::debug!(layer = index, %error, "prefetch failed");
+                        } else {
+                            self.counters
+                                .prefetch_cancelled
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::trace!(layer = index, "stale prefetch cancelled");
+                        }
                         slot.residency = Residency::Absent;
-                        let _ = state.engine.unpin(id);
-                        let _ = state.engine.remove(id);
+                        if transient {
+                            state.leave_window(index);
+                            if let Ok(charge) = state.engine.charge(id) {
+                                state.transient_charge -= charge;
+                            }
+                        } else {
+                            let _ = state.engine.unpin(id);
+                            let _ = state.engine.remove(id);
+                        }
                     }
-                    None => {
-                        self.counters
-                            .prefetch_cancelled
-                            .fetch_add(1, Ordering::Relaxed);
-                        slot.residency = Residency::Absent;
-                        let _ = state.engine.unpin(id);
-                        let _ = state.engine.remove(id);
-                        tracing::trace!(layer = index, "stale prefetch cancelled");
-                    }
-                }
-                if !state.engine.is_resident(id)
-                    && matches!(
-                        state.slots[index as usize].residency,
-                        Residency::Cached { .. }
-                    )
-                {
-                    evictions.push(state.take_eviction(index));
                 }
             }
+            state.in_flight -= 1;
         }
         self.finish_evictions(evictions);
         self.loaded.notify_all();
+    }
+
+    /// Drops every window layer that was prefetched but not used (the pattern changed).
+    fn drop_unused_window(&self, state: &mut State) -> Vec<Eviction> {
+        let queued: Vec<u64> = state.window_queue.drain(..).collect();
+        let mut evictions = Vec::new();
+        for index in queued {
+            let slot = &state.slots[index as usize];
+            let unused = slot.in_window
+                && slot.guards == 0
+                && matches!(
+                    slot.residency,
+                    Residency::Transient {
+                        prefetched_unused: true,
+                        ..
+                    }
+                );
+            if unused {
+                state.leave_window(index);
+                if let Ok(charge) = state.engine.charge(LayerId(index as u32)) {
+                    state.transient_charge -= charge;
+                }
+                self.counters
+                    .prefetch_wasted
+                    .fetch_add(1, Ordering::Relaxed);
+                evictions.push(state.take_eviction(index));
+            } else if slot.in_window {
+                state.window_queue.push_back(index);
+            }
+        }
+        evictions
     }
 
     /// Automatic prefetch after a demand access of `index`.
@@ -856,6 +1046,7 @@ impl Shared {
             return;
         }
         let count = self.spans.len() as u64;
+        let mut stale_window = Vec::new();
         let next: Vec<u64> = {
             let mut state = self.lock();
             let previous = state.last_demand.replace(index);
@@ -866,6 +1057,7 @@ impl Shared {
             } else if !repeated && state.sequential_run > 0 {
                 state.sequential_run = 0;
                 self.lookahead_epoch.fetch_add(1, Ordering::Relaxed);
+                stale_window = self.drop_unused_window(&mut state);
                 if state.auto_order {
                     state.order = None;
                     state.auto_order = false;
@@ -894,6 +1086,7 @@ impl Shared {
                 Vec::new()
             }
         };
+        self.finish_evictions(stale_window);
         let epoch = self.lookahead_epoch.load(Ordering::Relaxed);
         for layer in next {
             if layer == index {

@@ -93,13 +93,27 @@ fn config_with_threads(threads: usize) -> StoreConfig {
 
 #[test]
 fn prefetch_is_declined_when_it_would_need_pinned_room() {
-    let fixture = fixture(34, &[512 * 1024; 4], 1);
+    let fixture = fixture(34, &[512 * 1024; 5], 1);
     let model = MappedModel::open(&fixture.path, config(MIB, Backend::Mapped)).unwrap();
+    // With automatic prefetch on, half of this budget is the streaming window.
     let a = model.get(0).unwrap();
     let b = model.get(1).unwrap();
-    // Budget full of pinned layers: nothing can be prefetched.
-    assert!(!model.prefetch(2).unwrap());
+    assert_eq!(model.descriptor(0).unwrap().state, CacheState::Cached);
+    assert_eq!(model.descriptor(1).unwrap().state, CacheState::Transient);
+    // The window has room for one more layer, read ahead outside the cache ...
+    assert!(model.prefetch(2).unwrap());
+    // ... and then nothing: the cache is full of pinned layers and the window is full.
+    assert!(!model.prefetch(3).unwrap());
+    assert!(
+        model.memory_usage() <= MIB + 512 * 1024,
+        "only the pinned transient may exceed"
+    );
+    assert!(wait_for(
+        || model.descriptor(2).unwrap().state == CacheState::Transient
+    ));
+    assert_layer_matches(&model, &fixture, 2);
     drop((a, b));
+    assert!(model.memory_usage() <= MIB);
 }
 
 #[test]
@@ -149,6 +163,8 @@ fn min_layer_cache_size_changes_the_charge() {
     for (minimum, expected) in [(4096, 4096), (64 * 1024, 64 * 1024), (0, 4096)] {
         let config = StoreConfig {
             min_layer_cache_size: minimum,
+            // No streaming window: the whole budget is cache.
+            prefetch_enabled: false,
             ..config(128 * 1024, Backend::Mapped)
         };
         let model = MappedModel::open(&fixture.path, config).unwrap();
