@@ -321,17 +321,18 @@ impl MappedModel {
         {
             let mut state = self.shared.lock();
             let slot = &state.slots[index as usize];
-            match slot.residency {
-                Residency::Cached { .. } if state.engine.remove(id)? => {
+            let cached = matches!(slot.residency, Residency::Cached { .. });
+            let unused_transient =
+                matches!(slot.residency, Residency::Transient { .. }) && slot.guards == 0;
+            if cached {
+                if state.engine.remove(id)? {
                     evictions.push(state.take_eviction(index));
                 }
+            } else if unused_transient {
                 // A layer read ahead outside the cache and not yet used: drop it.
-                Residency::Transient { .. } if slot.guards == 0 => {
-                    state.leave_window(index);
-                    state.transient_charge -= state.engine.charge(id)?;
-                    evictions.push(state.take_eviction(index));
-                }
-                _ => {}
+                state.leave_window(index);
+                state.transient_charge -= state.engine.charge(id)?;
+                evictions.push(state.take_eviction(index));
             }
         }
         self.shared.finish_evictions(evictions);
