@@ -552,3 +552,64 @@ fn programs_are_clean_under_address_and_undefined_sanitizers() {
         &["extensions: ok".to_owned()],
     );
 }
+
+#[test]
+fn pkg_config_file_builds_the_seed_example() {
+    let available = Command::new("pkg-config")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !available {
+        println!("SKIPPED: pkg-config not found");
+        return;
+    }
+    // A scratch install: <prefix>/{include,lib,lib/pkgconfig}.
+    let dir = tempdir();
+    let prefix = dir.path().join("prefix");
+    let header_dir = prefix.join("include/tinyai/utils");
+    let pkgconfig_dir = prefix.join("lib/pkgconfig");
+    std::fs::create_dir_all(&header_dir).unwrap();
+    std::fs::create_dir_all(&pkgconfig_dir).unwrap();
+    std::fs::copy(
+        crate_dir().join("include/tinyai/utils/mmap_loader.h"),
+        header_dir.join("mmap_loader.h"),
+    )
+    .unwrap();
+    std::fs::copy(static_lib(), prefix.join("lib/libtinyai.a")).unwrap();
+    let template = std::fs::read_to_string(crate_dir().join("tinyai.pc.in")).unwrap();
+    let pc = template
+        .replace("@PREFIX@", prefix.to_str().unwrap())
+        .replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+    std::fs::write(pkgconfig_dir.join("tinyai.pc"), pc).unwrap();
+
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "--static", "tinyai"])
+        .env("PKG_CONFIG_PATH", &pkgconfig_dir)
+        .output()
+        .unwrap();
+    assert!(flags.status.success(), "{flags:?}");
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    // The Libs.private line must be what the staticlib needs.
+    for lib in NATIVE_LIBS {
+        assert!(flags.contains(lib), "{lib} missing from {flags}");
+    }
+    let exe = dir.path().join("seed_example");
+    let source = crate_dir().join("tests/c/seed_example.c");
+    // The order a user would write: sources first, then the pkg-config output.
+    let output = Command::new(c_compiler())
+        .args(["-Wall", "-Wextra", "-Werror", "-std=c11", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .args(flags.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    write_v2(&work.join("model.tmai"), 3, 8 * KIB, 2);
+    run_ok(&exe, &[], &work, &[], &seed_lines(3));
+}
