@@ -109,3 +109,54 @@ pub(crate) fn entry<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn last_error() -> Option<String> {
+        let pointer = last_error_ptr();
+        if pointer.is_null() {
+            return None;
+        }
+        // SAFETY: non-NULL pointers come from the thread-local `CString`, alive
+        // until the next `entry` on this thread.
+        let message = unsafe { CStr::from_ptr(pointer) };
+        Some(message.to_string_lossy().into_owned())
+    }
+
+    #[test]
+    fn a_panic_becomes_the_fallback_and_a_message() {
+        let value = entry("test_function", -1, || -> Result<i32, FfiError> {
+            panic!("boom {}", 42)
+        });
+        assert_eq!(value, -1);
+        let message = last_error().unwrap_or_default();
+        assert!(
+            message.contains("test_function") && message.contains("boom 42"),
+            "{message}"
+        );
+        // A later success clears it.
+        assert_eq!(entry("test_function", -1, || Ok(3)), 3);
+        assert_eq!(last_error(), None);
+    }
+
+    #[test]
+    fn errors_are_per_thread_and_nul_safe() {
+        entry("here", (), || {
+            Err(FfiError::InvalidArgument {
+                function: "here",
+                message: "has a \0 inside".to_owned(),
+            })
+        });
+        assert!(
+            last_error()
+                .unwrap_or_default()
+                .contains("has a \\0 inside")
+        );
+        let other = std::thread::spawn(last_error).join().ok().flatten();
+        assert_eq!(other, None);
+    }
+}

@@ -142,3 +142,35 @@ pub struct TinyAIMmapOptions {
     /// Passed unchanged as the first argument of `progress`.
     pub userData: *mut c_void,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+
+    use super::*;
+
+    /// The layout a C compiler gives TinyAI's structs on LP64 targets.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn seed_structs_have_the_c_layout() {
+        assert_eq!(offset_of!(TinyAILayerDescriptor, offset), 0);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, size), 8);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, layerIndex), 16);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, precision), 20);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, cachedWeights), 24);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, isActive), 32);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, priority), 36);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, lastAccessed), 40);
+        assert_eq!(offset_of!(TinyAILayerDescriptor, accessCount), 48);
+        assert_eq!(size_of::<TinyAILayerDescriptor>(), 56);
+
+        assert_eq!(offset_of!(TinyAIMmapConfig, maxCacheSize), 0);
+        assert_eq!(offset_of!(TinyAIMmapConfig, prefetchEnabled), 8);
+        assert_eq!(offset_of!(TinyAIMmapConfig, prefetchThreads), 12);
+        assert_eq!(offset_of!(TinyAIMmapConfig, adaptiveCaching), 16);
+        assert_eq!(offset_of!(TinyAIMmapConfig, minLayerCacheSize), 24);
+        assert_eq!(size_of::<TinyAIMmapConfig>(), 32);
+
+        assert_eq!(size_of::<TinyAIMmapStats>(), 11 * 8);
+    }
+}
