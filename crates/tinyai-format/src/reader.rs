@@ -1,6 +1,7 @@
 //! Parsing and validation: bytes in, typed borrowed views out.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use zerocopy::FromBytes;
@@ -14,6 +15,33 @@ use crate::raw::{
     TENSOR_ENTRY_SIZE, V1_HEADER_SIZE, V1_LAYER_ENTRY_SIZE,
 };
 use crate::{DType, limits};
+
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for duplicate-name
+/// checks at open. Names come from the file, so a hostile file could force
+/// collisions; the cost is bounded by the (already size-checked) table sizes.
+#[derive(Default)]
+struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(SEED);
+        }
+        for &byte in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(byte)).wrapping_mul(SEED);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// The major version this crate writes and reads natively.
 pub const MAJOR_VERSION: u16 = 2;
@@ -676,8 +704,10 @@ fn parse_v2<'a>(
         (0, location.header_length),
         (location.tables.start, location.tables.end),
     ];
-    let mut names: HashMap<&str, u64> = HashMap::with_capacity(layers.len());
-    let mut tensor_names: HashMap<&str, ()> = HashMap::new();
+    let mut names: FastMap<&str, u64> =
+        FastMap::with_capacity_and_hasher(layers.len(), Default::default());
+    let mut tensor_names: FastMap<&str, ()> = FastMap::default();
+    let mut seen_in_layer: Vec<&str> = Vec::new();
     let mut previous_end: Option<(u64, u64)> = None;
     let mut expected_first = 0u64;
     for (index, raw) in layers.iter().enumerate() {
@@ -784,6 +814,9 @@ fn parse_v2<'a>(
         }
         expected_first = first + count;
         tensor_names.clear();
+        seen_in_layer.clear();
+        // Small layers (the common case) check duplicate names by comparison.
+        let small_layer = count <= 16;
         for tensor_index in first..first + count {
             let tensor = &tensors[as_usize(tensor_index)];
             let name = validate_tensor(
@@ -794,7 +827,14 @@ fn parse_v2<'a>(
                 length,
                 tolerate_unknown_dtypes,
             )?;
-            if tensor_names.insert(name, ()).is_some() {
+            let duplicate = if small_layer {
+                let duplicate = seen_in_layer.contains(&name);
+                seen_in_layer.push(name);
+                duplicate
+            } else {
+                tensor_names.insert(name, ()).is_some()
+            };
+            if duplicate {
                 return Err(FormatError::DuplicateTensorName {
                     tensor: tensor_index,
                     layer: index,
@@ -824,7 +864,8 @@ fn parse_v2<'a>(
 }
 
 fn validate_metadata(metadata: &[RawMetadata], strings: &[u8]) -> Result<(), FormatError> {
-    let mut keys: HashMap<&str, ()> = HashMap::with_capacity(metadata.len());
+    let mut keys: FastMap<&str, ()> =
+        FastMap::with_capacity_and_hasher(metadata.len(), Default::default());
     for (entry_index, entry) in metadata.iter().enumerate() {
         let entry_index = entry_index as u64;
         let key = checked_str(
@@ -905,13 +946,10 @@ fn validate_tensor<'a>(
         }
         _ => {}
     }
-    let shape: Vec<u64> = raw.shape[..usize::from(rank)]
+    let dims = &raw.shape[..usize::from(rank)];
+    let element_count = dims
         .iter()
-        .map(|d| d.get())
-        .collect();
-    let element_count = shape
-        .iter()
-        .try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)));
+        .try_fold(1u128, |acc, d| acc.checked_mul(u128::from(d.get())));
     let expected = match element_count {
         Some(count) => expected_byte_length(dtype, raw.source_type.get(), count),
         None => Some(u128::MAX),
@@ -922,7 +960,7 @@ fn validate_tensor<'a>(
         return Err(FormatError::TensorSizeMismatch {
             tensor: tensor_index,
             dtype,
-            shape,
+            shape: dims.iter().map(|d| d.get()).collect(),
             expected,
             actual: length,
         });

@@ -1,0 +1,138 @@
+//! Open + validate a `.tmai` file vs the `safetensors` crate parsing the header of an
+//! equivalent file, interleaved (A B A B …), medians. Run by `cargo xtask bench format`.
+//!
+//! Usage: bench_open [--quick] [--out FILE]
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::time::Instant;
+
+use tinyai_format::{DType, Model, TensorSpec, Writer, WriterOptions};
+
+const TENSORS_PER_LAYER: usize = 4;
+const ELEMENTS: u64 = 16;
+
+fn tmai_bytes(tensors: usize) -> Vec<u8> {
+    let mut writer = Writer::new(Cursor::new(Vec::new()), WriterOptions { alignment: 64 }).unwrap();
+    writer.add_metadata("general.name", "bench").unwrap();
+    let data = vec![0u8; (ELEMENTS * 4) as usize];
+    let shape = [ELEMENTS];
+    for layer in 0..tensors.div_ceil(TENSORS_PER_LAYER) {
+        let names: Vec<String> = (0..TENSORS_PER_LAYER)
+            .filter(|t| layer * TENSORS_PER_LAYER + t < tensors)
+            .map(|t| format!("model.layers.{layer}.tensor_{t}.weight"))
+            .collect();
+        let specs: Vec<(TensorSpec<'_>, &[u8])> = names
+            .iter()
+            .map(|name| (TensorSpec::new(name, DType::F32, &shape), &data[..]))
+            .collect();
+        writer
+            .add_layer(&format!("layers.{layer}"), &specs)
+            .unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+fn safetensors_bytes(tensors: usize) -> Vec<u8> {
+    let data = vec![0u8; (ELEMENTS * 4) as usize];
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = (0..tensors)
+        .map(|i| {
+            let layer = i / TENSORS_PER_LAYER;
+            let t = i % TENSORS_PER_LAYER;
+            (
+                format!("model.layers.{layer}.tensor_{t}.weight"),
+                safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    vec![ELEMENTS as usize],
+                    &data,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let metadata: Option<HashMap<String, String>> =
+        Some([("general.name".to_owned(), "bench".to_owned())].into());
+    safetensors::serialize(views, metadata).unwrap()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// Seconds per call of `f`, timed over batches that take about `batch_seconds`.
+fn time_batch(mut f: impl FnMut(), iterations: u32) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    start.elapsed().as_secs_f64() / f64::from(iterations)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| "target/bench/format.json".to_owned());
+    let rounds = if quick { 7 } else { 21 };
+    let mut rows = Vec::new();
+    for tensors in [10usize, 1_000, 100_000] {
+        eprintln!(
+            "[bench format] open {tensors} tensors: tmai vs safetensors, {rounds} interleaved rounds"
+        );
+        let ours_bytes = tmai_bytes(tensors);
+        let theirs_bytes = safetensors_bytes(tensors);
+        // Both must accept their file.
+        assert_eq!(
+            Model::parse(&ours_bytes).unwrap().tensor_count(),
+            tensors as u64
+        );
+        assert_eq!(
+            safetensors::SafeTensors::read_metadata(&theirs_bytes)
+                .unwrap()
+                .1
+                .tensors()
+                .len(),
+            tensors
+        );
+        let iterations = (200_000 / tensors).clamp(3, 20_000) as u32;
+        let mut ours = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..rounds {
+            ours.push(time_batch(
+                || {
+                    std::hint::black_box(Model::parse(std::hint::black_box(&ours_bytes)).unwrap());
+                },
+                iterations,
+            ));
+            theirs.push(time_batch(
+                || {
+                    std::hint::black_box(
+                        safetensors::SafeTensors::read_metadata(std::hint::black_box(
+                            &theirs_bytes,
+                        ))
+                        .unwrap(),
+                    );
+                },
+                iterations,
+            ));
+        }
+        let ours = median(&mut ours);
+        let theirs = median(&mut theirs);
+        rows.push(format!(
+            "{{\"tensors\": {tensors}, \"tmai_open_seconds\": {ours:.9}, \"safetensors_header_seconds\": {theirs:.9}, \"speedup\": {:.3}}}",
+            theirs / ours
+        ));
+    }
+    let document = format!("{{\n  \"open\": [\n    {}\n  ]\n}}\n", rows.join(",\n    "));
+    if let Some(parent) = std::path::Path::new(&out).parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&out, &document).unwrap();
+    print!("{document}");
+}
