@@ -54,13 +54,15 @@ fn store_error(function: &'static str) -> impl FnOnce(StoreError) -> FfiError {
 #[unsafe(no_mangle)]
 pub extern "C" fn tinyaiCreateDefaultMmapConfig() -> TinyAIMmapConfig {
     let defaults = StoreConfig::default();
-    TinyAIMmapConfig {
+    let config = TinyAIMmapConfig {
         maxCacheSize: usize::try_from(defaults.max_cache_size).unwrap_or(usize::MAX),
         prefetchEnabled: defaults.prefetch_enabled,
         prefetchThreads: c_int::try_from(defaults.prefetch_threads).unwrap_or(1),
         adaptiveCaching: defaults.adaptive_caching,
         minLayerCacheSize: usize::try_from(defaults.min_layer_cache_size).unwrap_or(4096),
-    }
+    };
+    // Through `entry` only so that, like every function, it clears the last error.
+    entry("tinyaiCreateDefaultMmapConfig", config, || Ok(config))
 }
 
 fn store_config(

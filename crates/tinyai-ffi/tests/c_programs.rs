@@ -140,7 +140,15 @@ fn compile(
     let suffix = if extra_flags.is_empty() { "" } else { "-san" };
     let exe = out_dir.join(format!("{stem}{suffix}"));
     let output = Command::new(&compiler)
-        .args(["-Wall", "-Wextra", "-Werror", standard, "-g", "-I"])
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            standard,
+            "-g",
+            "-I",
+        ])
         .arg(crate_dir().join("include"))
         .args(extra_flags)
         .arg(&source_path)
