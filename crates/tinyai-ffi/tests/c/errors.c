@@ -204,6 +204,25 @@ int main(int argc, char **argv) {
         CHECK_ERROR_SET();
     }
 
+    /* A path that is not UTF-8 is just bytes: it opens. */
+    {
+        size_t size = 0;
+        unsigned char *bytes = read_whole_file(argv[1], &size);
+        const char *odd_name = "model-\xff\xfe.tmai";
+        FILE *copy = fopen(odd_name, "wb");
+        CHECK(copy != NULL);
+        CHECK(fwrite(bytes, 1, size, copy) == size);
+        CHECK(fclose(copy) == 0);
+        TinyAIMappedModel *model = tinyaiOpenMappedModel(odd_name, NULL);
+        CHECK(model != NULL);
+        CHECK(tinyaiGetMappedLayerCount(model) > 0);
+        tinyaiCloseMappedModel(model);
+        CHECK(remove(odd_name) == 0);
+        CHECK(tinyaiOpenMappedModel("missing-\xff.tmai", NULL) == NULL);
+        CHECK_ERROR_SET();
+        free(bytes);
+    }
+
     bad_configurations(argv[1]);
     bad_indices(argv[1]);
     printf("errors: ok\n");
