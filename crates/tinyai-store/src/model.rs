@@ -370,6 +370,11 @@ impl MappedModel {
     /// Sets layer `index`'s retention priority (clamped to 0.0..=1.0; NaN → default).
     pub fn set_priority(&self, index: u64, priority: f32) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
+        let priority = if priority.is_nan() {
+            tinyai_cache::engine::DEFAULT_PRIORITY
+        } else {
+            priority
+        };
         self.shared.lock().engine.set_priority(id, priority)?;
         Ok(())
     }

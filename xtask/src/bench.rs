@@ -1,0 +1,548 @@
+//! `cargo xtask bench`: cross-crate benchmarks beside their baselines, with a
+//! Markdown report, raw JSON and SVG plots under `target/bench/`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::TaskError;
+use crate::args::workspace_root;
+
+/// Usage of this command.
+pub const USAGE: &str = "\
+usage: cargo xtask bench [--quick] [--no-criterion] [SUITE...]
+
+Suites (default: all): format, cache, store, ffi.
+  format  .tmai open + validate vs the safetensors crate's header parse (10, 1k, 100k tensors)
+  cache   policy hit ratios on synthetic traces (lru, tinyai_classic, adaptive, belady, moka, quick_cache)
+  store   cold load vs plain sequential read, streaming vs the lower bound and a naive mmap,
+          hot get, peak RSS, and a memory-constrained run in a cgroup (skipped where unavailable)
+  ffi     hot get through the C API, 1 and 2 threads
+
+Every ratio is measured in one run, interleaving the two sides and quoting medians.
+Writes target/bench/report.md, target/bench/*.json and target/bench/*.svg; criterion's
+HTML reports (full runs) stay under target/criterion/.
+--quick: small models and few rounds (about 3 minutes); no criterion runs.
+";
+
+const SUITES: [&str; 4] = ["format", "cache", "store", "ffi"];
+
+struct Runner {
+    root: PathBuf,
+    out: PathBuf,
+    quick: bool,
+}
+
+impl Runner {
+    fn cargo(&self, args: &[&str], label: &str) -> Result<(), TaskError> {
+        let started = Instant::now();
+        eprintln!("[bench] {label} ...");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&self.root)
+            .args(args)
+            .status()
+            .map_err(|e| TaskError::Failed(format!("running cargo: {e}")))?;
+        if !status.success() {
+            return Err(TaskError::Failed(format!("{label} failed ({status})")));
+        }
+        eprintln!(
+            "[bench] {label} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn example(&self, package: &str, example: &str, json: &str) -> Result<(), TaskError> {
+        let out = self.out.join(json);
+        let out = out.to_string_lossy().into_owned();
+        let mut args = vec![
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--example",
+            example,
+            "--",
+            "--out",
+        ];
+        args.push(&out);
+        if self.quick {
+            args.push("--quick");
+        }
+        self.cargo(&args, &format!("{package} {example}"))
+    }
+
+    fn criterion(&self, package: &str, bench: &str) -> Result<(), TaskError> {
+        self.cargo(
+            &[
+                "bench",
+                "-p",
+                package,
+                "--bench",
+                bench,
+                "--",
+                "--warm-up-time",
+                "1",
+                "--measurement-time",
+                "3",
+            ],
+            &format!("criterion {package}/{bench}"),
+        )
+    }
+}
+
+/// Runs the command.
+pub fn run(args: &[String]) -> Result<(), TaskError> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let no_criterion = quick || args.iter().any(|a| a == "--no-criterion");
+    let mut suites: Vec<&str> = Vec::new();
+    for arg in args.iter().filter(|a| !a.starts_with("--")) {
+        let suite = SUITES
+            .iter()
+            .find(|s| **s == arg.as_str())
+            .ok_or_else(|| TaskError::Usage(format!("unknown suite {arg:?}")))?;
+        suites.push(suite);
+    }
+    if let Some(unknown) = args
+        .iter()
+        .find(|a| a.starts_with("--") && !["--quick", "--no-criterion"].contains(&a.as_str()))
+    {
+        return Err(TaskError::Usage(format!("unknown option {unknown}")));
+    }
+    if suites.is_empty() {
+        suites = SUITES.to_vec();
+    }
+    let root = workspace_root();
+    let out = root.join("target").join("bench");
+    std::fs::create_dir_all(&out)
+        .map_err(|e| TaskError::Failed(format!("creating {}: {e}", out.display())))?;
+    let runner = Runner { root, out, quick };
+    let started = Instant::now();
+    for suite in &suites {
+        match *suite {
+            "format" => {
+                runner.example("tinyai-format", "bench_open", "format.json")?;
+                if !no_criterion {
+                    runner.criterion("tinyai-format", "parse")?;
+                }
+            }
+            "cache" => {
+                runner.example("tinyai-cache", "hit_ratios", "cache.json")?;
+                if !no_criterion {
+                    runner.criterion("tinyai-cache", "decision")?;
+                }
+            }
+            "store" => {
+                runner.example("tinyai-store", "bench_report", "store.json")?;
+                if !no_criterion {
+                    runner.criterion("tinyai-store", "store")?;
+                }
+            }
+            "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json")?,
+            _ => {}
+        }
+    }
+    let report = write_report(&runner.out, quick)?;
+    eprintln!(
+        "[bench] all done in {:.1} s; report: {}",
+        started.elapsed().as_secs_f64(),
+        report.display()
+    );
+    Ok(())
+}
+
+fn load(path: &Path) -> Option<Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn num(value: &Value, key: &str) -> f64 {
+    value.get(key).and_then(Value::as_f64).unwrap_or(f64::NAN)
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1} MiB", bytes / 1048576.0)
+}
+
+fn ms(seconds: f64) -> String {
+    format!("{:.1} ms", seconds * 1e3)
+}
+
+fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmark report\n");
+    let _ = writeln!(
+        md,
+        "Mode: {}. Machine: {} cores, {}. Each ratio comes from one run that interleaves \
+         the two sides (A B A B ...) and takes medians.\n",
+        if quick {
+            "`--quick` (small models, few rounds)"
+        } else {
+            "full"
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| m.lines().next().map(|l| l
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .to_owned()))
+            .map_or("unknown memory".to_owned(), |kib| format!(
+                "{:.0} GiB RAM",
+                kib.parse::<f64>().unwrap_or(0.0) / 1048576.0
+            )),
+    );
+    let _ = writeln!(
+        md,
+        "| measure | ours | baseline | ratio |\n|---|---|---|---|"
+    );
+    let mut details = String::new();
+
+    if let Some(format) = load(&out.join("format.json")) {
+        for row in format["open"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| open + validate, {} tensors (vs safetensors header parse) | {:.1} µs | {:.1} µs | {:.1}× faster |",
+                row["tensors"],
+                num(row, "tmai_open_seconds") * 1e6,
+                num(row, "safetensors_header_seconds") * 1e6,
+                num(row, "speedup")
+            );
+        }
+    }
+    if let Some(store) = load(&out.join("store.json")) {
+        let plain = num(&store, "plain_read_seconds");
+        for row in store["cold_load"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| cold load of a {} model, {} (vs plain sequential read) | {} | {} | {:.2} |",
+                mib(num(&store, "model_bytes")),
+                row["variant"].as_str().unwrap_or("?"),
+                ms(num(row, "seconds")),
+                ms(plain),
+                num(row, "ratio_vs_plain")
+            );
+        }
+        let bound = num(&store, "stream_lower_bound_seconds");
+        for row in store["streaming"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| streaming pass, model 2× budget, {} (vs lower bound) | {} | {} | {:.2} |",
+                row["variant"].as_str().unwrap_or("?"),
+                ms(num(row, "seconds_per_pass")),
+                ms(bound),
+                num(row, "vs_bound")
+            );
+        }
+        let constrained = &store["constrained"];
+        if let Some(reason) = constrained.get("skipped").and_then(Value::as_str) {
+            let _ = writeln!(md, "| memory-constrained run | skipped: {reason} | | |");
+        } else if constrained.is_object() {
+            let _ = writeln!(
+                md,
+                "| constrained ({} limit, {} model, {} budget): bytes read per pass (vs Belady) | {} | {} | {:.2} |",
+                mib(num(constrained, "limit")),
+                mib(num(constrained, "model_bytes")),
+                mib(num(constrained, "budget")),
+                mib(num(constrained, "read_bytes_per_pass")),
+                mib(num(constrained, "belady_missed_bytes_per_pass")),
+                num(constrained, "read_vs_belady")
+            );
+            let _ = writeln!(
+                md,
+                "| constrained: bytes read per pass (vs naive mmap) | {} | {} | {:.2} |",
+                mib(num(constrained, "read_bytes_per_pass")),
+                mib(num(constrained, "naive_read_bytes_per_pass")),
+                num(constrained, "read_bytes_per_pass")
+                    / num(constrained, "naive_read_bytes_per_pass")
+            );
+            let _ = writeln!(
+                md,
+                "| constrained: seconds per pass (vs naive mmap) | {} | {} | {:.2} |",
+                ms(num(constrained, "seconds_per_pass")),
+                ms(num(constrained, "naive_seconds_per_pass")),
+                num(constrained, "seconds_per_pass") / num(constrained, "naive_seconds_per_pass")
+            );
+        }
+        let memory = &store["memory"];
+        let _ = writeln!(
+            md,
+            "| peak RSS streaming a model 4× the budget ({} budget) (vs naive mmap) | {} | {} | {:.2} |",
+            mib(num(memory, "budget")),
+            mib(num(memory, "peak_rss_bytes")),
+            mib(num(memory, "naive_peak_rss_bytes")),
+            num(memory, "peak_rss_bytes") / num(memory, "naive_peak_rss_bytes")
+        );
+        for row in store["hot_get"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| hot get, Rust API, {} thread(s) | {:.0} ns | | |",
+                row["threads"],
+                num(row, "ns_per_get")
+            );
+        }
+        let _ = writeln!(
+            details,
+            "\n## Store details\n\nPlain sequential read: {} of {} ({:.2} GB/s). Streaming: budget {}, \
+             compute {} per pass, Belady misses {} per pass, lower bound \
+             max(compute, Belady misses / plain-read bandwidth) = {}.\n",
+            ms(plain),
+            mib(num(&store, "model_bytes")),
+            num(&store, "plain_read_bandwidth") / 1e9,
+            mib(num(&store, "stream_budget")),
+            ms(num(&store, "compute_seconds_per_pass")),
+            mib(num(&store, "belady_missed_bytes_per_pass")),
+            ms(bound)
+        );
+        let _ = writeln!(
+            details,
+            "| variant | s/pass | vs bound | read/pass | peak RSS |\n|---|---|---|---|---|"
+        );
+        for row in store["streaming"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                details,
+                "| {} | {} | {:.2} | {} | {} |",
+                row["variant"].as_str().unwrap_or("?"),
+                ms(num(row, "seconds_per_pass")),
+                num(row, "vs_bound"),
+                mib(num(row, "read_bytes_per_pass")),
+                mib(num(row, "peak_rss_bytes"))
+            );
+        }
+        let points: Vec<(f64, f64, f64)> = store["pass_time_vs_budget"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|row| {
+                (
+                    num(row, "budget_fraction"),
+                    num(row, "seconds_per_pass") * 1e3,
+                    num(row, "lower_bound_seconds") * 1e3,
+                )
+            })
+            .collect();
+        if !points.is_empty() {
+            let svg = line_chart(
+                "Pass time vs budget (model 2× the reference budget)",
+                "budget / model size",
+                "ms per pass",
+                &[
+                    (
+                        "adaptive, prefetch",
+                        points.iter().map(|p| (p.0, p.1)).collect(),
+                    ),
+                    ("lower bound", points.iter().map(|p| (p.0, p.2)).collect()),
+                ],
+            );
+            write_file(&out.join("store_pass_time_vs_budget.svg"), &svg)?;
+            let _ = writeln!(
+                details,
+                "\n![pass time vs budget](store_pass_time_vs_budget.svg)\n"
+            );
+        }
+    }
+    if let Some(ffi) = load(&out.join("ffi.json")) {
+        for row in ffi["hot_get"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                md,
+                "| hot get, C API (tinyaiGetLayerWeights), {} thread(s) | {:.0} ns | | |",
+                row["threads"],
+                num(row, "ns_per_get")
+            );
+        }
+    }
+    if let Some(cache) = load(&out.join("cache.json")) {
+        cache_section(&cache, out, &mut md, &mut details)?;
+    }
+    md.push_str(&details);
+    let path = out.join("report.md");
+    write_file(&path, &md)?;
+    print!("{md}");
+    Ok(path)
+}
+
+fn cache_section(
+    cache: &Value,
+    out: &Path,
+    md: &mut String,
+    details: &mut String,
+) -> Result<(), TaskError> {
+    let rows: Vec<&Value> = cache.as_array().into_iter().flatten().collect();
+    let mut traces: Vec<&str> = rows.iter().filter_map(|r| r["trace"].as_str()).collect();
+    traces.dedup();
+    traces.sort_unstable();
+    traces.dedup();
+    let policies = [
+        "adaptive",
+        "lru",
+        "tinyai_classic",
+        "moka",
+        "quick_cache",
+        "belady",
+    ];
+    let find = |trace: &str, policy: &str, fraction: f64| {
+        rows.iter().find(|r| {
+            r["trace"].as_str() == Some(trace)
+                && r["policy"].as_str() == Some(policy)
+                && (num(r, "budget_fraction") - fraction).abs() < 1e-9
+        })
+    };
+    if let (Some(adaptive), Some(belady)) = (
+        find("forward_passes", "adaptive", 0.5),
+        find("forward_passes", "belady", 0.5),
+    ) {
+        let _ = writeln!(
+            md,
+            "| forward_passes @ 0.5 budget: byte hit ratio (vs Belady) | {:.3} | {:.3} | {:.2} |",
+            num(adaptive, "byte_hit_ratio"),
+            num(belady, "byte_hit_ratio"),
+            num(adaptive, "byte_hit_ratio") / num(belady, "byte_hit_ratio")
+        );
+    }
+    let _ = writeln!(
+        details,
+        "\n## Cache policies: byte hit ratio (hit ratio)\n\n| trace | budget | {} |\n|---|---|{}",
+        policies.join(" | "),
+        "---|".repeat(policies.len())
+    );
+    for trace in &traces {
+        for fraction in [0.1, 0.25, 0.5, 0.75, 0.9] {
+            let cells: Vec<String> = policies
+                .iter()
+                .map(|p| {
+                    find(trace, p, fraction).map_or("–".to_owned(), |r| {
+                        format!(
+                            "{:.3} ({:.3})",
+                            num(r, "byte_hit_ratio"),
+                            num(r, "hit_ratio")
+                        )
+                    })
+                })
+                .collect();
+            let _ = writeln!(details, "| {trace} | {fraction} | {} |", cells.join(" | "));
+        }
+        let series: Vec<(&str, Vec<(f64, f64)>)> = policies
+            .iter()
+            .map(|p| {
+                (
+                    *p,
+                    [0.1, 0.25, 0.5, 0.75, 0.9]
+                        .iter()
+                        .filter_map(|&f| find(trace, p, f).map(|r| (f, num(r, "byte_hit_ratio"))))
+                        .collect(),
+                )
+            })
+            .collect();
+        let svg = line_chart(
+            &format!("{trace}: byte hit ratio vs budget"),
+            "budget / total size",
+            "byte hit ratio",
+            &series,
+        );
+        write_file(&out.join(format!("cache_{trace}.svg")), &svg)?;
+        let _ = writeln!(details, "\n![{trace}](cache_{trace}.svg)\n");
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), TaskError> {
+    std::fs::write(path, text)
+        .map_err(|e| TaskError::Failed(format!("writing {}: {e}", path.display())))
+}
+
+/// A minimal SVG line chart (no dependencies).
+fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> String {
+    const COLORS: [&str; 6] = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#555555",
+    ];
+    let (width, height, left, right, top, bottom) = (640.0, 400.0, 60.0, 170.0, 40.0, 50.0);
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .filter(|(x, y)| x.is_finite() && y.is_finite())
+        .collect();
+    let x_max = points.iter().map(|p| p.0).fold(0.0f64, f64::max).max(1e-9);
+    let y_max = points.iter().map(|p| p.1).fold(0.0f64, f64::max).max(1e-9) * 1.1;
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let sx = |x: f64| left + x / x_max * plot_w;
+    let sy = |y: f64| top + plot_h - y / y_max * plot_h;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n\
+         <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>\n\
+         <text x=\"15\" y=\"{}\" text-anchor=\"middle\" transform=\"rotate(-90 15 {})\">{y_label}</text>\n",
+        width / 2.0,
+        top + plot_h,
+        left + plot_w,
+        top + plot_h,
+        top + plot_h,
+        left + plot_w / 2.0,
+        height - 10.0,
+        top + plot_h / 2.0,
+        top + plot_h / 2.0,
+    );
+    for i in 0..=4 {
+        let fraction = f64::from(i) / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.2}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.2}</text>",
+            sx(fraction * x_max),
+            top + plot_h + 15.0,
+            fraction * x_max,
+            left - 5.0,
+            sy(fraction * y_max) + 4.0,
+            fraction * y_max
+        );
+    }
+    for (i, (name, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        for point in &path {
+            let mut xy = point.split(',');
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{}\" cy=\"{}\" r=\"3\" fill=\"{color}\"/>",
+                xy.next().unwrap_or("0"),
+                xy.next().unwrap_or("0")
+            );
+        }
+        let ly = top + 15.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{color}\"/><text x=\"{}\" y=\"{}\">{name}</text>",
+            width - right + 15.0,
+            ly - 10.0,
+            width - right + 32.0,
+            ly
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
