@@ -66,13 +66,20 @@
 //!
 //! # Cost
 //!
-//! Per (priority, size class): an intrusive recency list and a `BTreeSet` by
-//! mean distance for memoryless entries, a `BTreeSet` by due time for
-//! periodic ones. The largest `E` of a class is at one of four stream heads
+//! Resident entries live in a class per (priority, size class), found from
+//! the entry by index (no map lookup on the hot path). A class holds an
+//! intrusive recency list and a lazy-deletion max-heap by mean distance for
+//! memoryless entries, and a max-heap and a min-heap by due time for periodic
+//! ones. Heap items carry the entry's generation, bumped whenever the entry
+//! leaves its class, so an update is one push and the stale item is dropped
+//! when it surfaces (or when the heap, grown past twice its live entries, is
+//! compacted). The largest `E` of a class is at one of four stream heads
 //! (oldest, largest mean, latest due, most overdue), so victims come from a
-//! merge: `O(log r)` per access, `O(classes · log r)` per victim.
+//! merge: amortised `O(log r)` per access, with small constants and no
+//! allocation in steady state.
 
-use std::collections::{BTreeMap, BTreeSet, btree_set};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use super::{Candidate, Plan, Policy, Slot};
 
@@ -80,12 +87,14 @@ const NIL: u32 = u32::MAX;
 const NEVER: u64 = u64::MAX;
 /// Marks an unknown reuse-distance sample.
 const UNKNOWN: u32 = u32::MAX;
+/// Heaps are compacted when they hold more than twice their live items plus this.
+const COMPACT_SLACK: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// Ranked by `max(irr, age)`; lives in `by_irr` and the recency list.
     Memoryless,
-    /// Ranked by `|due - clock|`; lives in `by_due`.
+    /// Ranked by `|due - clock|`; lives in `due_late` and `due_early`.
     Periodic,
 }
 
@@ -101,8 +110,12 @@ struct Entry {
     /// Recency list links (memoryless residents only).
     prev: u32,
     next: u32,
-    /// Class of a resident entry.
-    class: ClassKey,
+    /// Index of the class of a resident entry in `AdaptivePolicy::classes`, `NIL` if not resident.
+    class: u32,
+    /// Bumped whenever the entry leaves its class: heap items of an older
+    /// generation are stale. (A wrapped generation can at worst revive a
+    /// duplicate of a valid item, which the victim merge skips by its stamp.)
+    generation: u32,
     /// Visit mark for the victim merge.
     stamp: u32,
 }
@@ -115,22 +128,21 @@ impl Entry {
         mode: Mode::Memoryless,
         prev: NIL,
         next: NIL,
-        class: ClassKey {
-            priority: 0,
-            size: 0,
-        },
+        class: NIL,
+        generation: 0,
         stamp: 0,
     };
 
-    /// Key in `Class::by_irr` (memoryless): iterated from the largest.
+    /// Key in `Class::by_irr` (memoryless), evicted from the largest: the
+    /// mean distance, and above every known mean, entries never reused,
+    /// oldest first (known means are below 2^32, clocks far below 2^63).
     #[inline]
-    fn irr_key(&self, id: u32) -> (u64, u64, u32) {
-        let tiebreak = if self.key == NEVER {
+    fn irr_key(&self) -> u64 {
+        if self.key == NEVER {
             NEVER - self.last
         } else {
-            0
-        };
-        (self.key, tiebreak, id)
+            self.key
+        }
     }
 
     /// Expected distance to the next use at `clock`.
@@ -189,38 +201,66 @@ impl Entry {
     }
 }
 
-/// Resident entries are grouped by exact priority, then by size class.
+/// One heap item: valid while the entry is in the heap's class with the same generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct ClassKey {
-    priority: u32,
-    /// Bit length of the charge: the weight is `2^size`.
-    size: u8,
+struct Item {
+    key: u64,
+    id: u32,
+    generation: u32,
 }
 
 /// Resident entries of one priority and size class.
 #[derive(Debug)]
 struct Class {
+    /// Order-preserving integer of the priority.
+    priority: u32,
+    /// Bit length of the charge: the weight is `2^size`.
+    size: u8,
+    /// Attached memoryless and periodic entries.
+    memoryless: usize,
+    periodic: usize,
     /// Most recently used memoryless entry.
     head: u32,
     /// Least recently used memoryless entry.
     tail: u32,
-    by_irr: BTreeSet<(u64, u64, u32)>,
-    by_due: BTreeSet<(u64, u32)>,
+    /// Memoryless entries by `Entry::irr_key`, largest first.
+    by_irr: BinaryHeap<Item>,
+    /// Periodic entries by due time, latest first.
+    due_late: BinaryHeap<Item>,
+    /// Periodic entries by due time, earliest first.
+    due_early: BinaryHeap<Reverse<Item>>,
+    /// The recency stream's position in the victim merge of stamp `cursor_stamp`.
+    cursor: u32,
+    cursor_stamp: u32,
 }
 
 impl Class {
-    fn new() -> Self {
+    fn new(priority: u32, size: u8) -> Self {
         Class {
+            priority,
+            size,
+            memoryless: 0,
+            periodic: 0,
             head: NIL,
             tail: NIL,
-            by_irr: BTreeSet::new(),
-            by_due: BTreeSet::new(),
+            by_irr: BinaryHeap::new(),
+            due_late: BinaryHeap::new(),
+            due_early: BinaryHeap::new(),
+            cursor: NIL,
+            cursor_stamp: 0,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.head == NIL && self.by_due.is_empty()
+        self.memoryless == 0 && self.periodic == 0
     }
+}
+
+/// All classes of one priority, by ascending size class.
+#[derive(Debug)]
+struct Level {
+    priority: u32,
+    classes: Vec<u32>,
 }
 
 /// Map a priority in `0.0..=1.0` to an order-preserving integer.
@@ -241,11 +281,33 @@ fn weighted(distance: u64, size: u8) -> u128 {
     u128::from(distance) << size
 }
 
+/// Which heap a popped item came from (to restore it after a merge).
+#[derive(Clone, Copy, Debug)]
+enum HeapKind {
+    Irr,
+    Late,
+    Early,
+}
+
+/// An item popped during a victim merge, pushed back afterwards.
+#[derive(Clone, Copy, Debug)]
+struct Popped {
+    class: u32,
+    heap: HeapKind,
+    item: Item,
+}
+
 /// Priority classes × reuse-distance ordering (see the module docs).
 #[derive(Debug)]
 pub(crate) struct AdaptivePolicy {
     entries: Vec<Entry>,
-    classes: BTreeMap<ClassKey, Class>,
+    /// Class arena; free slots are listed in `free_classes`.
+    classes: Vec<Class>,
+    free_classes: Vec<u32>,
+    /// Non-empty priority levels, by ascending priority.
+    levels: Vec<Level>,
+    /// Scratch for the victim merge (kept to avoid allocating per miss).
+    popped: Vec<Popped>,
     clock: u64,
     stamp: u32,
 }
@@ -281,35 +343,77 @@ fn push_front(entries: &mut [Entry], class: &mut Class, id: u32) {
     class.head = id;
 }
 
-/// Adds a resident `id` (already classified) to `class`.
-fn attach(entries: &mut [Entry], class: &mut Class, id: u32) {
-    let Some(e) = entries.get(id as usize).copied() else {
-        return;
-    };
-    match e.mode {
-        Mode::Memoryless => {
-            class.by_irr.insert(e.irr_key(id));
-            push_front(entries, class, id);
-        }
-        Mode::Periodic => {
-            class.by_due.insert((e.key, id));
-        }
+#[inline]
+fn valid(entries: &[Entry], class_index: u32, item: Item) -> bool {
+    entries
+        .get(item.id as usize)
+        .is_some_and(|e| e.class == class_index && e.generation == item.generation)
+}
+
+/// Drops the stale items of a heap grown past twice its live entries.
+fn compact_if_bloated(entries: &[Entry], class_index: u32, class: &mut Class) {
+    if class.by_irr.len() > 2 * class.memoryless + COMPACT_SLACK {
+        class
+            .by_irr
+            .retain(|&item| valid(entries, class_index, item));
+    }
+    if class.due_late.len() > 2 * class.periodic + COMPACT_SLACK {
+        class
+            .due_late
+            .retain(|&item| valid(entries, class_index, item));
+    }
+    if class.due_early.len() > 2 * class.periodic + COMPACT_SLACK {
+        class
+            .due_early
+            .retain(|&Reverse(item)| valid(entries, class_index, item));
     }
 }
 
-/// Removes a resident `id` from `class` (its entry must be unchanged since `attach`).
-fn detach(entries: &mut [Entry], class: &mut Class, id: u32) {
-    let Some(e) = entries.get(id as usize).copied() else {
+/// Adds a resident `id` (already classified) to `class`.
+fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
+    let Some(e) = entries.get_mut(id as usize) else {
         return;
     };
+    e.class = class_index;
+    let generation = e.generation;
     match e.mode {
         Mode::Memoryless => {
-            class.by_irr.remove(&e.irr_key(id));
-            unlink(entries, class, id);
+            let key = e.irr_key();
+            class.memoryless += 1;
+            class.by_irr.push(Item {
+                key,
+                id,
+                generation,
+            });
+            push_front(entries, class, id);
         }
         Mode::Periodic => {
-            class.by_due.remove(&(e.key, id));
+            let item = Item {
+                key: e.key,
+                id,
+                generation,
+            };
+            class.periodic += 1;
+            class.due_late.push(item);
+            class.due_early.push(Reverse(item));
         }
+    }
+    compact_if_bloated(entries, class_index, class);
+}
+
+/// Removes a resident `id` from `class`: its heap items become stale.
+fn detach(entries: &mut [Entry], class: &mut Class, id: u32) {
+    let Some(e) = entries.get_mut(id as usize) else {
+        return;
+    };
+    e.class = NIL;
+    e.generation = e.generation.wrapping_add(1);
+    match e.mode {
+        Mode::Memoryless => {
+            class.memoryless = class.memoryless.saturating_sub(1);
+            unlink(entries, class, id);
+        }
+        Mode::Periodic => class.periodic = class.periodic.saturating_sub(1),
     }
 }
 
@@ -329,126 +433,199 @@ fn record(entries: &mut [Entry], clock: &mut u64, id: u32) {
     e.classify();
 }
 
-/// Walks one class's resident entries from the largest expected distance down,
-/// by merging four sorted streams.
-struct Cursor<'a> {
-    size: u8,
-    irr: std::iter::Rev<btree_set::Iter<'a, (u64, u64, u32)>>,
-    irr_head: Option<(u64, u32)>,
-    lru: u32,
-    due: btree_set::Iter<'a, (u64, u32)>,
-    due_high: Option<(u64, u32)>,
-    due_low: Option<(u64, u32)>,
-}
-
-#[derive(Clone, Copy)]
-enum Stream {
-    Irr,
-    Lru,
-    DueHigh,
-    DueLow,
-}
-
-impl<'a> Cursor<'a> {
-    fn new(key: ClassKey, class: &'a Class) -> Self {
-        Cursor {
-            size: key.size,
-            irr: class.by_irr.iter().rev(),
-            irr_head: None,
-            lru: class.tail,
-            due: class.by_due.iter(),
-            due_high: None,
-            due_low: None,
+/// The next entry of one class in a victim merge (largest expected distance)
+/// and its id. Stale heap tops are dropped; tops already visited in this
+/// merge (stamped) are moved to `popped`, to be pushed back afterwards.
+fn peek(
+    entries: &[Entry],
+    class_index: u32,
+    class: &mut Class,
+    clock: u64,
+    stamp: u32,
+    popped: &mut Vec<Popped>,
+    rank_to_beat: Option<u128>,
+) -> Option<(u64, u32)> {
+    let visited = |id: u32| entries.get(id as usize).is_none_or(|e| e.stamp == stamp);
+    let mut best: Option<(u64, u32)> = None;
+    // The first largest value wins (streams in a fixed order: deterministic ties).
+    let consider = |best: &mut Option<(u64, u32)>, value: u64, id: u32| {
+        if best.is_none_or(|(v, _)| value > v) {
+            *best = Some((value, id));
         }
-    }
-
-    /// The next entry (largest expected distance) and its stream.
-    fn peek(&mut self, entries: &[Entry], clock: u64, stamp: u32) -> Option<(u64, u32, Stream)> {
-        let stamped = |id: u32| entries.get(id as usize).is_none_or(|e| e.stamp == stamp);
-        loop {
-            match self.irr_head {
-                Some((_, id)) if stamped(id) => self.irr_head = None,
-                Some(_) => break,
-                None => match self.irr.next() {
-                    Some(&(irr, _, id)) => self.irr_head = Some((irr, id)),
-                    None => break,
-                },
+    };
+    // A heap top bounds every item below it: skip the stream (and leave its
+    // stale items for later) when even the bound cannot win.
+    // `rank_to_beat` comes from a smaller size class, which wins ties.
+    let size = class.size;
+    let beaten = |best: &Option<(u64, u32)>, bound: u64| {
+        best.is_some_and(|(v, _)| bound <= v)
+            || rank_to_beat.is_some_and(|r| weighted(bound, size) < r)
+    };
+    if class.memoryless > 0 {
+        while let Some(&item) = class.by_irr.peek() {
+            // Keys above any known mean stand for "never reused" (`NEVER`).
+            let bound = if item.key > u64::from(u32::MAX) {
+                NEVER
+            } else {
+                item.key
+            };
+            if beaten(&best, bound) {
+                break;
+            } else if !valid(entries, class_index, item) {
+                class.by_irr.pop();
+            } else if visited(item.id) {
+                class.by_irr.pop();
+                popped.push(Popped {
+                    class: class_index,
+                    heap: HeapKind::Irr,
+                    item,
+                });
+            } else {
+                let irr = entries.get(item.id as usize).map_or(NEVER, |e| e.key);
+                consider(&mut best, irr, item.id);
+                break;
             }
         }
-        while self.lru != NIL && stamped(self.lru) {
-            self.lru = entries.get(self.lru as usize).map_or(NIL, |e| e.prev);
+        if class.cursor_stamp != stamp {
+            class.cursor_stamp = stamp;
+            class.cursor = class.tail;
         }
-        if self.due_high.is_none() {
-            self.due_high = self.due.next_back().copied();
+        while class.cursor != NIL && visited(class.cursor) {
+            class.cursor = entries.get(class.cursor as usize).map_or(NIL, |e| e.prev);
         }
-        if self.due_low.is_none() {
-            self.due_low = self.due.next().copied();
+        if let Some(e) = entries.get(class.cursor as usize) {
+            consider(&mut best, clock.saturating_sub(e.last), class.cursor);
         }
-        let mut best: Option<(u64, u32, Stream)> = None;
-        let mut consider = |value: u64, id: u32, stream: Stream| {
-            if best.is_none_or(|(v, _, _)| value > v) {
-                best = Some((value, id, stream));
+    }
+    if class.periodic > 0 {
+        while let Some(&item) = class.due_late.peek() {
+            if beaten(&best, item.key.saturating_sub(clock)) {
+                break;
+            } else if !valid(entries, class_index, item) {
+                class.due_late.pop();
+            } else if visited(item.id) {
+                class.due_late.pop();
+                popped.push(Popped {
+                    class: class_index,
+                    heap: HeapKind::Late,
+                    item,
+                });
+            } else {
+                consider(&mut best, item.key.saturating_sub(clock), item.id);
+                break;
             }
-        };
-        if let Some((irr, id)) = self.irr_head {
-            consider(irr, id, Stream::Irr);
         }
-        if let Some(e) = entries.get(self.lru as usize) {
-            consider(clock.saturating_sub(e.last), self.lru, Stream::Lru);
-        }
-        if let Some((due, id)) = self.due_high {
-            consider(due.saturating_sub(clock), id, Stream::DueHigh);
-        }
-        if let Some((due, id)) = self.due_low {
-            consider(clock.saturating_sub(due), id, Stream::DueLow);
-        }
-        best
-    }
-
-    fn take(&mut self, stream: Stream) {
-        match stream {
-            Stream::Irr => self.irr_head = None,
-            // The stamp makes the next `peek` skip it.
-            Stream::Lru => {}
-            Stream::DueHigh => self.due_high = None,
-            Stream::DueLow => self.due_low = None,
+        while let Some(&Reverse(item)) = class.due_early.peek() {
+            if beaten(&best, clock.saturating_sub(item.key)) {
+                break;
+            } else if !valid(entries, class_index, item) {
+                class.due_early.pop();
+            } else if visited(item.id) {
+                class.due_early.pop();
+                popped.push(Popped {
+                    class: class_index,
+                    heap: HeapKind::Early,
+                    item,
+                });
+            } else {
+                consider(&mut best, clock.saturating_sub(item.key), item.id);
+                break;
+            }
         }
     }
+    best
 }
 
 impl AdaptivePolicy {
     pub(crate) fn new(layer_count: usize) -> Self {
         AdaptivePolicy {
             entries: vec![Entry::EMPTY; layer_count],
-            classes: BTreeMap::new(),
+            classes: Vec::new(),
+            free_classes: Vec::new(),
+            levels: Vec::new(),
+            popped: Vec::new(),
             clock: 0,
             stamp: 0,
         }
     }
 
+    /// The index of the class of (`priority`, `size`), created if needed.
+    fn class_for(&mut self, priority: u32, size: u8) -> u32 {
+        let level_index = match self.levels.binary_search_by_key(&priority, |l| l.priority) {
+            Ok(i) => i,
+            Err(i) => {
+                self.levels.insert(
+                    i,
+                    Level {
+                        priority,
+                        classes: Vec::new(),
+                    },
+                );
+                i
+            }
+        };
+        let Some(level) = self.levels.get_mut(level_index) else {
+            return NIL;
+        };
+        let classes = &mut self.classes;
+        let position = level
+            .classes
+            .partition_point(|&c| classes.get(c as usize).is_some_and(|c| c.size < size));
+        if let Some(&found) = level.classes.get(position)
+            && classes.get(found as usize).is_some_and(|c| c.size == size)
+        {
+            return found;
+        }
+        let index = match self.free_classes.pop() {
+            Some(index) => {
+                if let Some(class) = classes.get_mut(index as usize) {
+                    class.priority = priority;
+                    class.size = size;
+                }
+                index
+            }
+            None => {
+                classes.push(Class::new(priority, size));
+                (classes.len() - 1) as u32
+            }
+        };
+        level.classes.insert(position, index);
+        index
+    }
+
     fn insert_resident(&mut self, id: u32, slot: &Slot) {
-        let key = ClassKey {
-            priority: priority_key(slot.priority),
-            size: size_class(slot.charge),
-        };
-        let Some(e) = self.entries.get_mut(id as usize) else {
-            return;
-        };
-        e.class = key;
-        let class = self.classes.entry(key).or_insert_with(Class::new);
-        attach(&mut self.entries, class, id);
+        let class_index = self.class_for(priority_key(slot.priority), size_class(slot.charge));
+        if let Some(class) = self.classes.get_mut(class_index as usize) {
+            attach(&mut self.entries, class_index, class, id);
+        }
     }
 
     fn remove_resident(&mut self, id: u32) {
-        let Some(key) = self.entries.get(id as usize).map(|e| e.class) else {
+        let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
             return;
         };
-        let Some(class) = self.classes.get_mut(&key) else {
+        let Some(class) = self.classes.get_mut(class_index as usize) else {
             return;
         };
         detach(&mut self.entries, class, id);
-        if class.is_empty() {
-            self.classes.remove(&key);
+        if !class.is_empty() {
+            return;
+        }
+        // Retire the empty class (its heaps hold only stale items).
+        class.by_irr.clear();
+        class.due_late.clear();
+        class.due_early.clear();
+        class.head = NIL;
+        class.tail = NIL;
+        let priority = class.priority;
+        self.free_classes.push(class_index);
+        if let Ok(level_index) = self.levels.binary_search_by_key(&priority, |l| l.priority)
+            && let Some(level) = self.levels.get_mut(level_index)
+        {
+            level.classes.retain(|&c| c != class_index);
+            if level.classes.is_empty() {
+                self.levels.remove(level_index);
+            }
         }
     }
 
@@ -458,6 +635,9 @@ impl AdaptivePolicy {
             for e in &mut self.entries {
                 e.stamp = 0;
             }
+            for class in &mut self.classes {
+                class.cursor_stamp = 0;
+            }
             self.stamp = 1;
         }
         self.stamp
@@ -466,15 +646,15 @@ impl AdaptivePolicy {
 
 impl Policy for AdaptivePolicy {
     fn on_hit(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
-        let Some(key) = self.entries.get(id as usize).map(|e| e.class) else {
+        let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
             return;
         };
-        let Some(class) = self.classes.get_mut(&key) else {
+        let Some(class) = self.classes.get_mut(class_index as usize) else {
             return;
         };
         detach(&mut self.entries, class, id);
         record(&mut self.entries, &mut self.clock, id);
-        attach(&mut self.entries, class, id);
+        attach(&mut self.entries, class_index, class, id);
     }
 
     fn on_miss(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
@@ -497,52 +677,82 @@ impl Policy for AdaptivePolicy {
             let size = slots.get(c.id as usize).map_or(0, |s| size_class(s.charge));
             Some((priority_key(c.priority), weighted(e.fresh_distance(), size)))
         });
-        let entries = &mut self.entries;
+        let AdaptivePolicy {
+            entries,
+            classes,
+            levels,
+            popped,
+            ..
+        } = self;
+        popped.clear();
         let mut plan = Plan::default();
-        let mut classes = self.classes.iter().peekable();
-        let mut cursors: Vec<Cursor<'_>> = Vec::new();
-        while let Some((&first_key, first_class)) = classes.next() {
-            // All size classes of one priority level compete together.
-            cursors.clear();
-            cursors.push(Cursor::new(first_key, first_class));
-            while let Some((&key, class)) =
-                classes.next_if(|(k, _)| k.priority == first_key.priority)
-            {
-                cursors.push(Cursor::new(key, class));
-            }
+        // All size classes of one priority level compete together.
+        'levels: for level in levels.iter() {
             loop {
-                let mut best: Option<(u128, usize, u32, Stream)> = None;
-                for (index, cursor) in cursors.iter_mut().enumerate() {
-                    if let Some((distance, id, stream)) = cursor.peek(entries, clock, stamp) {
-                        let rank = weighted(distance, cursor.size);
-                        if best.is_none_or(|(r, ..)| rank > r) {
-                            best = Some((rank, index, id, stream));
+                let mut best: Option<(u128, u32, u32)> = None;
+                // Largest size class first, so heavy ranks prune the peeks of
+                // lighter classes; on equal ranks the smaller size class wins.
+                for &class_index in level.classes.iter().rev() {
+                    let Some(class) = classes.get_mut(class_index as usize) else {
+                        continue;
+                    };
+                    let rank_to_beat = best.map(|(r, ..)| r);
+                    if let Some((distance, id)) = peek(
+                        entries,
+                        class_index,
+                        class,
+                        clock,
+                        stamp,
+                        popped,
+                        rank_to_beat,
+                    ) {
+                        let rank = weighted(distance, class.size);
+                        if best.is_none_or(|(r, ..)| rank >= r) {
+                            best = Some((rank, class_index, id));
                         }
                     }
                 }
-                let Some((_, index, id, stream)) = best else {
+                let Some((_, class_index, id)) = best else {
                     break;
                 };
-                if let Some(cursor) = cursors.get_mut(index) {
-                    cursor.take(stream);
-                }
+                let Some(class) = classes.get_mut(class_index as usize) else {
+                    break;
+                };
+                // No pop: the stamp makes the next `peek` of this class move
+                // past it, so a plan that stops at its first victim pops nothing.
                 let Some(e) = entries.get_mut(id as usize) else {
                     break;
                 };
                 e.stamp = stamp;
-                let victim_rank = weighted(e.expected_distance(clock), e.class.size);
+                let victim_rank = weighted(e.expected_distance(clock), class.size);
                 let wins = || {
                     candidate_rank.is_none_or(|(candidate_priority, candidate_rank)| {
-                        candidate_priority > first_key.priority
-                            || (candidate_priority == first_key.priority
+                        candidate_priority > level.priority
+                            || (candidate_priority == level.priority
                                 && candidate_rank < victim_rank)
                     })
                 };
                 if plan.offer(id, slots, needed, wins) {
-                    return plan;
+                    break 'levels;
                 }
             }
         }
+        // Push back what the merge popped; the victims' items go stale on eviction anyway.
+        let evicting = !plan.declined && plan.freed >= needed;
+        for &Popped { class, heap, item } in popped.iter() {
+            if evicting && plan.victims.contains(&item.id) {
+                continue;
+            }
+            let Some(class) = classes.get_mut(class as usize) else {
+                continue;
+            };
+            match heap {
+                HeapKind::Irr => class.by_irr.push(item),
+                HeapKind::Late => class.due_late.push(item),
+                HeapKind::Early => class.due_early.push(Reverse(item)),
+            }
+        }
+        popped.clear();
         plan
     }
 
@@ -581,27 +791,24 @@ impl Policy for AdaptivePolicy {
             if count != 1 {
                 continue;
             }
-            let Some(key) = self.entries.get(id as usize).map(|e| e.class) else {
+            let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
                 continue;
             };
-            let class = self.classes.get_mut(&key);
-            let resident = class.as_ref().is_some_and(|c| {
-                let e = self.entries.get(id as usize);
-                e.is_some_and(|e| match e.mode {
-                    Mode::Memoryless => c.by_irr.contains(&e.irr_key(id)),
-                    Mode::Periodic => c.by_due.contains(&(e.key, id)),
-                })
-            });
-            if let (true, Some(class)) = (resident, class) {
-                detach(&mut self.entries, class, id);
-                if let Some(e) = self.entries.get_mut(id as usize) {
-                    e.samples = [cycle; 4];
-                    e.classify();
+            match self.classes.get_mut(class_index as usize) {
+                Some(class) => {
+                    detach(&mut self.entries, class, id);
+                    if let Some(e) = self.entries.get_mut(id as usize) {
+                        e.samples = [cycle; 4];
+                        e.classify();
+                    }
+                    attach(&mut self.entries, class_index, class, id);
                 }
-                attach(&mut self.entries, class, id);
-            } else if let Some(e) = self.entries.get_mut(id as usize) {
-                e.samples = [cycle; 4];
-                e.classify();
+                None => {
+                    if let Some(e) = self.entries.get_mut(id as usize) {
+                        e.samples = [cycle; 4];
+                        e.classify();
+                    }
+                }
             }
         }
     }
