@@ -1063,7 +1063,13 @@ fn parse_v1<'a>(
                 file_length,
             });
         }
-        if offset < table_end && !(length == 0 && offset == table_end) {
+        // As in v2: a zero-length layer clashes only when strictly inside the region.
+        let overlaps = if length == 0 {
+            0 < offset && offset < table_end
+        } else {
+            offset < table_end
+        };
+        if overlaps {
             return Err(FormatError::LayerOverlapsTables {
                 layer: index,
                 offset,

@@ -51,6 +51,10 @@ fn main() {
             "--compute-us" => compute_us = value().parse().unwrap_or_else(|_| usage()),
             "--owned" => config.backend = Backend::Owned { direct_io: false },
             "--no-prefetch" => config.prefetch_enabled = false,
+            "--window-mib" => {
+                config.streaming_window =
+                    Some(value().parse::<u64>().unwrap_or_else(|_| usage()) << 20)
+            }
             "--lookahead" => config.lookahead = value().parse().unwrap_or_else(|_| usage()),
             "--threads" => config.prefetch_threads = value().parse().unwrap_or_else(|_| usage()),
             "--policy" => {

@@ -87,6 +87,11 @@ pub struct StoreConfig {
     /// Mapped backend: keep evicted pages in the OS page cache instead of dropping
     /// them (default false: the budget bounds the page cache this model holds too).
     pub keep_page_cache: bool,
+    /// Share of `max_cache_size` reserved for layers that automatic prefetch reads
+    /// ahead outside the cache (layers the policy does not keep, streamed through).
+    /// `None` (default): `max(budget/8, largest layer)`, at most half the budget,
+    /// when automatic prefetch is on, else 0. `Some(0)` disables the window.
+    pub streaming_window: Option<u64>,
     /// Progress/cancel callback for bulk loads.
     pub progress: Option<ProgressCallback>,
 }
@@ -105,6 +110,7 @@ impl fmt::Debug for StoreConfig {
             .field("lock_in_memory", &self.lock_in_memory)
             .field("lookahead", &self.lookahead)
             .field("keep_page_cache", &self.keep_page_cache)
+            .field("streaming_window", &self.streaming_window)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .finish()
     }
@@ -131,6 +137,7 @@ impl Default for StoreConfig {
             lock_in_memory: false,
             lookahead: 8,
             keep_page_cache: false,
+            streaming_window: None,
             progress: None,
         }
     }
@@ -169,6 +176,14 @@ impl StoreConfig {
             return Err(StoreError::InvalidConfig(format!(
                 "lookahead {} exceeds 1024",
                 self.lookahead
+            )));
+        }
+        if let Some(window) = self.streaming_window
+            && window >= self.max_cache_size
+        {
+            return Err(StoreError::InvalidConfig(format!(
+                "streaming_window {window} must be smaller than max_cache_size {}",
+                self.max_cache_size
             )));
         }
         if self.effective_policy() == PolicyKind::Belady {

@@ -143,10 +143,13 @@ pub struct MappedModel {
 }
 
 /// The share of the budget set aside for layers prefetched outside the cache (the
-/// "streaming window"): with automatic prefetch on, `max(budget/8, 2 x largest layer)`
-/// (room to read the next large layer while the current one is in use), at most half
-/// the budget; otherwise 0.
+/// "streaming window"): [`StoreConfig::streaming_window`], or by default, with
+/// automatic prefetch on, `max(budget/8, largest layer)` (room to read the next
+/// large layer while the current one is in use), at most half the budget; else 0.
 fn streaming_window(config: &StoreConfig, sizes: &[u64]) -> u64 {
+    if let Some(window) = config.streaming_window {
+        return window;
+    }
     if !config.prefetch_enabled || config.prefetch_threads == 0 || config.lookahead == 0 {
         return 0;
     }
@@ -157,7 +160,7 @@ fn streaming_window(config: &StoreConfig, sizes: &[u64]) -> u64 {
         .max()
         .unwrap_or(0);
     (config.max_cache_size / 8)
-        .max(largest.saturating_mul(2))
+        .max(largest)
         .min(config.max_cache_size / 2)
 }
 
