@@ -302,7 +302,8 @@ pub enum FormatError {
     },
     /// A tensor's byte length disagrees with its dtype and shape.
     #[error(
-        "tensor {tensor}: dtype {dtype} with shape {shape:?} needs {expected} bytes but the entry says {actual}"
+        "tensor {tensor}: dtype {dtype} with shape {shape:?} {} but the entry says {actual} bytes",
+        describe_expected(*.expected)
     )]
     TensorSizeMismatch {
         /// Tensor index.
@@ -439,6 +440,15 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn describe_expected(expected: u128) -> String {
+    if expected == u128::MAX {
+        "has no valid byte size (the element count overflows or is not a whole number of blocks)"
+            .to_owned()
+    } else {
+        format!("needs {expected} bytes")
+    }
 }
 
 impl FormatError {
