@@ -7,8 +7,9 @@
 //! `pip download` itself (bounded by a timeout) and prints `skipped: …` and
 //! passes when that is impossible (no network, no pip).
 //!
-//! TODO(store): once tinyai-store is ready, also open the converted file through
-//! the store and compare a few layers' mapped bytes.
+//! The converted file is then opened through `tinyai-store` under a budget
+//! smaller than the model, and every tensor is read back through the store's
+//! typed views and compared with the source.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -222,6 +223,43 @@ fn all_minilm_l6_v2_converts_tensor_for_tensor() {
         }
     }
     assert_eq!(checked, source_tensors.len());
+
+    // Through the store, under a budget of a third of the model, both backends.
+    for backend in [
+        tinyai_store::Backend::Mapped,
+        tinyai_store::Backend::Owned { direct_io: false },
+    ] {
+        let config = tinyai_store::StoreConfig {
+            max_cache_size: converted_bytes.len() as u64 / 3,
+            backend,
+            verify_checksums: true,
+            ..tinyai_store::StoreConfig::default()
+        };
+        let store = tinyai_store::MappedModel::open(&output, config).unwrap();
+        for _pass in 0..2 {
+            for guard in store.forward_pass(0..store.layer_count()).unwrap() {
+                let guard = guard.unwrap();
+                for tensor in guard.tensors().unwrap() {
+                    let view = source.tensor(tensor.info.name).unwrap();
+                    assert!(
+                        tensor.bytes == view.data(),
+                        "{} via the store",
+                        tensor.info.name
+                    );
+                    if view.dtype() == Dtype::F32 {
+                        let floats = guard.tensor_as::<f32>(tensor.info.name).unwrap();
+                        assert_eq!(floats.len() * 4, view.data().len());
+                    }
+                }
+                assert!(store.cached_bytes() <= converted_bytes.len() as u64 / 3);
+            }
+        }
+        let stats = store.stats();
+        assert!(
+            stats.misses > 0 && stats.checksum_failures == 0,
+            "{stats:?}"
+        );
+    }
     println!(
         "all-MiniLM-L6-v2: {checked} tensors in {} layers match the source",
         model.layer_count()
