@@ -181,15 +181,16 @@ impl Source {
         if len == 0 {
             return;
         }
-        // Start large asynchronous reads of the whole range, then wait for the pages.
-        let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+        // MADV_POPULATE_READ faults the whole range in with large reads (measured
+        // here: 1.4-1.5 GB/s, vs 1.2-1.4 GB/s when preceded by MADV_WILLNEED).
         if map
             .advise_range(Advice::PopulateRead, offset as usize, len as usize)
             .is_ok()
         {
             return;
         }
-        // Kernels before 5.14: touch one byte per page.
+        // Kernels before 5.14: ask for read-ahead, then touch one byte per page.
+        let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
         if let Some(bytes) = map.get(offset as usize..(offset + len) as usize) {
             let mut sum = 0u8;
             for byte in bytes.iter().step_by(page_size() as usize) {
