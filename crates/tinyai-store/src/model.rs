@@ -586,33 +586,26 @@ impl Shared {
                 Residency::Cached {
                     data,
                     prefetched_unused,
-                } => {
-                    let data = data.clone();
-                    if std::mem::take(prefetched_unused) {
-                        self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
-                    }
-                    slot.guards += 1;
-                    slot.access_count += 1;
-                    slot.last_accessed_ms = unix_ms();
-                    let now = self.now();
-                    state.engine.request(id, AccessKind::Demand, now)?;
-                    state.engine.pin(id)?;
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(LayerGuard::new(Arc::clone(self), index, data));
                 }
-                Residency::Transient {
+                | Residency::Transient {
                     data,
                     prefetched_unused,
                 } => {
+                    // A hit: in the cache, or held outside it (window or another guard).
                     let data = data.clone();
                     if std::mem::take(prefetched_unused) {
                         self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
                     }
-                    state.leave_window(index);
-                    let slot = &mut state.slots[index as usize];
                     slot.guards += 1;
                     slot.access_count += 1;
                     slot.last_accessed_ms = unix_ms();
+                    if matches!(slot.residency, Residency::Cached { .. }) {
+                        let now = self.now();
+                        state.engine.request(id, AccessKind::Demand, now)?;
+                        state.engine.pin(id)?;
+                    } else {
+                        state.leave_window(index);
+                    }
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(LayerGuard::new(Arc::clone(self), index, data));
                 }
