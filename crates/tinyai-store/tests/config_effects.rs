@@ -181,21 +181,79 @@ fn min_layer_cache_size_changes_the_charge() {
     }
 }
 
+fn locked_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmLck:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn mlock_works() -> bool {
+    let probe = vec![1u8; 4096];
+    // SAFETY: locks and unlocks the pages of a live buffer; no memory is changed.
+    unsafe {
+        let locked = libc::mlock(probe.as_ptr().cast(), probe.len()) == 0;
+        if locked {
+            libc::munlock(probe.as_ptr().cast(), probe.len());
+        }
+        locked
+    }
+}
+
 #[test]
-fn lock_in_memory_loads_and_serves_even_when_mlock_is_refused() {
+fn lock_in_memory_locks_cached_layers_and_serves_even_when_refused() {
     let fixture = fixture(38, &[64 * 1024; 4], 1);
     for backend in BACKENDS {
         let config = StoreConfig {
             lock_in_memory: true,
+            prefetch_enabled: false,
             ..config(MIB, backend)
         };
         let model = MappedModel::open(&fixture.path, config).unwrap();
-        for _ in 0..2 {
-            for index in 0..4 {
-                assert_layer_matches(&model, &fixture, index);
-            }
-            model.release(0).unwrap();
+        let before = locked_kib();
+        for index in 0..4 {
+            assert_layer_matches(&model, &fixture, index);
         }
+        if mlock_works()
+            && let (Some(before), Some(after)) = (before, locked_kib())
+        {
+            // This is the only test that locks memory, so the growth is ours.
+            assert!(
+                after >= before + 4 * 64,
+                "{backend:?}: VmLck {before} -> {after} kB"
+            );
+            for index in 0..4 {
+                model.release(index).unwrap();
+            }
+            // Pages are unlocked and dropped on the prefetch pool, off the caller's thread.
+            assert!(
+                wait_for(|| locked_kib().unwrap_or(0) < after),
+                "{backend:?}: release must unlock ({after} kB stay locked)"
+            );
+        } else {
+            eprintln!("mlock refused here: checked only that layers are still served");
+        }
+    }
+}
+
+#[test]
+fn streaming_window_zero_turns_off_read_ahead_outside_the_cache() {
+    let fixture = fixture(41, &[512 * 1024; 4], 1);
+    for (window, expect_prefetch) in [(None, true), (Some(0), false)] {
+        let config = StoreConfig {
+            streaming_window: window,
+            ..config(MIB, Backend::Mapped)
+        };
+        let model = MappedModel::open(&fixture.path, config).unwrap();
+        let held = [model.get(0).unwrap(), model.get(1).unwrap()];
+        // The cache is full of held layers: a prefetch can only go to the window.
+        assert_eq!(model.prefetch(2).unwrap(), expect_prefetch, "{window:?}");
+        drop(held);
     }
 }
 
