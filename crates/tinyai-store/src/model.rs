@@ -919,6 +919,10 @@ impl Shared {
         tracing::trace!(layer = index, transient, "prefetch issued");
         match &self.pool {
             Some(pool) => {
+                // Queue the read now; the pool thread then waits for the pages. Layers
+                // admitted as prefetches are already charged, so this stays in budget.
+                let (offset, length) = self.span(index);
+                self.source.start_read(offset, length);
                 let shared = Arc::clone(self);
                 pool.spawn(move || shared.run_prefetch(index, generation, verify, epoch));
             }

@@ -173,6 +173,16 @@ impl Source {
         }
     }
 
+    /// Mapped backend: queues asynchronous reads of a range (`MADV_WILLNEED`)
+    /// without waiting, so several prefetched layers are in flight at once.
+    pub(crate) fn start_read(&self, offset: u64, len: u64) {
+        if let Access::Mapped(map) = &self.access
+            && len > 0
+        {
+            let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+        }
+    }
+
     /// Mapped backend: makes the pages of a range resident.
     pub(crate) fn populate(&self, offset: u64, len: u64) {
         let Access::Mapped(map) = &self.access else {
