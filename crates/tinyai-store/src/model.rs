@@ -105,6 +105,8 @@ struct State {
     window_queue: std::collections::VecDeque<u64>,
     /// Prefetch tasks issued and not finished (close waits for them).
     in_flight: usize,
+    /// Layers whose prefetch task is queued on the pool, oldest first.
+    queued_reads: std::collections::VecDeque<u64>,
 }
 
 /// Memory to drop after the state lock is released.
@@ -240,6 +242,7 @@ impl MappedModel {
                 window_used: 0,
                 window_queue: std::collections::VecDeque::new(),
                 in_flight: 0,
+                queued_reads: std::collections::VecDeque::new(),
             }),
             config,
             loaded: Condvar::new(),
@@ -919,10 +922,7 @@ impl Shared {
         tracing::trace!(layer = index, transient, "prefetch issued");
         match &self.pool {
             Some(pool) => {
-                // Queue the read now; the pool thread then waits for the pages. Layers
-                // admitted as prefetches are already charged, so this stays in budget.
-                let (offset, length) = self.span(index);
-                self.source.start_read(offset, length);
+                self.lock().queued_reads.push_back(index);
                 let shared = Arc::clone(self);
                 pool.spawn(move || shared.run_prefetch(index, generation, verify, epoch));
             }
@@ -948,6 +948,17 @@ impl Shared {
                 Residency::Loading { generation: g, prefetch: true, .. } if g == generation
             )
         };
+        // Keep the disk busy: before waiting for this layer's pages, queue the read
+        // of the next queued prefetch (it is already charged, so this stays in budget).
+        let next = {
+            let mut state = self.lock();
+            state.queued_reads.retain(|&queued| queued != index);
+            state.queued_reads.front().copied()
+        };
+        if let Some(next) = next.filter(|_| !stale) {
+            let (offset, length) = self.span(next);
+            self.source.start_read(offset, length);
+        }
         // Cancel a stale prefetch unless a demand request is already waiting for it.
         let result = if stale && still_prefetch_only {
             None

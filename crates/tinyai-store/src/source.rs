@@ -175,11 +175,28 @@ impl Source {
 
     /// Mapped backend: queues asynchronous reads of a range (`MADV_WILLNEED`)
     /// without waiting, so several prefetched layers are in flight at once.
+    /// Owned backend (buffered): `POSIX_FADV_WILLNEED` on the file range.
     pub(crate) fn start_read(&self, offset: u64, len: u64) {
-        if let Access::Mapped(map) = &self.access
-            && len > 0
-        {
-            let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+        if len == 0 {
+            return;
+        }
+        match &self.access {
+            Access::Mapped(map) => {
+                let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+            }
+            Access::Owned { direct: None } => {
+                // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+                unsafe {
+                    libc::posix_fadvise(
+                        self.file.as_raw_fd(),
+                        offset as libc::off_t,
+                        len as libc::off_t,
+                        libc::POSIX_FADV_WILLNEED,
+                    );
+                }
+            }
+            // O_DIRECT reads bypass the page cache: nothing to queue.
+            Access::Owned { direct: Some(_) } => {}
         }
     }
 
@@ -315,6 +332,7 @@ impl Source {
                 }
             }
         }
+        self.start_read(offset, len);
         let mut buffer = AlignedBuf::zeroed(len_usize, len_usize, page as usize);
         let read = read_fully(&self.file, offset, buffer.usable_mut(len_usize))
             .map_err(io_error(&self.path, "read"))?;
