@@ -387,10 +387,17 @@ pub fn evict_file_from_page_cache(path: &Path) -> std::io::Result<()> {
     let file = File::open(path)?;
     // Dirty pages cannot be dropped; make them clean first.
     let _ = file.sync_all();
-    // SAFETY: plain syscall on a descriptor we own; no memory is involved.
-    let result = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if result != 0 {
-        return Err(std::io::Error::from_raw_os_error(result));
+    // Twice, a little apart: read-ahead queued before the call may still land.
+    for round in 0..2 {
+        if round > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+        let result =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if result != 0 {
+            return Err(std::io::Error::from_raw_os_error(result));
+        }
     }
     Ok(())
 }
