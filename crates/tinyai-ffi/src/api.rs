@@ -174,8 +174,10 @@ unsafe fn open(
             store_config.progress = Some(Arc::new(move |p: Progress| progress.call(p)));
         }
     }
-    let owned_backend = matches!(store_config.backend, Backend::Owned { .. });
     let store = MappedModel::open(&path, store_config).map_err(store_error(function))?;
+    // The backend in effect: a mapped open falls back to owned buffers when the
+    // file cannot be mapped, and then pointers must be kept alive like owned ones.
+    let owned_backend = matches!(store.backend(), Backend::Owned { .. });
     if c_int::try_from(store.layer_count()).is_err() {
         return Err(FfiError::InvalidArgument {
             function,

@@ -21,6 +21,10 @@ pub enum Backend {
     /// change under you. The store checks the file's length before every load and
     /// refuses with [`StoreError::FileChanged`], but cannot protect slices already
     /// handed out. Use [`Backend::Owned`] when the file may change.
+    ///
+    /// If the file cannot be mapped (an address-space limit smaller than the file,
+    /// say), the store falls back to `Owned` with a warning; see
+    /// [`crate::MappedModel::backend`].
     #[default]
     Mapped,
     /// Layers are read with large `pread`s into aligned heap buffers owned by the

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tinyai_cache::{AccessKind, Decision, Engine, EngineConfig, LayerId};
 use tinyai_format::{DType, FormatError, Model};
 
-use crate::config::{Progress, StoreConfig};
+use crate::config::{Backend, Progress, StoreConfig};
 use crate::error::StoreError;
 use crate::guard::LayerGuard;
 use crate::source::{AlignedBuf, Source, page_size};
@@ -264,6 +264,13 @@ impl MappedModel {
     /// The configuration the model was opened with.
     pub fn config(&self) -> &StoreConfig {
         &self.shared.config
+    }
+
+    /// The backend in effect: the configured one, except that a `Mapped` open
+    /// falls back to `Owned` (with a warning) when the file cannot be mapped,
+    /// e.g. under an address-space limit smaller than the file.
+    pub fn backend(&self) -> Backend {
+        self.shared.source.backend()
     }
 
     /// Number of layers.

@@ -95,8 +95,15 @@ impl Source {
                 // re-checks the file length before each load and tables are parsed
                 // from a private copy, so nothing this crate decides depends on
                 // mapped bytes staying the same.
-                let map = unsafe { Mmap::map(&file) }.map_err(io_error(path, "mmap"))?;
-                Access::Mapped(map)
+                match unsafe { Mmap::map(&file) } {
+                    Ok(map) => Access::Mapped(map),
+                    Err(error) => {
+                        // E.g. an address-space limit (`ulimit -v`) smaller than the
+                        // file: serve from owned buffers instead of failing.
+                        tracing::warn!(path = %path.display(), %error, "mmap failed; falling back to the owned backend");
+                        Access::Owned { direct: None }
+                    }
+                }
             }
             Backend::Mapped => Access::Owned { direct: None },
             Backend::Owned { direct_io } => {
@@ -133,6 +140,16 @@ impl Source {
 
     pub(crate) fn length(&self) -> u64 {
         self.length
+    }
+
+    /// The backend in effect (a mapped open may have fallen back to owned buffers).
+    pub(crate) fn backend(&self) -> Backend {
+        match &self.access {
+            Access::Mapped(_) => Backend::Mapped,
+            Access::Owned { direct } => Backend::Owned {
+                direct_io: direct.is_some(),
+            },
+        }
     }
 
     pub(crate) fn is_mapped(&self) -> bool {
