@@ -128,6 +128,9 @@ pub(crate) struct Shared {
     loaded: Condvar,
     pub(crate) counters: Counters,
     pool: Option<rayon::ThreadPool>,
+    /// One thread that drops evicted pages, so that neither the caller nor the
+    /// prefetch threads wait for it.
+    reclaim: Option<rayon::ThreadPool>,
     started: Instant,
     lookahead_epoch: AtomicU64,
     closed: AtomicBool,
@@ -201,18 +204,22 @@ impl MappedModel {
             },
             &sizes,
         )?;
-        let pool = if config.prefetch_threads > 0 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(config.prefetch_threads)
-                    .thread_name(|i| format!("tinyai-prefetch-{i}"))
-                    .build()
-                    .map_err(|error| {
-                        StoreError::InvalidConfig(format!("cannot start prefetch threads: {error}"))
-                    })?,
+        let start_threads = |count: usize, name: &'static str| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(count)
+                .thread_name(move |i| format!("tinyai-{name}-{i}"))
+                .build()
+                .map_err(|error| {
+                    StoreError::InvalidConfig(format!("cannot start {name} threads: {error}"))
+                })
+        };
+        let (pool, reclaim) = if config.prefetch_threads > 0 {
+            (
+                Some(start_threads(config.prefetch_threads, "prefetch")?),
+                Some(start_threads(1, "reclaim")?),
             )
         } else {
-            None
+            (None, None)
         };
         let mut slots = Vec::with_capacity(layer_count);
         slots.resize_with(layer_count, Slot::default);
@@ -248,6 +255,7 @@ impl MappedModel {
             loaded: Condvar::new(),
             counters: Counters::default(),
             pool,
+            reclaim,
             started: Instant::now(),
             lookahead_epoch: AtomicU64::new(0),
             closed: AtomicBool::new(false),
@@ -807,9 +815,10 @@ impl Shared {
         if mapped.is_empty() {
             return;
         }
-        // Dropping pages costs about a millisecond per 16 MiB: do it on the pool so
-        // the caller's thread goes back to computing.
-        match &self.pool {
+        // Dropping pages costs milliseconds per 16 MiB (page-cache invalidation):
+        // do it on the reclaim thread so the caller computes and the prefetch
+        // threads keep reading.
+        match &self.reclaim {
             Some(pool) => {
                 self.lock().in_flight += 1;
                 let shared = Arc::clone(self);
