@@ -8,7 +8,7 @@
 //! Commands:
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
-//! - [`bench`]: cross-crate benchmarks with a report and plots.
+//! - [`mod@bench`]: cross-crate benchmarks with a report and plots.
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
