@@ -16,7 +16,7 @@
 //! | --- | --- |
 //! | [`config`] (re-exported) | [`LayerId`], [`EngineConfig`], [`PolicyKind`], [`AccessKind`], [`Decision`] and the charging rule |
 //! | [`engine`] (re-exported) | [`Engine`]: bookkeeping of resident entries, charges, pins, priorities and the budget invariant |
-//! | [`policy`] | the [`Policy`](policy::Policy) trait and its four implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) |
+//! | [`policy`] | the internal `Policy` trait and its four implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) |
 //! | [`sim`] | deterministic trace generators (`forward_passes`, `forward_backward`, `zipf_experts`, `uniform_random`, `phase_change`, `priority_hot`) and the hit-ratio simulator |
 //! | [`error`] (re-exported) | [`CacheError`], the crate's single error enum |
 //!
