@@ -335,15 +335,7 @@ impl Source {
             let mut buffer = AlignedBuf::zeroed(len_usize, rounded, page as usize);
             match read_fully(direct, offset, buffer.usable_mut(rounded)) {
                 Ok(read) if read >= len_usize => return Ok(buffer),
-                Ok(read) => {
-                    return Err(StoreError::ShortRead {
-                        path: self.path.clone(),
-                        layer,
-                        offset,
-                        expected: len,
-                        read: read as u64,
-                    });
-                }
+                Ok(read) => return Err(self.short_read(layer, offset, len, read)),
                 Err(error) => {
                     tracing::debug!(%error, layer, "O_DIRECT read failed; retrying buffered");
                 }
@@ -354,15 +346,19 @@ impl Source {
         let read = read_fully(&self.file, offset, buffer.usable_mut(len_usize))
             .map_err(io_error(&self.path, "read"))?;
         if read < len_usize {
-            return Err(StoreError::ShortRead {
-                path: self.path.clone(),
-                layer,
-                offset,
-                expected: len,
-                read: read as u64,
-            });
+            return Err(self.short_read(layer, offset, len, read));
         }
         Ok(buffer)
+    }
+
+    fn short_read(&self, layer: u64, offset: u64, expected: u64, read: usize) -> StoreError {
+        StoreError::ShortRead {
+            path: self.path.clone(),
+            layer,
+            offset,
+            expected,
+            read: read as u64,
+        }
     }
 }
 
