@@ -51,3 +51,8 @@ pub use model::{CacheState, LayerDescriptor, MappedModel};
 pub use source::evict_file_from_page_cache;
 pub use stats::Stats;
 pub use tinyai_cache::PolicyKind;
+
+/// The README's Rust example, compiled by `cargo test --doc` so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
