@@ -1097,7 +1097,7 @@ impl Shared {
                     state.engine.set_access_order(None);
                 }
             }
-            if let Some((order, position)) = &state.order {
+            let candidates: Vec<u64> = if let Some((order, position)) = &state.order {
                 let at = position[index as usize];
                 if at == u32::MAX {
                     Vec::new()
@@ -1117,14 +1117,23 @@ impl Shared {
                     .collect()
             } else {
                 Vec::new()
+            };
+            // Only layers not already in memory or on their way need a prefetch
+            // (keeps the common steady-state get to this one extra lock).
+            let mut wanted = Vec::new();
+            for layer in candidates {
+                if layer == index {
+                    break;
+                }
+                if matches!(state.slots[layer as usize].residency, Residency::Absent) {
+                    wanted.push(layer);
+                }
             }
+            wanted
         };
         self.finish_evictions(stale_window);
         let epoch = self.lookahead_epoch.load(Ordering::Relaxed);
         for layer in next {
-            if layer == index {
-                break;
-            }
             match self.prefetch(layer, Some(epoch)) {
                 Ok(true) => {}
                 _ => break,
