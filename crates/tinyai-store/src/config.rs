@@ -65,8 +65,11 @@ pub struct StoreConfig {
     /// [`crate::MappedModel::prefetch`] calls work either way.
     pub prefetch_enabled: bool,
     /// Threads of the prefetch pool (default 1, at most 64). 0 means explicit
-    /// prefetches load synchronously on the caller's thread and there is no
-    /// automatic lookahead.
+    /// prefetches load synchronously on the caller's thread, evicted pages are
+    /// dropped on the caller's thread too, and there is no automatic lookahead.
+    /// With 1 or more, the store also starts one "reclaim" thread that drops
+    /// evicted pages, so that neither the caller nor the prefetch threads wait
+    /// for it.
     pub prefetch_threads: usize,
     /// `true` (default): the adaptive policy (scan-resistant, frequency- and
     /// priority-aware). `false`: TinyAI's classic score
