@@ -65,7 +65,8 @@ pub struct TinyAIMmapConfig {
     /// (default true). `tinyaiPrefetchLayerWeights` works either way.
     pub prefetchEnabled: bool,
     /// Number of prefetch threads (default 1; 0..=64). 0: explicit prefetches
-    /// load on the calling thread and there is no automatic prefetch.
+    /// load on the calling thread and there is no automatic prefetch. With 1 or
+    /// more, the library also runs one thread that drops evicted pages.
     pub prefetchThreads: c_int,
     /// true (default): adaptive, scan-resistant caching policy; false: TinyAI's
     /// classic score 0.6*priority + 0.3*recency + 0.1*frequency.

@@ -79,7 +79,8 @@ typedef struct TinyAIMmapConfig {
   bool prefetchEnabled;
   /**
    * Number of prefetch threads (default 1; 0..=64). 0: explicit prefetches
-   * load on the calling thread and there is no automatic prefetch.
+   * load on the calling thread and there is no automatic prefetch. With 1 or
+   * more, the library also runs one thread that drops evicted pages.
    */
   int prefetchThreads;
   /**
