@@ -287,8 +287,11 @@ pub unsafe extern "C" fn tinyaiGetLayerDescriptor(
 
 /// Returns a pointer to layer `layerIndex`'s bytes (`descriptor->size` bytes),
 /// loading the layer if needed (evicting less valuable layers to stay within
-/// `maxCacheSize`). The bytes are read-only: writing through the pointer is
-/// undefined (with the mapped backend it faults).
+/// `maxCacheSize`). The bytes may be written, like TinyAI's original copies:
+/// writes never reach the file. With the mapped backend they go to private
+/// copy-on-write pages and are lost when the layer is dropped from memory
+/// (eviction or release: the bytes read from the file again); with owned
+/// backends they last until the layer is released.
 ///
 /// Pointer lifetime:
 /// - Mapped backend (the default, and always with `tinyaiOpenMappedModel`): the
@@ -321,7 +324,14 @@ pub unsafe extern "C" fn tinyaiGetLayerWeights(
         let handle = unsafe { handle(FUNCTION, model) }?;
         let index = handle.index(FUNCTION, layerIndex)?;
         let guard = handle.store().get(index).map_err(store_error(FUNCTION))?;
-        let pointer = guard.as_ptr().cast::<c_void>().cast_mut();
+        // Mapped backend: a pointer into the private copy-on-write mapping, so C
+        // code that writes into its weights works (on private copies). Owned
+        // backends: the library-owned buffer the guard keeps alive.
+        let pointer = handle
+            .store()
+            .mapped_ptr_mut(index)
+            .unwrap_or_else(|| guard.as_ptr().cast_mut())
+            .cast::<c_void>();
         handle.pin(guard);
         Ok(pointer)
     })

@@ -135,10 +135,8 @@ impl Handle {
         match state {
             CacheState::Cached | CacheState::Transient => self
                 .store
-                .mapped_bytes(index)
-                .map_or(std::ptr::null_mut(), |bytes| {
-                    bytes.as_ptr().cast::<c_void>().cast_mut()
-                }),
+                .mapped_ptr_mut(index)
+                .map_or(std::ptr::null_mut(), |pointer| pointer.cast::<c_void>()),
             CacheState::NotLoaded | CacheState::Loading => std::ptr::null_mut(),
         }
     }

@@ -105,7 +105,8 @@ pub struct TinyAIMmapStats {
 }
 
 /// Extension: backend value of `TinyAIMmapOptions.backend` — zero-copy
-/// read-only mapping of the file (the default; what `tinyaiOpenMappedModel` uses).
+/// private (copy-on-write) mapping of the file (the default; what
+/// `tinyaiOpenMappedModel` uses).
 pub const TINYAI_BACKEND_MAPPED: c_int = 0;
 /// Extension: backend value — layers are read into buffers owned by the library
 /// (immune to the file being modified or truncated while open).

@@ -387,6 +387,26 @@ fn memory_budget_holds_over_repeated_passes_and_bytes_equal_the_file() {
 }
 
 #[test]
+fn writing_into_weights_never_crashes_nor_changes_the_file() {
+    let dir = tempdir();
+    let exe =
+        compile(Lang::C, "c/writes.c", dir.path(), &[]).unwrap_or_else(|error| panic!("{error}"));
+    // 12 layers of 256 KiB against a 1 MiB budget: layers are evicted and reloaded
+    // between passes, after being written.
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 12, 256 * KIB, 9);
+    for backend in ["0", "1"] {
+        run_ok(
+            &exe,
+            &[model.as_os_str(), OsStr::new(backend)],
+            dir.path(),
+            &[],
+            &["writes: ok".to_owned()],
+        );
+    }
+}
+
+#[test]
 fn threads_share_one_model() {
     let dir = tempdir();
     let exe = compile(Lang::C, "c/threads.c", dir.path(), &["-pthread"])

@@ -10,8 +10,10 @@ use crate::error::StoreError;
 /// How layer bytes are held in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// Zero-copy (the default): bytes are served from a read-only shared mapping of
-    /// the file. Loading a layer populates its pages; evicting it drops them
+    /// Zero-copy (the default): bytes are served from a private (copy-on-write)
+    /// mapping of the file; the Rust API only reads it, and writes through the C
+    /// API's pointers go to private copies that are discarded when the layer's
+    /// pages are dropped (the file is never modified). Loading a layer populates its pages; evicting it drops them
     /// (`MADV_DONTNEED`, and `POSIX_FADV_DONTNEED` unless
     /// [`StoreConfig::keep_page_cache`]), so resident memory follows the budget.
     /// Slices and pointers stay valid (re-read on access) until the model is closed.

@@ -388,6 +388,17 @@ impl MappedModel {
         self.shared.source.mapped(offset, length)
     }
 
+    /// `Mapped` backend: a writable pointer to layer `index` in the private
+    /// (copy-on-write) mapping, for C callers whose code writes into weights.
+    /// Writes never reach the file; they stay private to this process and are
+    /// discarded when the layer's pages are dropped (eviction or release).
+    /// `None` for the `Owned` backend or an out-of-range index. Rust code should
+    /// use [`MappedModel::get`] and the guard's read-only slice instead.
+    pub fn mapped_ptr_mut(&self, index: u64) -> Option<*mut u8> {
+        let &(offset, length) = self.shared.spans.get(usize::try_from(index).ok()?)?;
+        self.shared.source.mapped_mut_ptr(offset, length)
+    }
+
     /// Sets layer `index`'s retention priority (clamped to 0.0..=1.0; NaN → default).
     pub fn set_priority(&self, index: u64, priority: f32) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;

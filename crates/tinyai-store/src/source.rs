@@ -7,7 +7,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use memmap2::{Advice, Mmap, UncheckedAdvice};
+use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
 use crate::config::Backend;
 use crate::error::StoreError;
@@ -54,8 +54,12 @@ impl AlignedBuf {
 
 #[derive(Debug)]
 enum Access {
-    Mapped(Mmap),
-    Owned { direct: Option<File> },
+    /// A private (copy-on-write) mapping and its base address, whose provenance
+    /// was exposed at creation so that C callers can be handed writable pointers.
+    Mapped(MmapMut, usize),
+    Owned {
+        direct: Option<File>,
+    },
 }
 
 /// An open model file.
@@ -89,14 +93,20 @@ impl Source {
         let length = metadata.len();
         let access = match backend {
             Backend::Mapped if length > 0 => {
-                // SAFETY: the mapping is read-only and never written through. Its bytes
-                // can still change if another process modifies the file; that is the
-                // documented contract of `Backend::Mapped` (see its docs): the store
-                // re-checks the file length before each load and tables are parsed
-                // from a private copy, so nothing this crate decides depends on
-                // mapped bytes staying the same.
-                match unsafe { Mmap::map(&file) } {
-                    Ok(map) => Access::Mapped(map),
+                // SAFETY: a private (MAP_PRIVATE) mapping: this crate never writes
+                // through it, and writes by C callers go to private copies, never to
+                // the file. Its bytes can still change if another process modifies
+                // the file; that is the documented contract of `Backend::Mapped`
+                // (see its docs): the store re-checks the file length before each
+                // load and tables are parsed from a private copy, so nothing this
+                // crate decides depends on mapped bytes staying the same.
+                // MAP_NORESERVE: pages are only copied if written, so the mapping
+                // reserves no swap for the whole file.
+                match unsafe { MmapOptions::new().no_reserve_swap().map_copy(&file) } {
+                    Ok(mut map) => {
+                        let base = map.as_mut_ptr().expose_provenance();
+                        Access::Mapped(map, base)
+                    }
                     Err(error) => {
                         // E.g. an address-space limit (`ulimit -v`) smaller than the
                         // file: serve from owned buffers instead of failing.
@@ -145,7 +155,7 @@ impl Source {
     /// The backend in effect (a mapped open may have fallen back to owned buffers).
     pub(crate) fn backend(&self) -> Backend {
         match &self.access {
-            Access::Mapped(_) => Backend::Mapped,
+            Access::Mapped(..) => Backend::Mapped,
             Access::Owned { direct } => Backend::Owned {
                 direct_io: direct.is_some(),
             },
@@ -153,7 +163,7 @@ impl Source {
     }
 
     pub(crate) fn is_mapped(&self) -> bool {
-        matches!(self.access, Access::Mapped(_))
+        matches!(self.access, Access::Mapped(..))
     }
 
     /// Reads exactly `buf.len()` bytes at `offset` (buffered), or fails.
@@ -182,10 +192,25 @@ impl Source {
         Ok(())
     }
 
+    /// Mapped backend: a writable pointer to byte `offset` of the private mapping,
+    /// if `offset..offset+len` lies inside it. Writes through it land in private
+    /// copy-on-write pages (never in the file) and are discarded when the pages
+    /// are dropped.
+    pub(crate) fn mapped_mut_ptr(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        match &self.access {
+            Access::Mapped(map, base) => {
+                let end = offset.checked_add(len)?;
+                (end <= map.len() as u64)
+                    .then(|| std::ptr::with_exposed_provenance_mut(base + offset as usize))
+            }
+            Access::Owned { .. } => None,
+        }
+    }
+
     /// Mapped backend: the bytes `offset..offset+len` of the mapping.
     pub(crate) fn mapped(&self, offset: u64, len: u64) -> Option<&[u8]> {
         match &self.access {
-            Access::Mapped(map) => map.get(offset as usize..(offset + len) as usize),
+            Access::Mapped(map, _) => map.get(offset as usize..(offset + len) as usize),
             Access::Owned { .. } => None,
         }
     }
@@ -198,7 +223,7 @@ impl Source {
             return;
         }
         match &self.access {
-            Access::Mapped(map) => {
+            Access::Mapped(map, _) => {
                 let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
             }
             Access::Owned { direct: None } => {
@@ -219,7 +244,7 @@ impl Source {
 
     /// Mapped backend: makes the pages of a range resident.
     pub(crate) fn populate(&self, offset: u64, len: u64) {
-        let Access::Mapped(map) = &self.access else {
+        let Access::Mapped(map, _) = &self.access else {
             return;
         };
         if len == 0 {
@@ -250,7 +275,7 @@ impl Source {
     /// shared with a neighbouring layer are kept), and unless `keep_page_cache`,
     /// asks the kernel to drop them from the page cache too.
     pub(crate) fn drop_pages(&self, offset: u64, len: u64, keep_page_cache: bool) {
-        let Access::Mapped(map) = &self.access else {
+        let Access::Mapped(map, _) = &self.access else {
             return;
         };
         let page = page_size();
@@ -259,10 +284,12 @@ impl Source {
         if end <= start {
             return;
         }
-        // SAFETY: MADV_DONTNEED on a read-only, shared, file-backed mapping only
-        // drops this process's page-table entries; the next access re-reads the
-        // same bytes from the file. We never write through the mapping, so no data
-        // is lost, and slices handed out earlier remain valid (they refault).
+        // SAFETY: MADV_DONTNEED on a private file-backed mapping drops this
+        // process's page-table entries; the next access re-reads the bytes from
+        // the file, so slices and pointers handed out earlier remain valid (they
+        // refault). This crate never writes through the mapping; pages a C caller
+        // wrote (private copies) revert to the file's bytes, as documented for
+        // `Backend::Mapped`. Only pages of layers no guard pins are dropped.
         let _ = unsafe {
             map.unchecked_advise_range(
                 UncheckedAdvice::DontNeed,
@@ -291,7 +318,7 @@ impl Source {
 
     /// Mapped backend: bytes of the mapping whose pages are resident (`mincore`).
     pub(crate) fn resident_bytes(&self) -> u64 {
-        let Access::Mapped(map) = &self.access else {
+        let Access::Mapped(map, _) = &self.access else {
             return 0;
         };
         let page = page_size() as usize;

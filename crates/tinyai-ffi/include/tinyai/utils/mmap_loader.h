@@ -15,8 +15,9 @@
  *   of threads on the same model, except tinyaiCloseMappedModel, which must be
  *   the last call on a model.
  * - Layer pointers: with the default (mapped) backend a pointer returned by
- *   tinyaiGetLayerWeights stays valid until the model is closed. The memory is
- *   read-only. See tinyaiGetLayerWeights.
+ *   tinyaiGetLayerWeights stays valid until the model is closed. Writes to it
+ *   never reach the file and are lost when the layer is dropped from memory.
+ *   See tinyaiGetLayerWeights.
  * - Functions and types marked "Extension" are not in TinyAI's original API.
  */
 
@@ -33,7 +34,8 @@
 
 /**
  * Extension: backend value of `TinyAIMmapOptions.backend` — zero-copy
- * read-only mapping of the file (the default; what `tinyaiOpenMappedModel` uses).
+ * private (copy-on-write) mapping of the file (the default; what
+ * `tinyaiOpenMappedModel` uses).
  */
 #define TINYAI_BACKEND_MAPPED 0
 
@@ -311,8 +313,11 @@ const struct TinyAILayerDescriptor *tinyaiGetLayerDescriptor(const struct TinyAI
 /**
  * Returns a pointer to layer `layerIndex`'s bytes (`descriptor->size` bytes),
  * loading the layer if needed (evicting less valuable layers to stay within
- * `maxCacheSize`). The bytes are read-only: writing through the pointer is
- * undefined (with the mapped backend it faults).
+ * `maxCacheSize`). The bytes may be written, like TinyAI's original copies:
+ * writes never reach the file. With the mapped backend they go to private
+ * copy-on-write pages and are lost when the layer is dropped from memory
+ * (eviction or release: the bytes read from the file again); with owned
+ * backends they last until the layer is released.
  *
  * Pointer lifetime:
  * - Mapped backend (the default, and always with `tinyaiOpenMappedModel`): the
