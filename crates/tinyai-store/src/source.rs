@@ -408,11 +408,19 @@ pub(crate) fn lock_slice(bytes: &[u8], lock: bool) -> bool {
     if bytes.is_empty() {
         return true;
     }
-    // SAFETY: the pointer and length describe a live slice; mlock/munlock only
-    // change whether its pages may be swapped out, never their contents.
+    // SAFETY: the pointer and length describe a live slice; mlock2/mlock/munlock
+    // only change whether its pages may be swapped out, never their contents.
+    // MLOCK_ONFAULT locks the pages already present without faulting the rest
+    // in for writing, so locking the private (copy-on-write) mapping does not
+    // copy its pages; kernels without mlock2 fall back to mlock.
     let result = unsafe {
         if lock {
-            libc::mlock(bytes.as_ptr().cast(), bytes.len())
+            let locked = libc::mlock2(bytes.as_ptr().cast(), bytes.len(), libc::MLOCK_ONFAULT);
+            if locked == 0 {
+                0
+            } else {
+                libc::mlock(bytes.as_ptr().cast(), bytes.len())
+            }
         } else {
             libc::munlock(bytes.as_ptr().cast(), bytes.len())
         }
