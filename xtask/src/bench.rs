@@ -459,6 +459,17 @@ fn write_file(path: &Path, text: &str) -> Result<(), TaskError> {
         .map_err(|e| TaskError::Failed(format!("writing {}: {e}", path.display())))
 }
 
+/// A tick label with as many decimals as its magnitude needs.
+fn tick_label(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
 /// A minimal SVG line chart (no dependencies).
 fn line_chart(
     title: &str,
@@ -469,7 +480,7 @@ fn line_chart(
     const COLORS: [&str; 6] = [
         "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#555555",
     ];
-    let (width, height, left, right, top, bottom) = (640.0, 400.0, 60.0, 170.0, 40.0, 50.0);
+    let (width, height, left, right, top, bottom) = (660.0, 400.0, 80.0, 170.0, 40.0, 50.0);
     let points: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|(_, p)| p.iter().copied())
@@ -503,13 +514,13 @@ fn line_chart(
         let fraction = f64::from(i) / 4.0;
         let _ = writeln!(
             svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.2}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{:.2}</text>",
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{:.2}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
             sx(fraction * x_max),
             top + plot_h + 15.0,
             fraction * x_max,
             left - 5.0,
             sy(fraction * y_max) + 4.0,
-            fraction * y_max
+            tick_label(fraction * y_max)
         );
     }
     for (i, (name, points)) in series.iter().enumerate() {
