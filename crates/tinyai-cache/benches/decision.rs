@@ -12,15 +12,23 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use tinyai_cache::sim::{self, Trace};
-use tinyai_cache::{AccessKind, PolicyKind};
+use tinyai_cache::{AccessKind, LayerId, PolicyKind};
 
 const LAYERS: usize = 10_000;
 
 fn traces() -> Vec<Trace> {
+    // The worst case for the priority-aware policy: every layer has its own
+    // priority (as when an engine sets priority = depth / layers).
+    let mut distinct = sim::zipf_experts(1, LAYERS, 200_000, 1.0);
+    distinct.name = "zipf_distinct_priorities".into();
+    distinct.priorities = (0..LAYERS as u32)
+        .map(|i| (LayerId(i), i as f32 / LAYERS as f32))
+        .collect();
     vec![
         sim::zipf_experts(1, LAYERS, 200_000, 1.0),
         sim::forward_passes(2, LAYERS, 20),
         sim::uniform_random(3, LAYERS, 200_000),
+        distinct,
     ]
 }
 

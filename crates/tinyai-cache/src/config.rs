@@ -25,8 +25,8 @@ pub enum PolicyKind {
     /// (lowest evicted first), for compatibility and comparison. Always admits.
     /// Costs `O(resident log resident)` per miss that needs an eviction.
     TinyAiClassic,
-    /// The default: priority classes first, then a reuse-distance estimate
-    /// (LIRS-like) with Belady-style admission, which keeps a stable resident set
+    /// The default: a reuse-distance estimate (LIRS-like) weighted by size and
+    /// priority, with Belady-style admission, which keeps a stable resident set
     /// on cyclic scans larger than the budget and behaves like a strong
     /// recency/frequency policy on skewed random access. See
     /// [`policy::adaptive`](crate::policy::adaptive).

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use proptest::prelude::*;
+use tinyai_cache::policy::adaptive::priority_step;
 use tinyai_cache::{AccessKind, Decision, Engine, EngineConfig, LayerId, PolicyKind};
 
 #[derive(Clone, Debug)]
@@ -132,35 +133,85 @@ proptest! {
         prop_assert_eq!(first, second);
     }
 
-    /// Adaptive: a victim never has a strictly higher priority than an
-    /// evictable entry that stays resident.
+    /// Adaptive, layers of one size each used once (so every `E` is the
+    /// same, ∞): eviction follows priority (in the policy's steps of 1/12)
+    /// alone. A victim never has a higher priority than an evictable entry
+    /// that stays, nor one as high as the candidate it makes room for; a
+    /// bypassed candidate has no higher priority than the lowest resident.
     #[test]
     fn adaptive_evicts_lower_priority_first(
-        sizes in prop::collection::vec(1u64..20_000, 2..20),
-        priorities in prop::collection::vec(0.0f32..=1.0, 20),
+        size in 1u64..20_000,
+        priorities in prop::collection::vec(0.0f32..=1.0, 2..30),
         budget in 8192u64..60_000,
-        accesses in prop::collection::vec(0u32..20, 0..150),
+        order_seed in any::<u64>(),
     ) {
-        let layers = sizes.len() as u32;
+        let layers = priorities.len() as u32;
+        let sizes = vec![size; priorities.len()];
         let mut e = engine(PolicyKind::Adaptive, &sizes, budget);
-        for l in 0..layers {
-            e.set_priority(LayerId(l), priorities[l as usize]).unwrap();
+        for (l, &p) in priorities.iter().enumerate() {
+            e.set_priority(LayerId(l as u32), p).unwrap();
         }
-        for (now, a) in accesses.into_iter().enumerate() {
-            let id = LayerId(a % layers);
-            let decision = e.request(id, AccessKind::Demand, now as u64).unwrap();
-            if let Decision::Admit { victims } = decision {
-                let kept_min = (0..layers)
+        // A seeded permutation: each layer is accessed exactly once.
+        let mut order: Vec<u32> = (0..layers).collect();
+        let mut state = order_seed;
+        for i in (1..order.len()).rev() {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            order.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        for (now, l) in order.into_iter().enumerate() {
+            let id = LayerId(l);
+            let step = |e: &Engine, k: LayerId| priority_step(e.priority(k).unwrap());
+            let resident_min = |e: &Engine| {
+                (0..layers)
                     .map(LayerId)
                     .filter(|&k| k != id && e.is_resident(k))
-                    .map(|k| e.priority(k).unwrap())
-                    .fold(f32::INFINITY, f32::min);
-                for v in victims {
-                    let p = e.priority(v).unwrap();
-                    prop_assert!(p <= kept_min, "victim {v:?} priority {p} > kept {kept_min}");
-                    prop_assert!(p <= e.priority(id).unwrap());
+                    .map(|k| step(e, k))
+                    .min()
+                    .unwrap_or(u32::MAX)
+            };
+            let before_min = resident_min(&e);
+            match e.request(id, AccessKind::Demand, now as u64).unwrap() {
+                Decision::Admit { victims } => {
+                    let kept_min = resident_min(&e);
+                    for v in victims {
+                        let p = step(&e, v);
+                        prop_assert!(p <= kept_min, "victim {v:?} step {p} > kept {kept_min}");
+                        prop_assert!(p < step(&e, id));
+                    }
+                }
+                Decision::Bypass => {
+                    prop_assert!(step(&e, id) <= before_min);
+                }
+                Decision::Hit => prop_assert!(false, "a layer used once cannot hit"),
+            }
+        }
+    }
+
+    /// Adaptive: on cyclic passes over same-sized layers, more than fit,
+    /// the stable resident set is made of the first layers of a pass, so the
+    /// last layer never stays — unless its priority is raised to 1.0.
+    #[test]
+    fn adaptive_priority_protects_against_equal_layers(
+        size in 4096u64..20_000,
+        layers in 4u32..24,
+        fits in 2u64..4,
+    ) {
+        let sizes = vec![size; layers as usize];
+        let charge = size.div_ceil(4096) * 4096;
+        let last = LayerId(layers - 1);
+        for protect in [false, true] {
+            let mut e = engine(PolicyKind::Adaptive, &sizes, charge * fits);
+            if protect {
+                e.set_priority(last, 1.0).unwrap();
+            }
+            let mut now = 0u64;
+            for _ in 0..4 {
+                for l in 0..layers {
+                    e.request(LayerId(l), AccessKind::Demand, now).unwrap();
+                    now += 1;
                 }
             }
+            prop_assert_eq!(e.is_resident(last), protect, "protect = {}", protect);
         }
     }
 }

@@ -1,13 +1,14 @@
-//! The default policy: priority classes, then a predicted next-use distance
-//! weighted by size, with Belady-style admission.
+//! The default policy: a predicted next-use distance weighted by size and
+//! priority, with Belady-style admission.
 //!
 //! # Model
 //!
 //! The policy keeps its own logical clock, advanced by one on every demand
 //! access (the caller's `now` is not used, so any `now` units work). For every
-//! layer, resident or not, it remembers the clock of its last demand access
-//! and its last four reuse distances (accesses between consecutive uses).
-//! From them it predicts the distance `E` to the next use:
+//! layer, resident or not, it remembers the clock of its last demand access,
+//! its last four reuse distances (accesses between consecutive uses) and an
+//! exponentially weighted mean of all of them (weight 1/8). From them it
+//! predicts the distance `E` to the next use:
 //!
 //! * **periodic** layers — the last two distances agree within 1/8 (a cyclic
 //!   pass), or the last and third-last agree (period two, e.g. forward then
@@ -15,29 +16,51 @@
 //!   `E = |due - t|` at clock `t` (a layer that is overdue drifts away from
 //!   "due now" as it stays unused, so a dead pattern is forgotten);
 //! * **memoryless** layers (random access, e.g. mixture-of-experts routing):
-//!   `E = max(mean of the known distances, t - last)`, i.e. the expected
-//!   inter-arrival time unless the layer has already gone unused for longer
-//!   (LIRS-like; ∞ for a layer seen once).
+//!   `E = max(m, t - last)` where `m` is the mean of the known distances
+//!   (the weighted mean once four are known), i.e. the expected inter-arrival
+//!   time unless the layer has already gone unused for longer (LIRS-like; ∞
+//!   for a layer seen once).
 //!
-//! The eviction *rank* of a resident entry is `E × 2^bits(charge)`: keeping a
-//! small layer costs less budget per expected hit (GreedyDual-Size-like, in
-//! power-of-two size classes so the ordering stays indexable).
+//! # Rank
+//!
+//! The eviction *rank* of a resident entry (bigger = evicted first) is
+//!
+//! ```text
+//! rank = E × 2^(a·(bits(charge) − 16)) × 2^(−6·step/12),  step = round(12·priority)
+//! ```
+//!
+//! * **Size** (GreedyDual-Size-like, in power-of-two classes so the ordering
+//!   stays indexable): keeping a small layer costs less budget per expected
+//!   hit. `a = 1` for periodic entries (a scan's byte hits do not depend on
+//!   which layers form the stable set, so the smallest are kept: the most
+//!   hits); `a = 0.75` for memoryless ones, a trade-off between hit ratio
+//!   (favoured by `a = 1`) and byte hit ratio (by `a = 0`). Both weights are
+//!   1 at 64 KiB (`bits = 16`).
+//! * **Priority** multiplies the value of keeping an entry: each +1/6 of
+//!   priority halves its rank, so priority 1.0 is worth 8× the default 0.5
+//!   and 64× priority 0.0. Of two entries with the same size class and the
+//!   same `E`, the lower priority is always evicted first; a higher-priority
+//!   entry is evicted before a lower-priority one only when it is expected
+//!   to be used more than `2^(6·Δpriority)` times less often per weighted
+//!   byte. (Priority is a strong preference, not an absolute one, so a
+//!   high-priority set larger than the budget cannot starve everything else.)
 //!
 //! # Eviction order
 //!
-//! 1. Lower priority first: resident entries are grouped by exact priority,
-//!    and an entry is never evicted while an unpinned entry of strictly lower
-//!    priority is resident.
-//! 2. Within a priority, largest rank first (ties: the smaller size class and
-//!    the stream order decide; the result is deterministic).
+//! Largest rank first across all resident, unpinned entries (ties: the lower
+//! priority, then the larger size class, then the stream order decide; the
+//! result is deterministic). Priorities count in steps of 1/12 (rounded,
+//! [`priority_step`]; each step is worth √2 in value): priorities that round
+//! to the same step are equal to the policy. This bounds the classes a
+//! victim search visits to 13 × the size classes in use.
 //!
 //! # Admission (Belady-style)
 //!
 //! A missed layer is admitted unconditionally while there is room. When room
 //! must be made, the candidate must *beat every victim* it displaces: its
-//! priority is higher, or equal with a strictly smaller rank (its `E` right
-//! after this access). Otherwise the decision is
-//! [`Bypass`](crate::Decision::Bypass) and nothing is evicted.
+//! rank right after this access (its fresh `E`, weighted by its own size
+//! and priority) must be strictly smaller than the victim's. Otherwise the
+//! decision is [`Bypass`](crate::Decision::Bypass) and nothing is evicted.
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -52,8 +75,8 @@
 //!   `t - last` or with the overdue time) and the new phase displaces them.
 //! * **Prefetch** candidates are ranked from their recorded history by the
 //!   same rule, so a prefetch never displaces an entry the policy values at
-//!   least as much (nor a pinned or higher-priority one); a prefetch is not
-//!   recorded as an access.
+//!   least as much (nor a pinned one); a prefetch is not recorded as an
+//!   access.
 //!
 //! # Access-order hint
 //!
@@ -75,7 +98,9 @@
 //! when it surfaces (or when the heap, grown past twice its live entries, is
 //! compacted). The largest `E` of a class is at one of four stream heads
 //! (oldest, largest mean, latest due, most overdue), so victims come from a
-//! merge: amortised `O(log r)` per access, with small constants and no
+//! merge over the classes' heads, pruned by the best rank found so far:
+//! amortised `O(c + log r)` per victim, `c` the number of non-empty classes
+//! (distinct priorities × size classes in use, usually a handful), with no
 //! allocation in steady state.
 
 use std::cmp::Reverse;
@@ -106,6 +131,10 @@ struct Entry {
     key: u64,
     /// The last four reuse distances, newest first.
     samples: [u32; 4],
+    /// Exponentially weighted mean of all reuse distances, × 16 (0 = none yet).
+    ewma: u64,
+    /// Number of reuse distances seen (saturating).
+    seen: u32,
     mode: Mode,
     /// Recency list links (memoryless residents only).
     prev: u32,
@@ -125,6 +154,8 @@ impl Entry {
         last: 0,
         key: NEVER,
         samples: [UNKNOWN; 4],
+        ewma: 0,
+        seen: 0,
         mode: Mode::Memoryless,
         prev: NIL,
         next: NIL,
@@ -182,8 +213,10 @@ impl Entry {
             }
             _ => {
                 self.mode = Mode::Memoryless;
-                // The mean of the known samples: a steadier rate estimate than
-                // the last sample alone on random (memoryless) access.
+                // The mean of the known samples, and once four are known the
+                // exponentially weighted mean of all of them (weight 1/8): a
+                // steadier rate estimate than recent samples alone on random
+                // (memoryless) access.
                 let (sum, count) = self
                     .samples
                     .iter()
@@ -193,6 +226,8 @@ impl Entry {
                     });
                 self.key = if s0 == UNKNOWN || count == 0 {
                     NEVER
+                } else if self.seen >= EWMA_AFTER {
+                    self.ewma / 16
                 } else {
                     sum / count
                 };
@@ -212,10 +247,12 @@ struct Item {
 /// Resident entries of one priority and size class.
 #[derive(Debug)]
 struct Class {
-    /// Order-preserving integer of the priority.
+    /// The priority's [`priority_step`].
     priority: u32,
-    /// Bit length of the charge: the weight is `2^size`.
+    /// Bit length of the charge.
     size: u8,
+    /// Rank multipliers [`class_weight`]`(priority, size, mode)` by `Mode as usize`.
+    weight: [f64; 2],
     /// Attached memoryless and periodic entries.
     memoryless: usize,
     periodic: usize,
@@ -235,10 +272,11 @@ struct Class {
 }
 
 impl Class {
-    fn new(priority: u32, size: u8) -> Self {
+    fn new(priority: f32, size: u8) -> Self {
         Class {
-            priority,
+            priority: priority_step(priority),
             size,
+            weight: class_weights(priority, size),
             memoryless: 0,
             periodic: 0,
             head: NIL,
@@ -265,9 +303,10 @@ struct Level {
 
 /// Map a priority in `0.0..=1.0` to an order-preserving integer.
 #[inline]
-fn priority_key(priority: f32) -> u32 {
-    // Non-negative floats order like their bit patterns; `+ 0.0` turns -0.0 into 0.0.
-    (priority.max(0.0) + 0.0).to_bits()
+/// The step (`0..=PRIORITY_STEPS`) the adaptive policy ranks `priority` by:
+/// `round(priority × 12)` after clamping to `0.0..=1.0`.
+pub fn priority_step(priority: f32) -> u32 {
+    (f64::from(priority.clamp(0.0, 1.0)) * f64::from(PRIORITY_STEPS)).round() as u32
 }
 
 #[inline]
@@ -275,10 +314,53 @@ fn size_class(charge: u64) -> u8 {
     (64 - charge.leading_zeros()) as u8
 }
 
-/// `distance × 2^size`: the cost-aware rank (bigger = evicted first).
+/// How many doublings of value a priority of 1.0 adds over 0.0: each +1/6
+/// of priority halves an entry's rank. Priority 1.0 is worth 64× priority
+/// 0.0 and 8× the default 0.5.
+pub(crate) const PRIORITY_DOUBLINGS: f64 = 6.0;
+
+/// Priorities are compared in steps of 1/12 (each worth `2^(6/12)` = √2 in
+/// value), which bounds the number of classes a victim search visits.
+pub const PRIORITY_STEPS: u32 = 12;
+
+/// Size exponent of the rank of memoryless entries: `size^0.75` trades hit
+/// ratio (which favours small entries, exponent 1) against byte hit ratio
+/// (exponent 0).
+const MEMORYLESS_SIZE_EXPONENT: f64 = 0.75;
+
+/// Size exponent of the rank of periodic entries: a scan's byte hits do not
+/// depend on which layers make up the stable set, so the smallest are kept
+/// (the most hits per byte).
+const PERIODIC_SIZE_EXPONENT: f64 = 1.0;
+
+/// The size class (bit length) at which both size weights are 1 (64 KiB).
+const REFERENCE_SIZE_CLASS: f64 = 16.0;
+
+/// The rank multiplier of an entry of `mode` in the class of (`priority`,
+/// `size`): `2^(a·(size − 16) − 6·priority)`, `a` the mode's size exponent.
 #[inline]
-fn weighted(distance: u64, size: u8) -> u128 {
-    u128::from(distance) << size
+fn class_weight(priority: f32, size: u8, mode: Mode) -> f64 {
+    let exponent = match mode {
+        Mode::Memoryless => MEMORYLESS_SIZE_EXPONENT,
+        Mode::Periodic => PERIODIC_SIZE_EXPONENT,
+    };
+    let priority = f64::from(priority_step(priority)) / f64::from(PRIORITY_STEPS);
+    (exponent * (f64::from(size) - REFERENCE_SIZE_CLASS) - PRIORITY_DOUBLINGS * priority).exp2()
+}
+
+/// Both rank multipliers of a class, indexed by `Mode as usize`.
+fn class_weights(priority: f32, size: u8) -> [f64; 2] {
+    [
+        class_weight(priority, size, Mode::Memoryless),
+        class_weight(priority, size, Mode::Periodic),
+    ]
+}
+
+/// `distance × weight`: the cost- and priority-aware rank (bigger = evicted
+/// first).
+#[inline]
+fn rank(distance: u64, weight: f64) -> f64 {
+    distance as f64 * weight
 }
 
 /// Which heap a popped item came from (to restore it after a merge).
@@ -417,6 +499,13 @@ fn detach(entries: &mut [Entry], class: &mut Class, id: u32) {
     }
 }
 
+/// Weight of a new reuse distance in `Entry::ewma` (1/8).
+const EWMA_SHIFT: u32 = 3;
+
+/// Reuse distances needed before `Entry::ewma` replaces the mean of the
+/// last four as the memoryless estimate.
+const EWMA_AFTER: u32 = 4;
+
 /// Records a demand access of `id` at the next clock tick and reclassifies it.
 #[inline]
 fn record(entries: &mut [Entry], clock: &mut u64, id: u32) {
@@ -428,6 +517,13 @@ fn record(entries: &mut [Entry], clock: &mut u64, id: u32) {
     if e.last != 0 {
         let sample = u32::try_from(now - e.last).unwrap_or(UNKNOWN - 1);
         e.samples = [sample, e.samples[0], e.samples[1], e.samples[2]];
+        let x = u64::from(sample) * 16;
+        e.ewma = if e.seen == 0 {
+            x
+        } else {
+            e.ewma - (e.ewma >> EWMA_SHIFT) + (x >> EWMA_SHIFT)
+        };
+        e.seen = e.seen.saturating_add(1);
     }
     e.last = now;
     e.classify();
@@ -443,23 +539,24 @@ fn peek(
     clock: u64,
     stamp: u32,
     popped: &mut Vec<Popped>,
-    rank_to_beat: Option<u128>,
-) -> Option<(u64, u32)> {
+    rank_to_beat: Option<f64>,
+) -> Option<(f64, u32)> {
     let visited = |id: u32| entries.get(id as usize).is_none_or(|e| e.stamp == stamp);
-    let mut best: Option<(u64, u32)> = None;
-    // The first largest value wins (streams in a fixed order: deterministic ties).
-    let consider = |best: &mut Option<(u64, u32)>, value: u64, id: u32| {
-        if best.is_none_or(|(v, _)| value > v) {
-            *best = Some((value, id));
+    let mut best: Option<(f64, u32)> = None;
+    let [weight_m, weight_p] = class.weight;
+    // The first largest rank wins (streams in a fixed order: deterministic ties).
+    let consider = |best: &mut Option<(f64, u32)>, value: u64, weight: f64, id: u32| {
+        let r = rank(value, weight);
+        if best.is_none_or(|(v, _)| r > v) {
+            *best = Some((r, id));
         }
     };
     // A heap top bounds every item below it: skip the stream (and leave its
     // stale items for later) when even the bound cannot win.
-    // `rank_to_beat` comes from a smaller size class, which wins ties.
-    let size = class.size;
-    let beaten = |best: &Option<(u64, u32)>, bound: u64| {
-        best.is_some_and(|(v, _)| bound <= v)
-            || rank_to_beat.is_some_and(|r| weighted(bound, size) < r)
+    // `rank_to_beat` comes from an earlier class, which wins ties.
+    let beaten = |best: &Option<(f64, u32)>, bound: u64, weight: f64| {
+        let r = rank(bound, weight);
+        best.is_some_and(|(v, _)| r <= v) || rank_to_beat.is_some_and(|b| r <= b)
     };
     if class.memoryless > 0 {
         while let Some(&item) = class.by_irr.peek() {
@@ -469,7 +566,7 @@ fn peek(
             } else {
                 item.key
             };
-            if beaten(&best, bound) {
+            if beaten(&best, bound, weight_m) {
                 break;
             } else if !valid(entries, class_index, item) {
                 class.by_irr.pop();
@@ -482,7 +579,7 @@ fn peek(
                 });
             } else {
                 let irr = entries.get(item.id as usize).map_or(NEVER, |e| e.key);
-                consider(&mut best, irr, item.id);
+                consider(&mut best, irr, weight_m, item.id);
                 break;
             }
         }
@@ -494,12 +591,17 @@ fn peek(
             class.cursor = entries.get(class.cursor as usize).map_or(NIL, |e| e.prev);
         }
         if let Some(e) = entries.get(class.cursor as usize) {
-            consider(&mut best, clock.saturating_sub(e.last), class.cursor);
+            consider(
+                &mut best,
+                clock.saturating_sub(e.last),
+                weight_m,
+                class.cursor,
+            );
         }
     }
     if class.periodic > 0 {
         while let Some(&item) = class.due_late.peek() {
-            if beaten(&best, item.key.saturating_sub(clock)) {
+            if beaten(&best, item.key.saturating_sub(clock), weight_p) {
                 break;
             } else if !valid(entries, class_index, item) {
                 class.due_late.pop();
@@ -511,12 +613,12 @@ fn peek(
                     item,
                 });
             } else {
-                consider(&mut best, item.key.saturating_sub(clock), item.id);
+                consider(&mut best, item.key.saturating_sub(clock), weight_p, item.id);
                 break;
             }
         }
         while let Some(&Reverse(item)) = class.due_early.peek() {
-            if beaten(&best, clock.saturating_sub(item.key)) {
+            if beaten(&best, clock.saturating_sub(item.key), weight_p) {
                 break;
             } else if !valid(entries, class_index, item) {
                 class.due_early.pop();
@@ -528,7 +630,7 @@ fn peek(
                     item,
                 });
             } else {
-                consider(&mut best, clock.saturating_sub(item.key), item.id);
+                consider(&mut best, clock.saturating_sub(item.key), weight_p, item.id);
                 break;
             }
         }
@@ -550,7 +652,8 @@ impl AdaptivePolicy {
     }
 
     /// The index of the class of (`priority`, `size`), created if needed.
-    fn class_for(&mut self, priority: u32, size: u8) -> u32 {
+    fn class_for(&mut self, priority_value: f32, size: u8) -> u32 {
+        let priority = priority_step(priority_value);
         let level_index = match self.levels.binary_search_by_key(&priority, |l| l.priority) {
             Ok(i) => i,
             Err(i) => {
@@ -581,11 +684,12 @@ impl AdaptivePolicy {
                 if let Some(class) = classes.get_mut(index as usize) {
                     class.priority = priority;
                     class.size = size;
+                    class.weight = class_weights(priority_value, size);
                 }
                 index
             }
             None => {
-                classes.push(Class::new(priority, size));
+                classes.push(Class::new(priority_value, size));
                 (classes.len() - 1) as u32
             }
         };
@@ -594,7 +698,7 @@ impl AdaptivePolicy {
     }
 
     fn insert_resident(&mut self, id: u32, slot: &Slot) {
-        let class_index = self.class_for(priority_key(slot.priority), size_class(slot.charge));
+        let class_index = self.class_for(slot.priority, size_class(slot.charge));
         if let Some(class) = self.classes.get_mut(class_index as usize) {
             attach(&mut self.entries, class_index, class, id);
         }
@@ -675,7 +779,10 @@ impl Policy for AdaptivePolicy {
         let candidate_rank = candidate.and_then(|c| {
             let e = self.entries.get(c.id as usize)?;
             let size = slots.get(c.id as usize).map_or(0, |s| size_class(s.charge));
-            Some((priority_key(c.priority), weighted(e.fresh_distance(), size)))
+            Some(rank(
+                e.fresh_distance(),
+                class_weight(c.priority, size, e.mode),
+            ))
         });
         let AdaptivePolicy {
             entries,
@@ -686,18 +793,20 @@ impl Policy for AdaptivePolicy {
         } = self;
         popped.clear();
         let mut plan = Plan::default();
-        // All size classes of one priority level compete together.
-        'levels: for level in levels.iter() {
-            loop {
-                let mut best: Option<(u128, u32, u32)> = None;
-                // Largest size class first, so heavy ranks prune the peeks of
-                // lighter classes; on equal ranks the smaller size class wins.
+        // Every class competes: victims are taken by rank, largest first.
+        loop {
+            let mut best: Option<(f64, u32, u32)> = None;
+            // Lowest priority and largest size class first: the heaviest
+            // weights first, so their ranks prune the peeks of later classes.
+            // On equal ranks the first found (lower priority, then larger
+            // size class) is the victim.
+            for level in levels.iter() {
                 for &class_index in level.classes.iter().rev() {
                     let Some(class) = classes.get_mut(class_index as usize) else {
                         continue;
                     };
                     let rank_to_beat = best.map(|(r, ..)| r);
-                    if let Some((distance, id)) = peek(
+                    if let Some((r, id)) = peek(
                         entries,
                         class_index,
                         class,
@@ -705,36 +814,28 @@ impl Policy for AdaptivePolicy {
                         stamp,
                         popped,
                         rank_to_beat,
-                    ) {
-                        let rank = weighted(distance, class.size);
-                        if best.is_none_or(|(r, ..)| rank >= r) {
-                            best = Some((rank, class_index, id));
-                        }
+                    ) && best.is_none_or(|(b, ..)| r > b)
+                    {
+                        best = Some((r, class_index, id));
                     }
                 }
-                let Some((_, class_index, id)) = best else {
-                    break;
-                };
-                let Some(class) = classes.get_mut(class_index as usize) else {
-                    break;
-                };
-                // No pop: the stamp makes the next `peek` of this class move
-                // past it, so a plan that stops at its first victim pops nothing.
-                let Some(e) = entries.get_mut(id as usize) else {
-                    break;
-                };
-                e.stamp = stamp;
-                let victim_rank = weighted(e.expected_distance(clock), class.size);
-                let wins = || {
-                    candidate_rank.is_none_or(|(candidate_priority, candidate_rank)| {
-                        candidate_priority > level.priority
-                            || (candidate_priority == level.priority
-                                && candidate_rank < victim_rank)
-                    })
-                };
-                if plan.offer(id, slots, needed, wins) {
-                    break 'levels;
-                }
+            }
+            let Some((_, class_index, id)) = best else {
+                break;
+            };
+            let Some(weights) = classes.get(class_index as usize).map(|c| c.weight) else {
+                break;
+            };
+            // No pop: the stamp makes the next `peek` of this class move
+            // past it, so a plan that stops at its first victim pops nothing.
+            let Some(e) = entries.get_mut(id as usize) else {
+                break;
+            };
+            e.stamp = stamp;
+            let victim_rank = rank(e.expected_distance(clock), weights[e.mode as usize]);
+            let wins = || candidate_rank.is_none_or(|c| c < victim_rank);
+            if plan.offer(id, slots, needed, wins) {
+                break;
             }
         }
         // Push back what the merge popped; the victims' items go stale on eviction anyway.
