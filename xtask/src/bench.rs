@@ -55,7 +55,13 @@ impl Runner {
         Ok(())
     }
 
-    fn example(&self, package: &str, example: &str, json: &str) -> Result<(), TaskError> {
+    fn example(
+        &self,
+        package: &str,
+        example: &str,
+        json: &str,
+        extra: &[&str],
+    ) -> Result<(), TaskError> {
         let out = self.out.join(json);
         let out = out.to_string_lossy().into_owned();
         let mut args = vec![
@@ -73,6 +79,7 @@ impl Runner {
         if self.quick {
             args.push("--quick");
         }
+        args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
     }
 
@@ -129,24 +136,26 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
     for suite in &suites {
         match *suite {
             "format" => {
-                runner.example("tinyai-format", "bench_open", "format.json")?;
+                runner.example("tinyai-format", "bench_open", "format.json", &[])?;
                 if !no_criterion {
                     runner.criterion("tinyai-format", "parse")?;
                 }
             }
             "cache" => {
-                runner.example("tinyai-cache", "hit_ratios", "cache.json")?;
+                // --check: fails the run if adaptive misses the issue's
+                // goals (best peer − 0.02 everywhere, ≥ 0.9 × Belady).
+                runner.example("tinyai-cache", "hit_ratios", "cache.json", &["--check"])?;
                 if !no_criterion {
                     runner.criterion("tinyai-cache", "decision")?;
                 }
             }
             "store" => {
-                runner.example("tinyai-store", "bench_report", "store.json")?;
+                runner.example("tinyai-store", "bench_report", "store.json", &[])?;
                 if !no_criterion {
                     runner.criterion("tinyai-store", "store")?;
                 }
             }
-            "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json")?,
+            "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json", &[])?,
             _ => {}
         }
     }
@@ -406,6 +415,32 @@ fn cache_section(
             num(adaptive, "byte_hit_ratio"),
             num(belady, "byte_hit_ratio"),
             num(adaptive, "byte_hit_ratio") / num(belady, "byte_hit_ratio")
+        );
+    }
+    // Adaptive against the best of the real peers, on every cell and metric.
+    let mut worst: Option<(f64, String)> = None;
+    for trace in &traces {
+        for fraction in [0.1, 0.25, 0.5, 0.75, 0.9] {
+            for metric in ["hit_ratio", "byte_hit_ratio"] {
+                let Some(adaptive) = find(trace, "adaptive", fraction) else {
+                    continue;
+                };
+                let best = ["lru", "moka", "quick_cache"]
+                    .iter()
+                    .filter_map(|p| find(trace, p, fraction))
+                    .map(|r| num(r, metric))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let gap = num(adaptive, metric) - best;
+                if worst.as_ref().is_none_or(|(w, _)| gap < *w) {
+                    worst = Some((gap, format!("{trace} @ {fraction}, {metric}")));
+                }
+            }
+        }
+    }
+    if let Some((gap, place)) = worst {
+        let _ = writeln!(
+            md,
+            "| adaptive − best of (lru, moka, quick_cache), worst cell ({place}; goal ≥ −0.02) | {gap:+.4} | | |"
         );
     }
     let _ = writeln!(

@@ -5,7 +5,11 @@
 //! ```
 //!
 //! Prints a table and writes a JSON list of
-//! `{"trace", "policy", "budget_fraction", "hit_ratio", "byte_hit_ratio"}`.
+//! `{"trace", "policy", "budget_fraction", "hit_ratio", "byte_hit_ratio"}`,
+//! then the acceptance goals of the cache issue: on every trace and budget,
+//! adaptive ≥ best of (lru, moka, quick_cache) − 0.02 in hit ratio and in
+//! byte hit ratio, and on `forward_passes` at 0.5 adaptive's byte hit ratio
+//! ≥ 0.9 × Belady's. `--check` exits with status 1 when a goal is missed.
 //! Peers: `moka` (sync cache, W-TinyLFU, weigher = charge) and `quick_cache`
 //! (unsync cache, weighter = charge), fed the same traces and budgets. Both
 //! get a hasher with a fixed seed ([`PeerHasher`], `--peer-seed N`, default
@@ -146,6 +150,7 @@ struct Args {
     quick: bool,
     seed: u64,
     peer_seed: u64,
+    check: bool,
     out: Option<PathBuf>,
 }
 
@@ -154,12 +159,14 @@ fn parse_args() -> Result<Args, String> {
         quick: false,
         seed: 42,
         peer_seed: 0,
+        check: false,
         out: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--check" => args.check = true,
             "--out" => args.out = Some(it.next().ok_or("--out needs a path")?.into()),
             "--seed" => {
                 args.seed = it
@@ -208,14 +215,17 @@ fn real_main() -> Result<(), String> {
         "{:<17} {:>6}  (each cell: hit ratio / byte hit ratio)",
         "", ""
     );
+    let mut goals = Goals::default();
     for trace in &traces {
         for &fraction in &sim::BUDGET_FRACTIONS {
             let mut line = format!("{:<17} {:>6.2}  ", trace.name, fraction);
+            let mut cell = Cell::default();
             for policy in POLICIES {
                 let hasher = PeerHasher {
                     seed: args.peer_seed,
                 };
                 let result = run(trace, policy, fraction, hasher)?;
+                cell.record(policy, &result);
                 line.push_str(&format!(
                     "    {:.3}/{:.3}",
                     result.hit_ratio(),
@@ -230,6 +240,7 @@ fn real_main() -> Result<(), String> {
                 }));
             }
             println!("{line}");
+            goals.check(&trace.name, fraction, &cell);
         }
     }
     if let Some(out) = args.out {
@@ -241,5 +252,103 @@ fn real_main() -> Result<(), String> {
         std::fs::write(&out, json + "\n").map_err(|e| format!("writing {}: {e}", out.display()))?;
         println!("wrote {} rows to {}", rows.len(), out.display());
     }
+    goals.print();
+    if args.check && !goals.failures.is_empty() {
+        return Err(format!(
+            "{} acceptance goal(s) missed",
+            goals.failures.len()
+        ));
+    }
     Ok(())
+}
+
+/// Allowed shortfall of adaptive against the best peer.
+const PEER_MARGIN: f64 = 0.02;
+
+/// The results of one (trace, budget) cell that the goals need.
+#[derive(Default)]
+struct Cell {
+    adaptive: (f64, f64),
+    belady: (f64, f64),
+    /// Best (hit ratio, byte hit ratio) over lru, moka and quick_cache.
+    best_peer: (f64, f64),
+}
+
+impl Cell {
+    fn record(&mut self, policy: &str, result: &SimResult) {
+        let ratios = (result.hit_ratio(), result.byte_hit_ratio());
+        match policy {
+            "adaptive" => self.adaptive = ratios,
+            "belady" => self.belady = ratios,
+            "lru" | "moka" | "quick_cache" => {
+                self.best_peer.0 = self.best_peer.0.max(ratios.0);
+                self.best_peer.1 = self.best_peer.1.max(ratios.1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The issue's acceptance goals, checked cell by cell.
+#[derive(Default)]
+struct Goals {
+    cells: usize,
+    /// Smallest `adaptive − (best peer − margin)`, and where.
+    worst: Option<(f64, String)>,
+    belady_ratio: Option<f64>,
+    failures: Vec<String>,
+}
+
+impl Goals {
+    fn check(&mut self, trace: &str, fraction: f64, cell: &Cell) {
+        self.cells += 1;
+        for (metric, adaptive, peer) in [
+            ("hit ratio", cell.adaptive.0, cell.best_peer.0),
+            ("byte hit ratio", cell.adaptive.1, cell.best_peer.1),
+        ] {
+            let slack = adaptive - (peer - PEER_MARGIN);
+            let place =
+                format!("{trace}@{fraction} {metric}: adaptive {adaptive:.4}, best peer {peer:.4}");
+            if self.worst.as_ref().is_none_or(|(s, _)| slack < *s) {
+                self.worst = Some((slack, place.clone()));
+            }
+            if slack < 0.0 {
+                self.failures.push(place);
+            }
+        }
+        if trace == "forward_passes" && (fraction - 0.5).abs() < 1e-9 {
+            let ratio = if cell.belady.1 > 0.0 {
+                cell.adaptive.1 / cell.belady.1
+            } else {
+                1.0
+            };
+            self.belady_ratio = Some(ratio);
+            if ratio < 0.9 {
+                self.failures.push(format!(
+                    "forward_passes@0.5: adaptive/belady byte hit {ratio:.3} < 0.9"
+                ));
+            }
+        }
+    }
+
+    fn print(&self) {
+        println!(
+            "goal: adaptive >= best(lru, moka, quick_cache) - {PEER_MARGIN} (hit and byte hit) on {} cells: {}",
+            self.cells,
+            if self.failures.is_empty() {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+        if let Some((slack, place)) = &self.worst {
+            println!("  closest: {place} (slack {slack:+.4})");
+        }
+        if let Some(ratio) = self.belady_ratio {
+            println!("goal: forward_passes@0.5 byte hit >= 0.9 x belady: {ratio:.3}");
+        }
+        for failure in &self.failures {
+            println!("  missed: {failure}");
+        }
+    }
 }
