@@ -400,6 +400,7 @@ impl MappedModel {
     }
 
     /// Sets layer `index`'s retention priority (clamped to 0.0..=1.0; NaN → default).
+    /// How each policy weighs it: [`tinyai_cache::Engine::set_priority`].
     pub fn set_priority(&self, index: u64, priority: f32) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
         let priority = if priority.is_nan() {

@@ -390,6 +390,12 @@ size_t tinyaiGetMappedModelMemoryUsage(const struct TinyAIMappedModel *model);
  * Sets layer `layerIndex`'s retention priority: 0.0 (evict first) to 1.0
  * (keep longest); values outside are clamped, NaN means the default 0.5.
  *
+ * With adaptive caching (the default) priority multiplies the value of
+ * keeping a layer by 2^(6 × priority), in steps of 1/12: of two layers of
+ * the same size and use, the lower priority is evicted first; 1.0 is worth
+ * 8× the default and 64× 0.0 against layers used more often. With
+ * `adaptiveCaching = false` it is weighted 0.6 in TinyAI's classic score.
+ *
  * Does nothing if `model` is NULL or the index is out of range (both set
  * `tinyaiGetLastError()`).
  *
