@@ -124,9 +124,14 @@ fn main() {
             _ => "storage reads unknown".to_owned(),
         };
         println!(
-            "pass {pass}/{passes}: {:7.1} ms ({:.1} ms waiting for layers), {:.1} MiB loaded, {read}, hit ratio {:.2}",
+            "pass {pass}/{passes}: {:7.1} ms ({:.1} ms waiting for layers, {:.1} ms spent loading), {:.1} MiB loaded, {read}, hit ratio {:.2}",
             pass_start.elapsed().as_secs_f64() * 1e3,
             waiting.as_secs_f64() * 1e3,
+            after
+                .load_time
+                .saturating_sub(before.load_time)
+                .as_secs_f64()
+                * 1e3,
             (after.bytes_read - before.bytes_read) as f64 / 1048576.0,
             (after.hits - before.hits) as f64
                 / ((after.hits + after.misses) - (before.hits + before.misses)).max(1) as f64,
