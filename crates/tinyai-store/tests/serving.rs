@@ -168,3 +168,39 @@ fn backend_choice_changes_where_bytes_live() {
     assert_eq!(a.as_ptr() as usize % 4096, 0);
     assert_eq!(owned.resident_bytes(), 0);
 }
+
+#[test]
+fn high_priority_layer_stays_cached_through_passes() {
+    // 16 equal layers, room for 4: on repeated passes the adaptive policy
+    // keeps the first layers of a pass and streams the rest, so the last
+    // layer is never kept at the default priority — but is at priority 1.0.
+    let fixture = fixture(41, &[64 * 1024; 16], 1);
+    for prefetch in [false, true] {
+        for protect in [false, true] {
+            let config = StoreConfig {
+                prefetch_enabled: prefetch,
+                ..config(4 * 64 * 1024, Backend::Mapped)
+            };
+            let model = MappedModel::open(&fixture.path, config).unwrap();
+            if protect {
+                model.set_priority(15, 1.0).unwrap();
+            }
+            for _pass in 0..4 {
+                for index in 0..16 {
+                    drop(model.get(index).unwrap());
+                }
+            }
+            // Touch the first layers again: a kept layer 15 must survive them.
+            for index in 0..4 {
+                drop(model.get(index).unwrap());
+            }
+            let state = model.descriptor(15).unwrap().state;
+            if protect {
+                assert_eq!(state, CacheState::Cached, "prefetch {prefetch}");
+            } else if !prefetch {
+                assert_ne!(state, CacheState::Cached);
+            }
+            assert!(model.memory_usage() <= 4 * 64 * 1024);
+        }
+    }
+}
