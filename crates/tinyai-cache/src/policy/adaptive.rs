@@ -38,8 +38,9 @@
 //!   1 at 64 KiB (`bits = 16`).
 //! * **Priority** multiplies the value of keeping an entry: each +1/6 of
 //!   priority halves its rank, so priority 1.0 is worth 8× the default 0.5
-//!   and 64× priority 0.0. Of two entries with the same size class and the
-//!   same `E`, the lower priority is always evicted first; a higher-priority
+//!   and 64× priority 0.0. Of two entries with the same size class, mode and
+//!   `E`, the lower priority (by at least one step, below) is always evicted
+//!   first; a higher-priority
 //!   entry is evicted before a lower-priority one only when it is expected
 //!   to be used more than `2^(6·Δpriority)` times less often per weighted
 //!   byte. (Priority is a strong preference, not an absolute one, so a
@@ -91,8 +92,10 @@
 //!
 //! Resident entries live in a class per (priority, size class), found from
 //! the entry by index (no map lookup on the hot path). A class holds an
-//! intrusive recency list and a lazy-deletion max-heap by mean distance for
-//! memoryless entries, and a max-heap and a min-heap by due time for periodic
+//! intrusive recency list ordered by last use (O(1) for an entry just used;
+//! one inserted with an older last use, by prefetch or a priority change, is
+//! placed by a walk from the oldest end) and a lazy-deletion max-heap by mean
+//! distance for memoryless entries, and a max-heap and a min-heap by due time for periodic
 //! ones. Heap items carry the entry's generation, bumped whenever the entry
 //! leaves its class, so an update is one push and the stale item is dropped
 //! when it surfaces (or when the heap, grown past twice its live entries, is
@@ -100,8 +103,10 @@
 //! (oldest, largest mean, latest due, most overdue), so victims come from a
 //! merge over the classes' heads, pruned by the best rank found so far:
 //! amortised `O(c + log r)` per victim, `c` the number of non-empty classes
-//! (distinct priorities × size classes in use, usually a handful), with no
-//! allocation in steady state.
+//! (distinct priority steps × size classes in use, usually a handful). In
+//! steady state the only allocation is the victim list of a miss that
+//! evicts. (Each pinned entry met at the top of the ranking costs one more
+//! pass over the classes.)
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -192,6 +197,14 @@ impl Entry {
             Mode::Memoryless => self.key,
             Mode::Periodic => self.key.saturating_sub(self.last),
         }
+    }
+
+    /// Takes `period` as every known reuse distance (the access-order hint).
+    fn hint_period(&mut self, period: u32) {
+        self.samples = [period; 4];
+        self.ewma = u64::from(period) * 16;
+        self.seen = self.seen.max(EWMA_AFTER);
+        self.classify();
     }
 
     /// Recomputes `mode` and `key` from the samples (after an access at `last`).
@@ -301,10 +314,9 @@ struct Level {
     classes: Vec<u32>,
 }
 
-/// Map a priority in `0.0..=1.0` to an order-preserving integer.
-#[inline]
 /// The step (`0..=PRIORITY_STEPS`) the adaptive policy ranks `priority` by:
 /// `round(priority × 12)` after clamping to `0.0..=1.0`.
+#[inline]
 pub fn priority_step(priority: f32) -> u32 {
     (f64::from(priority.clamp(0.0, 1.0)) * f64::from(PRIORITY_STEPS)).round() as u32
 }
@@ -425,6 +437,47 @@ fn push_front(entries: &mut [Entry], class: &mut Class, id: u32) {
     class.head = id;
 }
 
+/// Links `id` into the recency list in order of last use (newest at the
+/// head), which the victim merge's oldest-first cursor relies on. An entry
+/// just used is the newest: O(1). One that kept an older last use (a
+/// prefetch insert, a priority or access-order change) is placed by walking
+/// from the oldest end, so the cost is the number of entries older than it.
+fn link_by_last(entries: &mut [Entry], class: &mut Class, id: u32) {
+    let Some(last) = entries.get(id as usize).map(|e| e.last) else {
+        return;
+    };
+    let newest = entries
+        .get(class.head as usize)
+        .is_none_or(|head| last >= head.last);
+    if newest {
+        push_front(entries, class, id);
+        return;
+    }
+    // The head is newer than `id`, so this walk stops at the head at the latest.
+    let mut after = class.tail;
+    while let Some(e) = entries.get(after as usize) {
+        if e.last >= last {
+            break;
+        }
+        after = e.prev;
+    }
+    let Some(before) = entries.get(after as usize).map(|e| e.next) else {
+        push_front(entries, class, id);
+        return;
+    };
+    if let Some(e) = entries.get_mut(id as usize) {
+        e.prev = after;
+        e.next = before;
+    }
+    match entries.get_mut(before as usize) {
+        Some(n) => n.prev = id,
+        None => class.tail = id,
+    }
+    if let Some(a) = entries.get_mut(after as usize) {
+        a.next = id;
+    }
+}
+
 #[inline]
 fn valid(entries: &[Entry], class_index: u32, item: Item) -> bool {
     entries
@@ -467,7 +520,7 @@ fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
                 id,
                 generation,
             });
-            push_front(entries, class, id);
+            link_by_last(entries, class, id);
         }
         Mode::Periodic => {
             let item = Item {
@@ -796,10 +849,10 @@ impl Policy for AdaptivePolicy {
         // Every class competes: victims are taken by rank, largest first.
         loop {
             let mut best: Option<(f64, u32, u32)> = None;
-            // Lowest priority and largest size class first: the heaviest
-            // weights first, so their ranks prune the peeks of later classes.
-            // On equal ranks the first found (lower priority, then larger
-            // size class) is the victim.
+            // Lowest priority and largest size class first (usually the
+            // heaviest weights), so early ranks prune the peeks of later
+            // classes. On equal ranks the first found (lower priority, then
+            // larger size class) is the victim.
             for level in levels.iter() {
                 for &class_index in level.classes.iter().rev() {
                     let Some(class) = classes.get_mut(class_index as usize) else {
@@ -867,11 +920,11 @@ impl Policy for AdaptivePolicy {
         self.remove_resident(id);
     }
 
-    fn on_priority_change(&mut self, id: u32, _old: f32, slots: &[Slot]) {
+    fn on_priority_change(&mut self, id: u32, old: f32, slots: &[Slot]) {
         let Some(slot) = slots.get(id as usize) else {
             return;
         };
-        if slot.resident {
+        if slot.resident && priority_step(old) != priority_step(slot.priority) {
             self.remove_resident(id);
             self.insert_resident(id, slot);
         }
@@ -899,17 +952,147 @@ impl Policy for AdaptivePolicy {
                 Some(class) => {
                     detach(&mut self.entries, class, id);
                     if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.samples = [cycle; 4];
-                        e.classify();
+                        e.hint_period(cycle);
                     }
                     attach(&mut self.entries, class_index, class, id);
                 }
                 None => {
                     if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.samples = [cycle; 4];
-                        e.classify();
+                        e.hint_period(cycle);
                     }
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::AccessKind;
+
+    fn next(state: &mut u64) -> u64 {
+        *state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        *state >> 33
+    }
+
+    /// The rank of a resident entry, computed from scratch.
+    fn brute_rank(policy: &AdaptivePolicy, slots: &[Slot], id: usize) -> f64 {
+        let slot = &slots[id];
+        let e = &policy.entries[id];
+        let weight = class_weight(slot.priority, size_class(slot.charge), e.mode);
+        rank(e.expected_distance(policy.clock), weight)
+    }
+
+    /// The merge's first victim always has the largest rank among the
+    /// evictable entries, whatever mix of hits, misses, prefetch inserts
+    /// (which keep an old last use), priority changes, pins and access-order
+    /// hints came before.
+    #[test]
+    fn first_victim_has_the_largest_rank() {
+        for seed in 0..200u64 {
+            let mut state = seed;
+            let n = 4 + (next(&mut state) % 40) as usize;
+            let mut slots: Vec<Slot> = (0..n)
+                .map(|_| Slot {
+                    charge: 4096u64 << (next(&mut state) % 6),
+                    priority: (next(&mut state) % 13) as f32 / 12.0,
+                    pin_count: 0,
+                    resident: false,
+                    remove_pending: false,
+                })
+                .collect();
+            let budget = 4096 * (4 + next(&mut state) % 40);
+            let hot = 1 + next(&mut state) % n as u64;
+            let mut usage = 0u64;
+            let mut policy = AdaptivePolicy::new(n);
+            for step in 0..2000 {
+                let roll = next(&mut state);
+                let id = match roll % 3 {
+                    0 => next(&mut state) % n as u64,
+                    1 => step % n as u64,
+                    _ => next(&mut state) % hot,
+                } as usize;
+                match next(&mut state) % 40 {
+                    0..=3 => {
+                        let k = (next(&mut state) % n as u64) as usize;
+                        if slots[k].resident {
+                            slots[k].pin_count ^= 1;
+                        }
+                    }
+                    4 | 5 => {
+                        // A prefetch insert: resident without a new access.
+                        let k = (next(&mut state) % n as u64) as usize;
+                        if !slots[k].resident && usage + slots[k].charge <= budget {
+                            slots[k].resident = true;
+                            usage += slots[k].charge;
+                            policy.on_insert(k as u32, 0, &slots);
+                        }
+                    }
+                    6 | 7 => {
+                        let k = (next(&mut state) % n as u64) as usize;
+                        let old = slots[k].priority;
+                        slots[k].priority = (next(&mut state) % 101) as f32 / 100.0;
+                        policy.on_priority_change(k as u32, old, &slots);
+                    }
+                    8 if step % 97 == 0 => {
+                        let order: Vec<u32> = (0..n as u32).collect();
+                        policy.set_access_order(Some(&order));
+                    }
+                    _ => {}
+                }
+                if slots[id].resident {
+                    policy.on_hit(id as u32, 0, &slots);
+                    continue;
+                }
+                policy.on_miss(id as u32, 0, &slots);
+                let charge = slots[id].charge;
+                if charge > budget {
+                    continue;
+                }
+                let needed = (usage + charge).saturating_sub(budget);
+                if needed > 0 {
+                    let best = (0..n)
+                        .filter(|&k| slots[k].evictable())
+                        .map(|k| brute_rank(&policy, &slots, k))
+                        .fold(None, |best: Option<f64>, r| {
+                            Some(best.map_or(r, |b| b.max(r)))
+                        });
+                    let probe = policy.plan(None, 1, 0, &slots);
+                    match (best, probe.victims.first()) {
+                        (None, None) => {}
+                        (Some(best), Some(&victim)) => {
+                            let got = brute_rank(&policy, &slots, victim as usize);
+                            assert!(
+                                got == best,
+                                "seed {seed} step {step}: victim {victim} rank {got} < {best}"
+                            );
+                        }
+                        other => panic!("seed {seed} step {step}: {other:?}"),
+                    }
+                    let candidate = Candidate {
+                        id: id as u32,
+                        kind: AccessKind::Demand,
+                        priority: slots[id].priority,
+                    };
+                    let plan = policy.plan(Some(&candidate), needed, 0, &slots);
+                    if plan.declined || plan.freed < needed {
+                        continue;
+                    }
+                    for victim in plan.victims {
+                        let slot = &mut slots[victim as usize];
+                        assert_eq!(slot.pin_count, 0);
+                        slot.resident = false;
+                        usage -= slot.charge;
+                        policy.on_remove(victim, &slots);
+                    }
+                }
+                slots[id].resident = true;
+                usage += charge;
+                policy.on_insert(id as u32, 0, &slots);
             }
         }
     }
