@@ -304,9 +304,10 @@ impl Engine {
     /// clamped. The default is [`DEFAULT_PRIORITY`] (0.5). `Adaptive`
     /// multiplies the value of keeping an entry by `2^(6·priority)`, in steps
     /// of 1/12 (each +1/6 of priority doubles it), so 1.0 is worth 8× the
-    /// default and 64× 0.0. Of two entries with the same size and use, the
-    /// lower priority (by at least one step) is always evicted first; a higher-priority entry can still be evicted
-    /// for a lower one that is used far more often per byte (see
+    /// default and 64× 0.0. Of two entries with the same size and the same
+    /// (predicted) use, the lower priority, by at least one step, is always
+    /// evicted first; a higher-priority entry can still be evicted for a
+    /// lower one that is used far more often per byte (see
     /// [`policy::adaptive`](crate::policy::adaptive)). `TinyAiClassic`
     /// weighs it by 0.6 in its score; `Lru` and `Belady` ignore it.
     ///
