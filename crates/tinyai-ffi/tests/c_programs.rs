@@ -387,6 +387,24 @@ fn memory_budget_holds_over_repeated_passes_and_bytes_equal_the_file() {
 }
 
 #[test]
+fn priority_keeps_a_layer_cached_and_reset_restores_the_default() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/priorities.c", dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    // 16 layers of 64 KiB against room for 4.
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 16, 64 * KIB, 8);
+    let budget = OsStr::new("262144");
+    run_ok(
+        &exe,
+        &[model.as_os_str(), budget],
+        dir.path(),
+        &[],
+        &["priorities: ok".to_owned()],
+    );
+}
+
+#[test]
 fn writing_into_weights_never_crashes_nor_changes_the_file() {
     let dir = tempdir();
     let exe =
