@@ -32,7 +32,6 @@ HTML reports (full runs) stay under target/criterion/.
 
 const SUITES: [&str; 4] = ["format", "cache", "store", "ffi"];
 
-#[derive(Clone)]
 struct Runner {
     root: PathBuf,
     out: PathBuf,
@@ -58,6 +57,12 @@ impl Runner {
         Ok(())
     }
 
+    /// `--quick` for the examples when this is a quick run.
+    fn size_args(&self) -> &'static [&'static str] {
+        if self.quick { &["--quick"] } else { &[] }
+    }
+
+    /// Runs an example with `--out <json>` and `extra` arguments.
     fn example(
         &self,
         package: &str,
@@ -79,27 +84,8 @@ impl Runner {
             "--out",
         ];
         args.push(&out);
-        if self.quick {
-            args.push("--quick");
-        }
         args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
-    }
-
-    /// Like [`Runner::example`] but never passes `--quick`: the cache goals
-    /// are defined on the full traces, and replaying them takes seconds.
-    fn example_full(
-        &self,
-        package: &str,
-        example: &str,
-        json: &str,
-        extra: &[&str],
-    ) -> Result<(), TaskError> {
-        let full = Runner {
-            quick: false,
-            ..self.clone()
-        };
-        full.example(package, example, json, extra)
     }
 
     fn criterion(&self, package: &str, bench: &str) -> Result<(), TaskError> {
@@ -155,26 +141,38 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
     for suite in &suites {
         match *suite {
             "format" => {
-                runner.example("tinyai-format", "bench_open", "format.json", &[])?;
+                runner.example(
+                    "tinyai-format",
+                    "bench_open",
+                    "format.json",
+                    runner.size_args(),
+                )?;
                 if !no_criterion {
                     runner.criterion("tinyai-format", "parse")?;
                 }
             }
             "cache" => {
-                // --check: fails the run if adaptive misses the issue's
-                // goals (best peer − 0.02 everywhere, ≥ 0.9 × Belady).
-                runner.example_full("tinyai-cache", "hit_ratios", "cache.json", &["--check"])?;
+                // Always the full traces (the goals are defined on them; a
+                // replay takes seconds). --check fails the run if adaptive
+                // misses the goals (best peer − 0.02 everywhere,
+                // ≥ 0.9 × Belady).
+                runner.example("tinyai-cache", "hit_ratios", "cache.json", &["--check"])?;
                 if !no_criterion {
                     runner.criterion("tinyai-cache", "decision")?;
                 }
             }
             "store" => {
-                runner.example("tinyai-store", "bench_report", "store.json", &[])?;
+                runner.example(
+                    "tinyai-store",
+                    "bench_report",
+                    "store.json",
+                    runner.size_args(),
+                )?;
                 if !no_criterion {
                     runner.criterion("tinyai-store", "store")?;
                 }
             }
-            "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json", &[])?,
+            "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json", runner.size_args())?,
             _ => {}
         }
     }
