@@ -138,8 +138,6 @@ struct Entry {
     samples: [u32; 4],
     /// Exponentially weighted mean of all reuse distances, × 16 (0 = none yet).
     ewma: u64,
-    /// Number of reuse distances seen (saturating).
-    seen: u32,
     mode: Mode,
     /// Recency list links (memoryless residents only).
     prev: u32,
@@ -160,7 +158,6 @@ impl Entry {
         key: NEVER,
         samples: [UNKNOWN; 4],
         ewma: 0,
-        seen: 0,
         mode: Mode::Memoryless,
         prev: NIL,
         next: NIL,
@@ -203,7 +200,6 @@ impl Entry {
     fn hint_period(&mut self, period: u32) {
         self.samples = [period; 4];
         self.ewma = u64::from(period) * 16;
-        self.seen = self.seen.max(EWMA_AFTER);
         self.classify();
     }
 
@@ -239,7 +235,7 @@ impl Entry {
                     });
                 self.key = if s0 == UNKNOWN || count == 0 {
                     NEVER
-                } else if self.seen >= EWMA_AFTER {
+                } else if count >= EWMA_AFTER {
                     self.ewma / 16
                 } else {
                     sum / count
@@ -555,9 +551,9 @@ fn detach(entries: &mut [Entry], class: &mut Class, id: u32) {
 /// Weight of a new reuse distance in `Entry::ewma` (1/8).
 const EWMA_SHIFT: u32 = 3;
 
-/// Reuse distances needed before `Entry::ewma` replaces the mean of the
-/// last four as the memoryless estimate.
-const EWMA_AFTER: u32 = 4;
+/// Known reuse distances (all four samples) needed before `Entry::ewma`
+/// replaces their mean as the memoryless estimate.
+const EWMA_AFTER: u64 = 4;
 
 /// Records a demand access of `id` at the next clock tick and reclassifies it.
 #[inline]
@@ -571,12 +567,12 @@ fn record(entries: &mut [Entry], clock: &mut u64, id: u32) {
         let sample = u32::try_from(now - e.last).unwrap_or(UNKNOWN - 1);
         e.samples = [sample, e.samples[0], e.samples[1], e.samples[2]];
         let x = u64::from(sample) * 16;
-        e.ewma = if e.seen == 0 {
+        // The first sample (no earlier one) starts the mean.
+        e.ewma = if e.samples[1] == UNKNOWN {
             x
         } else {
             e.ewma - (e.ewma >> EWMA_SHIFT) + (x >> EWMA_SHIFT)
         };
-        e.seen = e.seen.saturating_add(1);
     }
     e.last = now;
     e.classify();
