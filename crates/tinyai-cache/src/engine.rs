@@ -12,6 +12,28 @@ use crate::policy::{Candidate, Plan, Policy, Slot};
 /// [`Engine::reset_priorities`]): the midpoint of `0.0..=1.0`.
 pub const DEFAULT_PRIORITY: f32 = 0.5;
 
+/// How a caller that pins entries outside the engine takes part in victim
+/// choice (see [`Engine::request_claiming`]).
+pub trait Claims {
+    /// Asks to evict `id`: return `true` to hand it over (the caller will drop
+    /// its memory if the decision admits), `false` if it is in use (pinned).
+    fn claim(&mut self, id: LayerId) -> bool;
+    /// Hands back a claimed entry: the decision bypassed after all, so `id`
+    /// stays resident.
+    fn release(&mut self, id: LayerId);
+}
+
+/// Claims that always succeed: the engine's own pins are the only ones.
+struct NoClaims;
+
+impl Claims for NoClaims {
+    fn claim(&mut self, _id: LayerId) -> bool {
+        true
+    }
+
+    fn release(&mut self, _id: LayerId) {}
+}
+
 /// A deterministic, budgeted eviction engine over a fixed set of layers.
 ///
 /// Layer `i` of the sizes given to [`Engine::new`] is [`LayerId`]`(i)`. The
@@ -149,6 +171,30 @@ impl Engine {
         kind: AccessKind,
         now: u64,
     ) -> Result<Decision, CacheError> {
+        self.request_claiming(id, kind, now, &mut NoClaims)
+    }
+
+    /// [`request`](Engine::request) for a caller that tracks pins itself,
+    /// outside the engine (the store pins resident layers lock-free).
+    ///
+    /// Before an entry becomes a victim, the engine asks `claims` to
+    /// [`claim`](Claims::claim) it; an entry whose claim fails is treated as
+    /// pinned for this decision, and the policy plans again without it. If the
+    /// decision ends in [`Decision::Bypass`], every entry claimed so far is
+    /// handed back with [`Claims::release`]; with [`Decision::Admit`], exactly
+    /// the returned victims were claimed. Decisions are those of `request`
+    /// with the same entries pinned, so the engine stays deterministic for a
+    /// given sequence of calls and claim answers.
+    ///
+    /// # Errors
+    /// [`CacheError::UnknownLayer`].
+    pub fn request_claiming(
+        &mut self,
+        id: LayerId,
+        kind: AccessKind,
+        now: u64,
+        claims: &mut dyn Claims,
+    ) -> Result<Decision, CacheError> {
         let i = self.index(id)?;
         let Some(slot) = self.slots.get(i) else {
             return Err(CacheError::UnknownLayer {
@@ -184,14 +230,9 @@ impl Engine {
                 kind,
                 priority,
             };
-            let Plan {
-                victims: chosen,
-                freed,
-                declined,
-            } = self.policy.plan(Some(&candidate), needed, now, &self.slots);
-            if declined || freed < needed {
+            let Some(chosen) = self.plan_claimed(&candidate, needed, now, claims) else {
                 return Ok(Decision::Bypass);
-            }
+            };
             for &victim in &chosen {
                 self.evict(victim);
             }
@@ -199,6 +240,84 @@ impl Engine {
         }
         self.insert(id.0, now);
         Ok(Decision::Admit { victims })
+    }
+
+    /// Plans victims for `needed` bytes, claiming each through `claims`; an
+    /// entry whose claim fails is held (pinned) while the policy plans again.
+    /// Returns the claimed victims, or `None` (with every claim released) if
+    /// the policy declines or too little is evictable.
+    fn plan_claimed(
+        &mut self,
+        candidate: &Candidate,
+        needed: u64,
+        now: u64,
+        claims: &mut dyn Claims,
+    ) -> Option<Vec<u32>> {
+        // Entries claimed (victims) or refused (pinned by the caller), both held
+        // out of later plans by a temporary pin.
+        let mut claimed: Vec<u32> = Vec::new();
+        let mut refused: Vec<u32> = Vec::new();
+        let mut freed = 0u64;
+        let outcome = loop {
+            let Plan {
+                victims: chosen,
+                freed: planned,
+                declined,
+            } = self
+                .policy
+                .plan(Some(candidate), needed - freed, now, &self.slots);
+            if declined || planned < needed - freed {
+                break false;
+            }
+            let mut all_claimed = true;
+            for victim in chosen {
+                let claim = claims.claim(LayerId(victim));
+                if let Some(slot) = self.slots.get_mut(victim as usize) {
+                    slot.pin_count += 1;
+                    if claim {
+                        freed = freed.saturating_add(slot.charge);
+                    }
+                }
+                if claim {
+                    claimed.push(victim);
+                } else {
+                    refused.push(victim);
+                    all_claimed = false;
+                    break;
+                }
+            }
+            if all_claimed || freed >= needed {
+                break true;
+            }
+        };
+        for &held in claimed.iter().chain(&refused) {
+            if let Some(slot) = self.slots.get_mut(held as usize) {
+                slot.pin_count -= 1;
+            }
+        }
+        if outcome {
+            Some(claimed)
+        } else {
+            for &victim in &claimed {
+                claims.release(LayerId(victim));
+            }
+            None
+        }
+    }
+
+    /// Records a demand hit of `id` if it is resident (returns whether it was);
+    /// a layer that is not resident any more is ignored. For callers that
+    /// learn of hits after the fact (the store's read buffers).
+    pub fn record_hit(&mut self, id: LayerId, now: u64) -> bool {
+        let i = id.index();
+        match self.slots.get_mut(i) {
+            Some(slot) if slot.resident => {
+                slot.remove_pending = false;
+                self.policy.on_hit(id.0, now, &self.slots);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn insert(&mut self, id: u32, now: u64) {

@@ -60,5 +60,5 @@ pub mod policy;
 pub mod sim;
 
 pub use config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
-pub use engine::Engine;
+pub use engine::{Claims, Engine};
 pub use error::CacheError;
