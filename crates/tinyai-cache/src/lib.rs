@@ -18,6 +18,7 @@
 //! | [`engine`] (re-exported) | [`Engine`]: bookkeeping of resident entries, charges, pins, priorities and the budget invariant |
 //! | [`policy`] | the internal `Policy` trait and its four implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) |
 //! | [`sim`] | deterministic trace generators (`forward_passes`, `forward_backward`, `zipf_experts`, `uniform_random`, `phase_change`, `priority_hot`) and the hit-ratio simulator |
+//! | [`stream`] | per-stream access-pattern detection ([`stream::PatternDetector`], [`stream::AccessOrder`]) and the streaming window's admission of layers read ahead outside the cache ([`stream::StreamingWindow`]) |
 //! | [`error`] (re-exported) | [`CacheError`], the crate's single error enum |
 //!
 //! # Charging
@@ -58,6 +59,7 @@ pub mod engine;
 pub mod error;
 pub mod policy;
 pub mod sim;
+pub mod stream;
 
 pub use config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
 pub use engine::{Claims, Engine};
