@@ -323,7 +323,10 @@ pub unsafe extern "C" fn tinyaiGetLayerWeights(
         // SAFETY: the caller's precondition.
         let handle = unsafe { handle(FUNCTION, model) }?;
         let index = handle.index(FUNCTION, layerIndex)?;
-        let guard = handle.store().get(index).map_err(store_error(FUNCTION))?;
+        let guard = handle
+            .store()
+            .get_detached(index)
+            .map_err(store_error(FUNCTION))?;
         // Mapped backend: a pointer into the private copy-on-write mapping, so C
         // code that writes into its weights works (on private copies). Owned
         // backends: the library-owned buffer the guard keeps alive.
@@ -642,7 +645,10 @@ pub unsafe extern "C" fn tinyaiGetTensorData(
                     function: FUNCTION,
                     message: "the tensor name is not valid UTF-8".to_owned(),
                 })?;
-        let guard = handle.store().get(index).map_err(store_error(FUNCTION))?;
+        let guard = handle
+            .store()
+            .get_detached(index)
+            .map_err(store_error(FUNCTION))?;
         let (pointer, size) = {
             let tensor = guard.tensor(name).map_err(store_error(FUNCTION))?;
             (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())

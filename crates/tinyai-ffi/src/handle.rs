@@ -16,9 +16,9 @@ use crate::types::{TINYAI_MAPPED_PINNED_LAYERS, TinyAILayerDescriptor};
 #[derive(Debug, Default)]
 struct Pins {
     /// Mapped backend: the most recently returned layers, newest last.
-    recent: VecDeque<LayerGuard>,
+    recent: VecDeque<LayerGuard<'static>>,
     /// Owned backends: every returned layer until it is released or the model closed.
-    held: HashMap<u64, LayerGuard>,
+    held: HashMap<u64, LayerGuard<'static>>,
 }
 
 /// A descriptor snapshot for one (thread, layer) pair. The C caller reads it
@@ -90,7 +90,7 @@ impl Handle {
     /// Keeps `guard` so that the pointer just handed out stays usable: mapped,
     /// among the last `TINYAI_MAPPED_PINNED_LAYERS` returned layers; owned, until
     /// the layer is released.
-    pub(crate) fn pin(&self, guard: LayerGuard) {
+    pub(crate) fn pin(&self, guard: LayerGuard<'static>) {
         let mut dropped = Vec::new();
         {
             let mut pins = lock(&self.pins);

@@ -110,6 +110,12 @@ pub enum StoreError {
         /// Layers requested.
         total: u64,
     },
+    /// A layer is pinned by more live guards than the store counts (2³² − 2).
+    #[error("layer {index} is pinned by too many live guards")]
+    TooManyPins {
+        /// Layer index.
+        index: u64,
+    },
     /// An internal invariant of the cache engine was violated (a bug; please report).
     #[error("internal cache error: {0}")]
     Cache(#[from] tinyai_cache::CacheError),

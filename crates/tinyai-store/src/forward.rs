@@ -28,8 +28,8 @@ impl<'m> ForwardPass<'m> {
     }
 }
 
-impl Iterator for ForwardPass<'_> {
-    type Item = Result<LayerGuard, StoreError>;
+impl<'m> Iterator for ForwardPass<'m> {
+    type Item = Result<LayerGuard<'m>, StoreError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let &layer = self.order.get(self.position)?;

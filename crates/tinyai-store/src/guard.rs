@@ -1,13 +1,13 @@
 //! [`LayerGuard`]: a pinned layer's bytes, and typed views of them.
 
 use std::ops::Deref;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use tinyai_format::{DType, TensorInfo};
 
 use crate::error::StoreError;
-use crate::model::Shared;
-use crate::source::AlignedBuf;
+use crate::shared::Shared;
 
 /// Rust element types with a `.tmai` dtype, for checked typed views.
 pub trait Element: bytemuck::Pod {
@@ -24,15 +24,32 @@ element!(f32 => F32, f64 => F64, i8 => I8, i16 => I16, i32 => I32, i64 => I64, u
 
 /// A layer's bytes, pinned in the cache while the guard lives.
 ///
-/// Dereferences to `&[u8]`. Dropping it unpins the layer (a released or transient
-/// layer is then dropped from memory).
-pub struct LayerGuard {
-    shared: Arc<Shared>,
+/// Dereferences to `&[u8]`. Dropping it unpins the layer (one atomic
+/// decrement; a released or transient layer is then dropped from memory).
+/// A guard from [`crate::MappedModel::get`] borrows the model; one from
+/// [`crate::MappedModel::get_detached`] is `'static`.
+pub struct LayerGuard<'m> {
+    shared: Holder<'m>,
     index: u64,
-    owned: Option<Arc<AlignedBuf>>,
+    bytes: NonNull<u8>,
+    len: usize,
 }
 
-impl std::fmt::Debug for LayerGuard {
+/// How a guard reaches the store: by borrow (the fast path) or by reference count.
+enum Holder<'m> {
+    Borrowed(&'m Shared),
+    Counted(Arc<Shared>),
+}
+
+// SAFETY: a guard only reads the pinned bytes (never writes them) and unpins
+// through the slot's atomic word; `Shared` is `Send + Sync`. The bytes stay
+// valid on any thread while the pin lives (the mapping lives as long as
+// `Shared`, an owned buffer until a claim, which needs zero pins).
+unsafe impl Send for LayerGuard<'_> {}
+// SAFETY: as above: `&LayerGuard` only gives shared reads of immutable bytes.
+unsafe impl Sync for LayerGuard<'_> {}
+
+impl std::fmt::Debug for LayerGuard<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LayerGuard")
             .field("layer", &self.index)
@@ -50,29 +67,57 @@ pub struct TensorView<'g> {
     pub bytes: &'g [u8],
 }
 
-impl LayerGuard {
-    pub(crate) fn new(shared: Arc<Shared>, index: u64, owned: Option<Arc<AlignedBuf>>) -> Self {
+impl<'m> LayerGuard<'m> {
+    /// Wraps a pin the caller already holds on layer `index`.
+    pub(crate) fn borrowed(shared: &'m Shared, index: u64) -> LayerGuard<'m> {
+        LayerGuard::with(Holder::Borrowed(shared), index)
+    }
+
+    fn with(shared: Holder<'m>, index: u64) -> LayerGuard<'m> {
+        let store: &Shared = match &shared {
+            Holder::Borrowed(shared) => shared,
+            Holder::Counted(shared) => shared,
+        };
+        let (pointer, len) = store.pinned_bytes(index);
         LayerGuard {
+            bytes: NonNull::new(pointer.cast_mut()).unwrap_or(NonNull::dangling()),
+            len,
             shared,
             index,
-            owned,
         }
     }
 
+    fn shared(&self) -> &Shared {
+        match &self.shared {
+            Holder::Borrowed(shared) => shared,
+            Holder::Counted(shared) => shared,
+        }
+    }
+}
+
+impl LayerGuard<'static> {
+    /// Wraps a pin the caller already holds, keeping `shared` alive.
+    pub(crate) fn counted(shared: Arc<Shared>, index: u64) -> LayerGuard<'static> {
+        LayerGuard::with(Holder::Counted(shared), index)
+    }
+}
+
+impl LayerGuard<'_> {
     /// The layer index.
     pub fn index(&self) -> u64 {
         self.index
     }
 
     /// The layer's bytes.
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
-        match &self.owned {
-            Some(buffer) => buffer.as_slice(),
-            None => {
-                let (offset, length) = self.shared.span(self.index);
-                self.shared.source.mapped(offset, length).unwrap_or(&[])
-            }
-        }
+        // SAFETY: `bytes`/`len` describe the pinned layer's bytes (in the mapping,
+        // which lives as long as `Shared`, or in the slot's buffer, freed only
+        // after a claim, which needs zero pins), or are dangling with length 0.
+        // This guard's pin lasts until `drop`, which outlives the borrow of
+        // `self`. Nothing writes these bytes through Rust; see
+        // `MappedModel::mapped_ptr_mut` for the C callers' private writes.
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr(), self.len) }
     }
 
     /// The whole layer as a slice of `T` (checks size and alignment).
@@ -86,11 +131,11 @@ impl LayerGuard {
 
     /// The layer's tensors (none for legacy v1 layers).
     pub fn tensors(&self) -> Result<Vec<TensorView<'_>>, StoreError> {
-        let model = self.shared.tables_model();
+        let model = self.shared().tables_model();
         let tensors = model
             .layer_tensors(self.index)
             .map_err(|source| StoreError::Format {
-                path: self.shared.source.path().to_path_buf(),
+                path: self.shared().source.path().to_path_buf(),
                 source,
             })?;
         tensors.map(|info| self.view(info)).collect()
@@ -98,11 +143,11 @@ impl LayerGuard {
 
     /// The tensor called `name` in this layer.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, StoreError> {
-        let model = self.shared.tables_model();
+        let model = self.shared().tables_model();
         let info = model
             .find_tensor(self.index, name)
             .map_err(|source| StoreError::Format {
-                path: self.shared.source.path().to_path_buf(),
+                path: self.shared().source.path().to_path_buf(),
                 source,
             })?
             .ok_or_else(|| StoreError::NoSuchTensor {
@@ -144,7 +189,7 @@ impl LayerGuard {
     }
 }
 
-impl Deref for LayerGuard {
+impl Deref for LayerGuard<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
@@ -152,14 +197,15 @@ impl Deref for LayerGuard {
     }
 }
 
-impl AsRef<[u8]> for LayerGuard {
+impl AsRef<[u8]> for LayerGuard<'_> {
     fn as_ref(&self) -> &[u8] {
         self.bytes()
     }
 }
 
-impl Drop for LayerGuard {
+impl Drop for LayerGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.shared.unpin(self.index);
+        self.shared().unpin(self.index);
     }
 }

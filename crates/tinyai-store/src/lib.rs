@@ -22,6 +22,13 @@
 //! - [`config`]: [`StoreConfig`] (TinyAI's `TinyAIMmapConfig` plus Rust-side options) and [`Backend`].
 //! - [`stats`]: [`Stats`], the counters snapshot.
 //! - [`error`]: [`StoreError`], the one error type.
+//! - `slot` (private): the per-layer residency state machine (one atomic word;
+//!   lock-free pin and unpin), with its loom model tests.
+//! - `shared` (private): the state behind the lock and the path of one `get`.
+//! - `hits` (private): striped, lossy read buffers that feed hits to the engine.
+//! - `reclaim` (private): dropping evicted memory; `mlock`.
+//! - `lookahead`, `streams` (private): prefetch, per-thread access streams and the
+//!   streaming window (decisions from `tinyai_cache::stream`).
 //! - `source` (private): the only code that touches the file, the mapping and page advice.
 //!
 //! # Invariants
@@ -38,9 +45,16 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod guard;
+mod hits;
+mod lookahead;
 pub mod model;
+mod reclaim;
+mod shared;
+mod slot;
 mod source;
 pub mod stats;
+mod streams;
+mod sync;
 mod tables;
 
 pub use config::{Backend, Progress, ProgressCallback, StoreConfig};

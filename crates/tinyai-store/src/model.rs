@@ -1,18 +1,28 @@
-//! [`MappedModel`]: the store itself.
+//! [`MappedModel`]: the store's public API. The machinery behind it lives in
+//! `shared` (the get path), `slot` (the residency state machine), `reclaim`
+//! (evictions), `lookahead` and `streams` (prefetch).
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
 
-use tinyai_cache::{AccessKind, Decision, Engine, EngineConfig, LayerId};
-use tinyai_format::{DType, FormatError, Model};
+use tinyai_cache::stream::{AccessOrder, StreamingWindow};
+use tinyai_cache::{Engine, EngineConfig, LayerId};
+use tinyai_format::{DType, Model};
 
 use crate::config::{Backend, Progress, StoreConfig};
 use crate::error::StoreError;
 use crate::guard::LayerGuard;
-use crate::source::{AlignedBuf, Source, page_size};
+use crate::hits::ReadBuffers;
+use crate::lookahead::{Prefetch, window_budget};
+use crate::reclaim::Evictions;
+use crate::shared::{LayerMeta, Shared, State, unix_ms};
+use crate::slot::SlotState;
+use crate::source::{Source, page_size};
 use crate::stats::{Counters, Stats};
+use crate::streams;
 use crate::tables::Tables;
 
 /// Where a layer's bytes are, as far as the cache is concerned.
@@ -54,130 +64,21 @@ pub struct LayerDescriptor {
     pub charge: u64,
 }
 
-#[derive(Debug, Default)]
-enum Residency {
-    #[default]
-    Absent,
-    Loading {
-        prefetch: bool,
-        /// Loaded outside the cache (demand bypass, or a prefetch into the streaming window).
-        transient: bool,
-        generation: u64,
-    },
-    Cached {
-        data: Option<Arc<AlignedBuf>>,
-        prefetched_unused: bool,
-    },
-    Transient {
-        data: Option<Arc<AlignedBuf>>,
-        prefetched_unused: bool,
-    },
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    residency: Residency,
-    guards: u32,
-    access_count: u64,
-    last_accessed_ms: u64,
-    verified: bool,
-    locked: bool,
-    /// Charged to the streaming window (a transient prefetch not yet held by a guard).
-    in_window: bool,
-}
-
-#[derive(Debug)]
-struct State {
-    engine: Engine,
-    slots: Vec<Slot>,
-    transient_charge: u64,
-    last_demand: Option<u64>,
-    sequential_run: u64,
-    /// Declared access order and each layer's position in it.
-    order: Option<(Vec<u64>, Vec<u32>)>,
-    auto_order: bool,
-    generation: u64,
-    /// Budget share for layers prefetched outside the cache (0 without automatic prefetch).
-    window_budget: u64,
-    /// Charges of window layers not yet held by a guard.
-    window_used: u64,
-    /// Window layers in the order they were prefetched (oldest dropped first).
-    window_queue: std::collections::VecDeque<u64>,
-    /// Prefetch tasks issued and not finished (close waits for them).
-    in_flight: usize,
-    /// Layers whose prefetch task is queued on the pool, oldest first.
-    queued_reads: std::collections::VecDeque<u64>,
-}
-
-/// Memory to drop after the state lock is released.
-#[derive(Debug)]
-struct Eviction {
-    index: u64,
-    data: Option<Arc<AlignedBuf>>,
-    unlock: bool,
-}
-
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) source: Source,
-    tables: Tables,
-    /// (offset, length) of every layer, for the hot path.
-    spans: Vec<(u64, u64)>,
-    config: StoreConfig,
-    state: Mutex<State>,
-    loaded: Condvar,
-    pub(crate) counters: Counters,
-    pool: Option<rayon::ThreadPool>,
-    /// One thread that drops evicted pages, so that neither the caller nor the
-    /// prefetch threads wait for it.
-    reclaim: Option<rayon::ThreadPool>,
-    started: Instant,
-    lookahead_epoch: AtomicU64,
-    closed: AtomicBool,
-    mlock_warned: AtomicBool,
-}
-
 /// A model file opened for layer-by-layer access under a memory budget.
 ///
 /// All methods take `&self` and may be called from any number of threads.
-/// Dropping the model cancels queued prefetches; memory held by live
-/// [`LayerGuard`]s stays valid until they are dropped.
+/// Dropping the model cancels queued prefetches and waits for loads in flight;
+/// a [`LayerGuard`] borrows the model, so none outlives it (guards from
+/// [`MappedModel::get_detached`] keep the store's internals alive instead).
 #[derive(Debug)]
 pub struct MappedModel {
     shared: Arc<Shared>,
 }
 
-/// The share of the budget set aside for layers prefetched outside the cache (the
-/// "streaming window"): [`StoreConfig::streaming_window`], or by default, with
-/// automatic prefetch on, `max(budget/8, largest layer)` (room to read the next
-/// large layer while the current one is in use), at most half the budget; else 0.
-fn streaming_window(config: &StoreConfig, sizes: &[u64]) -> u64 {
-    if let Some(window) = config.streaming_window {
-        return window;
-    }
-    if !config.prefetch_enabled || config.prefetch_threads == 0 || config.lookahead == 0 {
-        return 0;
-    }
-    let page = page_size();
-    let largest = sizes
-        .iter()
-        .map(|&size| size.next_multiple_of(page).max(config.min_layer_cache_size))
-        .max()
-        .unwrap_or(0);
-    (config.max_cache_size / 8)
-        .max(largest)
-        .min(config.max_cache_size / 2)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl MappedModel {
     /// Opens and validates `path` (v2 or legacy v1 `.tmai`).
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<MappedModel, StoreError> {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
         let span = tracing::info_span!("open", path = %path.display());
         let _entered = span.enter();
@@ -194,16 +95,19 @@ impl MappedModel {
             )));
         }
         let sizes: Vec<u64> = spans.iter().map(|&(_, length)| length).collect();
-        let window_budget = streaming_window(&config, &sizes);
-        let engine = Engine::new(
-            EngineConfig {
-                budget_bytes: config.max_cache_size - window_budget,
-                min_layer_charge: config.min_layer_cache_size,
-                page_size: page_size(),
-                policy: config.effective_policy(),
-            },
-            &sizes,
-        )?;
+        let mut engine_config = EngineConfig {
+            budget_bytes: config.max_cache_size,
+            min_layer_charge: config.min_layer_cache_size,
+            page_size: page_size(),
+            policy: config.effective_policy(),
+        };
+        let charges: Vec<u64> = sizes
+            .iter()
+            .map(|&size| engine_config.charge_for(size))
+            .collect();
+        let window = window_budget(&config, &charges);
+        engine_config.budget_bytes = config.max_cache_size - window;
+        let engine = Engine::new(engine_config, &sizes)?;
         let start_threads = |count: usize, name: &'static str| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(count)
@@ -221,45 +125,52 @@ impl MappedModel {
         } else {
             (None, None)
         };
-        let mut slots = Vec::with_capacity(layer_count);
-        slots.resize_with(layer_count, Slot::default);
+        let mut meta = Vec::with_capacity(layer_count);
+        meta.resize_with(layer_count, LayerMeta::default);
+        let slots = (0..layer_count).map(|_| Default::default()).collect();
         tracing::info!(
             layers = layer_count,
             file_bytes = source.length(),
             version = ?model.version(),
             budget = config.max_cache_size,
+            window,
             policy = config.effective_policy().name(),
             backend = ?config.backend,
             "opened model"
         );
-        let shared = Arc::new(Shared {
+        let stale_after = config.lookahead.max(1) as u64;
+        let shared = Arc::new_cyclic(|this| Shared {
             source,
             tables,
             spans,
+            slots,
             state: Mutex::new(State {
                 engine,
-                slots,
+                meta,
                 transient_charge: 0,
-                last_demand: None,
-                sequential_run: 0,
+                orphaned_charge: 0,
+                reclaim_pending: 0,
+                window: StreamingWindow::new(window, stale_after),
                 order: None,
                 auto_order: false,
-                generation: 0,
-                window_budget,
-                window_used: 0,
-                window_queue: std::collections::VecDeque::new(),
+                cyclic_streams: 0,
+                stream_epochs: HashMap::new(),
                 in_flight: 0,
-                queued_reads: std::collections::VecDeque::new(),
+                queued_reads: VecDeque::new(),
             }),
             config,
-            loaded: Condvar::new(),
+            changed: Condvar::new(),
             counters: Counters::default(),
+            hits: ReadBuffers::default(),
             pool,
             reclaim,
             started: Instant::now(),
-            lookahead_epoch: AtomicU64::new(0),
+            coarse_ms: AtomicU64::new(unix_ms()),
             closed: AtomicBool::new(false),
             mlock_warned: AtomicBool::new(false),
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            order_version: AtomicU64::new(0),
+            this: this.clone(),
         });
         Ok(MappedModel { shared })
     }
@@ -293,31 +204,52 @@ impl MappedModel {
             .format()
             .layer(index)
             .map_err(|source| self.shared.format_error(source))?;
-        let state = self.shared.lock();
-        let slot = &state.slots[index as usize];
+        let slot = &self.shared.slots[index as usize];
+        let (priority, charge) = {
+            let state = self.shared.lock();
+            (state.engine.priority(id)?, state.engine.charge(id)?)
+        };
         Ok(LayerDescriptor {
             index,
             offset: info.offset,
             size: info.length,
             precision_bits: info.precision_bits,
             dtype: info.dtype,
-            state: match slot.residency {
-                Residency::Absent => CacheState::NotLoaded,
-                Residency::Loading { .. } => CacheState::Loading,
-                Residency::Cached { .. } => CacheState::Cached,
-                Residency::Transient { .. } => CacheState::Transient,
+            state: match slot.load().state() {
+                SlotState::Absent | SlotState::Evicting => CacheState::NotLoaded,
+                SlotState::Loading => CacheState::Loading,
+                SlotState::Cached => CacheState::Cached,
+                SlotState::Transient => CacheState::Transient,
             },
-            priority: state.engine.priority(id)?,
-            last_accessed_ms: slot.last_accessed_ms,
-            access_count: slot.access_count,
-            charge: state.engine.charge(id)?,
+            priority,
+            last_accessed_ms: slot.last_accessed_ms(),
+            access_count: slot.access_count(),
+            charge,
         })
     }
 
     /// Returns layer `index`, loading it if needed. The guard pins the layer: it is
     /// not evicted (and its bytes stay valid) while the guard lives.
-    pub fn get(&self, index: u64) -> Result<LayerGuard, StoreError> {
-        let guard = self.shared.get(index)?;
+    ///
+    /// A hit of a cached layer takes no lock: one atomic update of the layer's
+    /// slot, plus bookkeeping the cache engine reads later (see `docs/architecture.md`).
+    #[inline]
+    pub fn get(&self, index: u64) -> Result<LayerGuard<'_>, StoreError> {
+        self.shared.pin(index)?;
+        let guard = LayerGuard::borrowed(&self.shared, index);
+        if self.shared.config.prefetch_enabled {
+            self.shared.lookahead(index);
+        }
+        Ok(guard)
+    }
+
+    /// Like [`get`](MappedModel::get), but the guard holds a reference count on
+    /// the store's internals instead of borrowing the model, so it can be kept
+    /// in a structure next to the model (the C library does). Costs one more
+    /// atomic increment per call.
+    pub fn get_detached(&self, index: u64) -> Result<LayerGuard<'static>, StoreError> {
+        self.shared.pin(index)?;
+        let guard = LayerGuard::counted(Arc::clone(&self.shared), index);
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }
@@ -329,40 +261,78 @@ impl MappedModel {
     ///
     /// Returns `Ok(true)` if the layer is resident, loading or now being loaded,
     /// `Ok(false)` if the cache declined (no room without evicting something
-    /// pinned or more valuable).
+    /// pinned or more valuable) and the streaming window had no room either.
     pub fn prefetch(&self, index: u64) -> Result<bool, StoreError> {
-        self.shared.prefetch(index, None)
+        self.shared.layer_id(index)?;
+        let owner = streams::position(&self.shared);
+        let mut evictions = Evictions::default();
+        let outcome = {
+            let mut state = self.shared.lock();
+            self.shared.drain_hits(&mut state);
+            self.shared
+                .request_prefetch(&mut state, index, None, owner, &mut evictions)
+        };
+        self.shared.finish_evictions(evictions);
+        match outcome? {
+            Prefetch::Present => Ok(true),
+            Prefetch::Declined => Ok(false),
+            Prefetch::Started(task) => {
+                self.shared.spawn_prefetch(task);
+                Ok(true)
+            }
+        }
     }
 
-    /// Drops layer `index` from the cache. If guards hold it, it is dropped when
-    /// the last one goes. Releasing a layer that is not cached does nothing.
+    /// Drops layer `index` from the cache. If guards hold it, it leaves the cache
+    /// at once (its charge is then counted as held outside the cache) and its
+    /// memory is dropped when the last guard goes. Releasing a layer that is not
+    /// in memory does nothing.
     pub fn release(&self, index: u64) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
-        let mut evictions = Vec::new();
+        let slot = &self.shared.slots[index as usize];
+        let mut evictions = Evictions::default();
         {
             let mut state = self.shared.lock();
-            let slot = &state.slots[index as usize];
-            let cached = matches!(slot.residency, Residency::Cached { .. });
-            let unused_transient =
-                matches!(slot.residency, Residency::Transient { .. }) && slot.guards == 0;
-            if cached {
-                if state.engine.remove(id)? {
-                    evictions.push(state.take_eviction(index));
+            self.shared.drain_hits(&mut state);
+            match slot.load().state() {
+                SlotState::Cached => {
+                    state.engine.remove(id)?;
+                    self.shared
+                        .counters
+                        .evictions
+                        .fetch_add(1, Ordering::Relaxed);
+                    if slot.claim(SlotState::Cached) {
+                        self.shared.take_eviction(&mut state, index, &mut evictions);
+                    } else if slot.retag(SlotState::Cached, SlotState::Transient) {
+                        // Pinned: held outside the cache until the last guard goes.
+                        state.transient_charge += self.shared.charge(&state, index);
+                        if slot.claim(SlotState::Transient) {
+                            // The last guard went in between.
+                            state.transient_charge -= self.shared.charge(&state, index);
+                            self.shared.take_eviction(&mut state, index, &mut evictions);
+                        }
+                    }
                 }
-            } else if unused_transient {
-                // A layer read ahead outside the cache and not yet used: drop it.
-                state.leave_window(index);
-                state.transient_charge -= state.engine.charge(id)?;
-                evictions.push(state.take_eviction(index));
+                SlotState::Transient => {
+                    if state.window.remove(id) && slot.claim(SlotState::Transient) {
+                        // Read ahead outside the cache and not used yet.
+                        state.transient_charge -= self.shared.charge(&state, index);
+                        self.shared.take_eviction(&mut state, index, &mut evictions);
+                    }
+                }
+                SlotState::Absent | SlotState::Loading | SlotState::Evicting => {}
             }
         }
         self.shared.finish_evictions(evictions);
         Ok(())
     }
 
-    /// Charged bytes of cached layers (the budget's currency: each layer counts
-    /// `max(min_layer_cache_size, size rounded up to the page size)`), plus those
-    /// of transient layers held by guards.
+    /// Charged bytes in memory: cached layers (the budget's currency: each layer
+    /// counts `max(min_layer_cache_size, size rounded up to the page size)`) and
+    /// layers held outside the cache (read ahead, or pinned after a bypass or a
+    /// release). Evicted pages still being dropped are not included
+    /// ([`Stats::reclaim_pending_bytes`]); loads wait for them when they would
+    /// push memory over the budget.
     pub fn memory_usage(&self) -> u64 {
         let state = self.shared.lock();
         state.engine.usage() + state.transient_charge
@@ -421,49 +391,58 @@ impl MappedModel {
     /// The cache uses it to keep what is needed soonest; automatic prefetch follows it.
     pub fn set_access_order(&self, order: Option<Vec<u64>>) -> Result<(), StoreError> {
         let count = self.layer_count();
-        let mut state = self.shared.lock();
-        match order {
+        let order = match order {
             Some(order) => {
                 if let Some(&bad) = order.iter().find(|&&i| i >= count) {
                     return Err(StoreError::LayerOutOfRange { index: bad, count });
                 }
-                if state
-                    .order
-                    .as_ref()
-                    .is_some_and(|(current, _)| *current == order)
-                {
-                    // Declaring the same order again (a new forward pass) changes nothing.
-                    state.auto_order = false;
-                    return Ok(());
-                }
-                state.set_order(order, count);
-                state.auto_order = false;
+                let ids = order.iter().map(|&i| LayerId(i as u32)).collect();
+                Some(AccessOrder::new(ids, count as usize)?)
             }
-            None => {
-                state.order = None;
+            None => None,
+        };
+        let mut evictions = Evictions::default();
+        {
+            let mut state = self.shared.lock();
+            let same = match (&state.order, &order) {
+                (Some(current), Some(new)) => current.as_slice() == new.as_slice(),
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                // Declaring the same order again (a new forward pass) changes nothing.
                 state.auto_order = false;
-                state.engine.set_access_order(None);
+                return Ok(());
             }
+            self.shared.declare_order(&mut state, order, false);
+            self.shared.drop_all_unused(&mut state, &mut evictions);
         }
-        self.shared.lookahead_epoch.fetch_add(1, Ordering::Relaxed);
-        let stale = self.shared.drop_unused_window(&mut state);
-        drop(state);
-        self.shared.finish_evictions(stale);
+        self.shared.finish_evictions(evictions);
         Ok(())
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        let (cached, transient) = {
+        let (cached, transient, pending) = {
             let state = self.shared.lock();
-            (state.engine.usage(), state.transient_charge)
+            (
+                state.engine.usage(),
+                state.transient_charge,
+                state.reclaim_pending,
+            )
         };
-        self.shared.counters.snapshot(cached, transient)
+        let mut stats = self
+            .shared
+            .counters
+            .snapshot(self.shared.hits.total(), cached, transient);
+        stats.reclaim_pending_bytes = pending;
+        stats
     }
 
     /// Verifies layer `index`'s checksum by reading its bytes (through the cache).
     pub fn verify_layer(&self, index: u64) -> Result<(), StoreError> {
-        let guard = self.shared.get(index)?;
+        self.shared.pin(index)?;
+        let guard = LayerGuard::borrowed(&self.shared, index);
         self.format()
             .verify_layer_bytes(index, &guard)
             .map_err(|source| self.shared.format_error(source))
@@ -511,649 +490,13 @@ impl MappedModel {
 impl Drop for MappedModel {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        // Wait for prefetch tasks in flight (queued ones see `closed` and skip the
-        // read), so that the mapping is released when the last guard goes.
+        // Wait for background tasks in flight (queued prefetches see `closed` and
+        // skip the read), so that the mapping goes when the last guard does.
         let mut state = self.shared.lock();
         while state.in_flight > 0 {
-            state = self
-                .shared
-                .loaded
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self.shared.wait(state);
         }
         drop(state);
         tracing::info!(path = %self.shared.source.path().display(), "closed model");
-    }
-}
-
-impl State {
-    fn set_order(&mut self, order: Vec<u64>, count: u64) {
-        let mut position = vec![u32::MAX; count as usize];
-        for (i, &layer) in order.iter().enumerate() {
-            if position[layer as usize] == u32::MAX {
-                position[layer as usize] = i as u32;
-            }
-        }
-        self.engine.set_access_order(Some(
-            order.iter().map(|&layer| LayerId(layer as u32)).collect(),
-        ));
-        self.order = Some((order, position));
-    }
-
-    /// Takes a layer out of the streaming window's accounting.
-    fn leave_window(&mut self, index: u64) {
-        if std::mem::take(&mut self.slots[index as usize].in_window) {
-            let charge = self
-                .engine
-                .charge(LayerId(index as u32))
-                .unwrap_or_default();
-            self.window_used -= charge;
-        }
-    }
-
-    /// Marks a cached layer absent and returns what must be dropped.
-    fn take_eviction(&mut self, index: u64) -> Eviction {
-        let slot = &mut self.slots[index as usize];
-        let unlock = std::mem::take(&mut slot.locked);
-        match std::mem::take(&mut slot.residency) {
-            Residency::Cached { data, .. } | Residency::Transient { data, .. } => Eviction {
-                index,
-                data,
-                unlock,
-            },
-            other => {
-                slot.residency = other;
-                Eviction {
-                    index,
-                    data: None,
-                    unlock,
-                }
-            }
-        }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state half-updated in a
-        // way that breaks memory safety; keep serving.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn now(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    fn layer_id(&self, index: u64) -> Result<LayerId, StoreError> {
-        if index >= self.spans.len() as u64 {
-            return Err(StoreError::LayerOutOfRange {
-                index,
-                count: self.spans.len() as u64,
-            });
-        }
-        Ok(LayerId(index as u32))
-    }
-
-    fn format_error(&self, source: FormatError) -> StoreError {
-        StoreError::Format {
-            path: self.source.path().to_path_buf(),
-            source,
-        }
-    }
-
-    pub(crate) fn span(&self, index: u64) -> (u64, u64) {
-        self.spans[index as usize]
-    }
-
-    fn get(self: &Arc<Self>, index: u64) -> Result<LayerGuard, StoreError> {
-        let id = self.layer_id(index)?;
-        let mut state = self.lock();
-        loop {
-            let slot = &mut state.slots[index as usize];
-            match &mut slot.residency {
-                Residency::Cached {
-                    data,
-                    prefetched_unused,
-                }
-                | Residency::Transient {
-                    data,
-                    prefetched_unused,
-                } => {
-                    // A hit: in the cache, or held outside it (window or another guard).
-                    let data = data.clone();
-                    if std::mem::take(prefetched_unused) {
-                        self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
-                    }
-                    slot.guards += 1;
-                    slot.access_count += 1;
-                    slot.last_accessed_ms = unix_ms();
-                    if matches!(slot.residency, Residency::Cached { .. }) {
-                        let now = self.now();
-                        state.engine.request(id, AccessKind::Demand, now)?;
-                        state.engine.pin(id)?;
-                    } else {
-                        state.leave_window(index);
-                    }
-                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(LayerGuard::new(Arc::clone(self), index, data));
-                }
-                Residency::Loading { prefetch, .. } => {
-                    if std::mem::take(prefetch) {
-                        // A demand arrived for a layer still being prefetched: the
-                        // prefetch was useful (it started the read early).
-                        self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
-                    }
-                    state = self
-                        .loaded
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                }
-                Residency::Absent => break,
-            }
-        }
-        // Miss: decide, then load outside the lock.
-        self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let now = self.now();
-        let decision = state.engine.request(id, AccessKind::Demand, now)?;
-        let (transient, victims) = match decision {
-            Decision::Admit { victims } => (false, victims),
-            Decision::Hit => (false, Vec::new()),
-            Decision::Bypass => (true, Vec::new()),
-        };
-        if transient {
-            self.counters.bypasses.fetch_add(1, Ordering::Relaxed);
-            state.transient_charge += state.engine.charge(id)?;
-        } else {
-            state.engine.pin(id)?;
-        }
-        let evictions = self.evict_victims(&mut state, &victims);
-        state.generation += 1;
-        let generation = state.generation;
-        let slot = &mut state.slots[index as usize];
-        slot.residency = Residency::Loading {
-            prefetch: false,
-            transient,
-            generation,
-        };
-        slot.access_count += 1;
-        slot.last_accessed_ms = unix_ms();
-        let needs_verify = self.config.verify_checksums && !slot.verified;
-        drop(state);
-        self.finish_evictions(evictions);
-
-        let loaded = self.load(index, needs_verify);
-        let mut state = self.lock();
-        let result = match loaded {
-            Ok(data) => {
-                let slot = &mut state.slots[index as usize];
-                slot.verified |= needs_verify;
-                slot.guards += 1;
-                slot.residency = if transient {
-                    Residency::Transient {
-                        data: data.clone(),
-                        prefetched_unused: false,
-                    }
-                } else {
-                    Residency::Cached {
-                        data: data.clone(),
-                        prefetched_unused: false,
-                    }
-                };
-                if !transient {
-                    self.maybe_lock_memory(&mut state, index);
-                }
-                Ok(LayerGuard::new(Arc::clone(self), index, data))
-            }
-            Err(error) => {
-                state.slots[index as usize].residency = Residency::Absent;
-                if transient {
-                    state.transient_charge -= state.engine.charge(id)?;
-                } else {
-                    state.engine.unpin(id)?;
-                    state.engine.remove(id)?;
-                }
-                Err(error)
-            }
-        };
-        drop(state);
-        self.loaded.notify_all();
-        result
-    }
-
-    /// Reads (Owned) or faults in (Mapped) a layer; verifies it if asked.
-    fn load(&self, index: u64, verify: bool) -> Result<Option<Arc<AlignedBuf>>, StoreError> {
-        let (offset, length) = self.span(index);
-        let started = Instant::now();
-        self.source.check_unchanged()?;
-        let data = if self.source.is_mapped() {
-            self.source.populate(offset, length);
-            None
-        } else {
-            Some(Arc::new(self.source.read_owned(index, offset, length)?))
-        };
-        if verify {
-            let bytes = match &data {
-                Some(buffer) => buffer.as_slice(),
-                None => self.source.mapped(offset, length).unwrap_or(&[]),
-            };
-            if let Err(error) = self.tables.model().verify_layer_bytes(index, bytes)
-                && matches!(error, FormatError::ChecksumMismatch { .. })
-            {
-                self.counters
-                    .checksum_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(layer = index, %error, "checksum mismatch");
-                return Err(self.format_error(error));
-            }
-            // No checksum (legacy v1): nothing to verify.
-        }
-        let elapsed = started.elapsed();
-        self.counters
-            .bytes_read
-            .fetch_add(length, Ordering::Relaxed);
-        self.counters
-            .load_nanos
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        tracing::debug!(
-            layer = index,
-            bytes = length,
-            micros = elapsed.as_micros() as u64,
-            "loaded layer"
-        );
-        Ok(data)
-    }
-
-    fn maybe_lock_memory(&self, state: &mut State, index: u64) {
-        if !self.config.lock_in_memory {
-            return;
-        }
-        let (offset, length) = self.span(index);
-        let locked = match &state.slots[index as usize].residency {
-            Residency::Cached {
-                data: Some(buffer), ..
-            } => crate::source::lock_slice(buffer.as_slice(), true),
-            Residency::Cached { data: None, .. } => self.source.lock(offset, length, true),
-            _ => return,
-        };
-        if locked {
-            state.slots[index as usize].locked = true;
-        } else if !self.mlock_warned.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                layer = index,
-                "mlock refused (RLIMIT_MEMLOCK?); continuing without locking layers in memory"
-            );
-        }
-    }
-
-    /// Removes victims from the slots (the engine already dropped them).
-    fn evict_victims(&self, state: &mut State, victims: &[LayerId]) -> Vec<Eviction> {
-        victims
-            .iter()
-            .map(|victim| {
-                let index = u64::from(victim.0);
-                if let Residency::Cached {
-                    prefetched_unused: true,
-                    ..
-                } = state.slots[index as usize].residency
-                {
-                    self.counters
-                        .prefetch_wasted
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                state.take_eviction(index)
-            })
-            .collect()
-    }
-
-    /// Drops evicted memory (outside the state lock).
-    fn finish_evictions(self: &Arc<Self>, evictions: Vec<Eviction>) {
-        let mut mapped = Vec::new();
-        for eviction in evictions {
-            let (_, length) = self.span(eviction.index);
-            tracing::debug!(layer = eviction.index, bytes = length, "evicted layer");
-            match eviction.data {
-                Some(buffer) => {
-                    if eviction.unlock {
-                        crate::source::lock_slice(buffer.as_slice(), false);
-                    }
-                    drop(buffer);
-                }
-                None => mapped.push(eviction),
-            }
-        }
-        if mapped.is_empty() {
-            return;
-        }
-        // Dropping pages costs milliseconds per 16 MiB (page-cache invalidation):
-        // do it on the reclaim thread so the caller computes and the prefetch
-        // threads keep reading.
-        match &self.reclaim {
-            Some(pool) => {
-                self.lock().in_flight += 1;
-                let shared = Arc::clone(self);
-                pool.spawn(move || {
-                    shared.drop_mapped_pages(mapped);
-                    shared.lock().in_flight -= 1;
-                    shared.loaded.notify_all();
-                });
-            }
-            None => self.drop_mapped_pages(mapped),
-        }
-    }
-
-    fn drop_mapped_pages(&self, evictions: Vec<Eviction>) {
-        for eviction in evictions {
-            let (offset, length) = self.span(eviction.index);
-            if eviction.unlock {
-                self.source.lock(offset, length, false);
-            }
-            // Skip a layer that was loaded again meanwhile.
-            let reloaded = !matches!(
-                self.lock().slots[eviction.index as usize].residency,
-                Residency::Absent
-            );
-            if !reloaded {
-                self.source
-                    .drop_pages(offset, length, self.config.keep_page_cache);
-            }
-        }
-    }
-
-    /// Called by a guard's drop.
-    pub(crate) fn unpin(self: &Arc<Self>, index: u64) {
-        let id = LayerId(index as u32);
-        let mut evictions = Vec::new();
-        {
-            let mut state = self.lock();
-            let slot = &mut state.slots[index as usize];
-            slot.guards = slot.guards.saturating_sub(1);
-            let last = slot.guards == 0;
-            match slot.residency {
-                Residency::Cached { .. } => {
-                    let _ = state.engine.unpin(id);
-                    if !state.engine.is_resident(id) {
-                        // A release deferred while pinned took effect.
-                        self.counters.evictions.fetch_add(1, Ordering::Relaxed);
-                        evictions.push(state.take_eviction(index));
-                    }
-                }
-                Residency::Transient { .. } if last => {
-                    if let Ok(charge) = state.engine.charge(id) {
-                        state.transient_charge -= charge;
-                    }
-                    evictions.push(state.take_eviction(index));
-                }
-                _ => {}
-            }
-        }
-        self.finish_evictions(evictions);
-    }
-
-    fn prefetch(self: &Arc<Self>, index: u64, epoch: Option<u64>) -> Result<bool, StoreError> {
-        let id = self.layer_id(index)?;
-        let mut state = self.lock();
-        match state.slots[index as usize].residency {
-            Residency::Absent => {}
-            Residency::Transient { .. } | Residency::Cached { .. } | Residency::Loading { .. } => {
-                return Ok(true);
-            }
-        }
-        let now = self.now();
-        let charge = state.engine.charge(id)?;
-        let mut evictions = Vec::new();
-        let transient = match state.engine.request(id, AccessKind::Prefetch, now)? {
-            Decision::Admit { victims } => {
-                state.engine.pin(id)?;
-                evictions = self.evict_victims(&mut state, &victims);
-                false
-            }
-            Decision::Hit => {
-                state.engine.pin(id)?;
-                false
-            }
-            Decision::Bypass => {
-                // Not worth a place in the cache: stream it through the window if it fits.
-                while state
-                    .window_queue
-                    .front()
-                    .is_some_and(|&front| !state.slots[front as usize].in_window)
-                {
-                    state.window_queue.pop_front();
-                }
-                if state.window_used + charge > state.window_budget {
-                    return Ok(false);
-                }
-                state.window_used += charge;
-                state.transient_charge += charge;
-                state.slots[index as usize].in_window = true;
-                state.window_queue.push_back(index);
-                true
-            }
-        };
-        state.generation += 1;
-        let generation = state.generation;
-        state.slots[index as usize].residency = Residency::Loading {
-            prefetch: true,
-            transient,
-            generation,
-        };
-        let verify = self.config.verify_checksums && !state.slots[index as usize].verified;
-        state.in_flight += 1;
-        drop(state);
-        self.finish_evictions(evictions);
-        self.counters
-            .prefetch_issued
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(layer = index, transient, "prefetch issued");
-        match &self.pool {
-            Some(pool) => {
-                self.lock().queued_reads.push_back(index);
-                let shared = Arc::clone(self);
-                pool.spawn(move || shared.run_prefetch(index, generation, verify, epoch));
-            }
-            None => self.run_prefetch(index, generation, verify, epoch),
-        }
-        Ok(true)
-    }
-
-    fn run_prefetch(
-        self: &Arc<Self>,
-        index: u64,
-        generation: u64,
-        verify: bool,
-        epoch: Option<u64>,
-    ) {
-        let id = LayerId(index as u32);
-        let stale = self.closed.load(Ordering::Acquire)
-            || epoch.is_some_and(|e| e != self.lookahead_epoch.load(Ordering::Relaxed));
-        let still_prefetch_only = {
-            let state = self.lock();
-            matches!(
-                state.slots[index as usize].residency,
-                Residency::Loading { generation: g, prefetch: true, .. } if g == generation
-            )
-        };
-        // Keep the disk busy: before waiting for this layer's pages, queue the read
-        // of the next queued prefetch (it is already charged, so this stays in budget).
-        let next = {
-            let mut state = self.lock();
-            state.queued_reads.retain(|&queued| queued != index);
-            state.queued_reads.front().copied()
-        };
-        if let Some(next) = next.filter(|_| !stale) {
-            let (offset, length) = self.span(next);
-            self.source.start_read(offset, length);
-        }
-        // Cancel a stale prefetch unless a demand request is already waiting for it.
-        let result = if stale && still_prefetch_only {
-            None
-        } else {
-            Some(self.load(index, verify))
-        };
-        let mut evictions = Vec::new();
-        {
-            let mut state = self.lock();
-            let slot = &mut state.slots[index as usize];
-            if let Residency::Loading {
-                generation: g,
-                prefetch,
-                transient,
-            } = slot.residency
-                && g == generation
-            {
-                let demanded = !prefetch;
-                match result {
-                    Some(Ok(data)) => {
-                        slot.verified |= verify;
-                        if transient {
-                            slot.residency = Residency::Transient {
-                                data,
-                                prefetched_unused: !demanded,
-                            };
-                        } else {
-                            slot.residency = Residency::Cached {
-                                data,
-                                prefetched_unused: !demanded,
-                            };
-                            let _ = state.engine.unpin(id);
-                            self.maybe_lock_memory(&mut state, index);
-                            if !state.engine.is_resident(id) {
-                                evictions.push(state.take_eviction(index));
-                            }
-                        }
-                        tracing::trace!(layer = index, "prefetch completed");
-                    }
-                    failed => {
-                        if let Some(Err(error)) = &failed {
-                            tracing::debug!(layer = index, %error, "prefetch failed");
-                        } else {
-                            self.counters
-                                .prefetch_cancelled
-                                .fetch_add(1, Ordering::Relaxed);
-                            tracing::trace!(layer = index, "stale prefetch cancelled");
-                        }
-                        slot.residency = Residency::Absent;
-                        if transient {
-                            state.leave_window(index);
-                            if let Ok(charge) = state.engine.charge(id) {
-                                state.transient_charge -= charge;
-                            }
-                        } else {
-                            let _ = state.engine.unpin(id);
-                            let _ = state.engine.remove(id);
-                        }
-                    }
-                }
-            }
-            state.in_flight -= 1;
-        }
-        self.finish_evictions(evictions);
-        self.loaded.notify_all();
-    }
-
-    /// Drops every window layer that was prefetched but not used (the pattern changed).
-    fn drop_unused_window(&self, state: &mut State) -> Vec<Eviction> {
-        let queued: Vec<u64> = state.window_queue.drain(..).collect();
-        let mut evictions = Vec::new();
-        for index in queued {
-            let slot = &state.slots[index as usize];
-            let unused = slot.in_window
-                && slot.guards == 0
-                && matches!(
-                    slot.residency,
-                    Residency::Transient {
-                        prefetched_unused: true,
-                        ..
-                    }
-                );
-            if unused {
-                state.leave_window(index);
-                if let Ok(charge) = state.engine.charge(LayerId(index as u32)) {
-                    state.transient_charge -= charge;
-                }
-                self.counters
-                    .prefetch_wasted
-                    .fetch_add(1, Ordering::Relaxed);
-                evictions.push(state.take_eviction(index));
-            } else if slot.in_window {
-                state.window_queue.push_back(index);
-            }
-        }
-        evictions
-    }
-
-    /// Automatic prefetch after a demand access of `index`.
-    fn lookahead(self: &Arc<Self>, index: u64) {
-        if self.pool.is_none() || self.config.lookahead == 0 {
-            return;
-        }
-        let count = self.spans.len() as u64;
-        let mut stale_window = Vec::new();
-        let next: Vec<u64> = {
-            let mut state = self.lock();
-            let previous = state.last_demand.replace(index);
-            let sequential = previous.is_some_and(|last| index == (last + 1) % count);
-            let repeated = previous == Some(index);
-            if sequential {
-                state.sequential_run += 1;
-            } else if !repeated && state.sequential_run > 0 {
-                state.sequential_run = 0;
-                self.lookahead_epoch.fetch_add(1, Ordering::Relaxed);
-                stale_window = self.drop_unused_window(&mut state);
-                if state.auto_order {
-                    state.order = None;
-                    state.auto_order = false;
-                    state.engine.set_access_order(None);
-                }
-            }
-            let candidates: Vec<u64> = if let Some((order, position)) = &state.order {
-                let at = position[index as usize];
-                if at == u32::MAX {
-                    Vec::new()
-                } else {
-                    (1..=self.config.lookahead)
-                        .map(|k| order[(at as usize + k) % order.len()])
-                        .collect()
-                }
-            } else if state.sequential_run >= 2 {
-                if state.sequential_run as usize >= count.min(8) as usize && !state.auto_order {
-                    // A long sequential run: declare the cyclic order to the cache.
-                    state.set_order((0..count).collect(), count);
-                    state.auto_order = true;
-                }
-                (1..=self.config.lookahead as u64)
-                    .map(|k| (index + k) % count)
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            // Only layers not already in memory or on their way need a prefetch
-            // (keeps the common steady-state get to this one extra lock).
-            let mut wanted = Vec::new();
-            for layer in candidates {
-                if layer == index {
-                    break;
-                }
-                if matches!(state.slots[layer as usize].residency, Residency::Absent) {
-                    wanted.push(layer);
-                }
-            }
-            wanted
-        };
-        self.finish_evictions(stale_window);
-        let epoch = self.lookahead_epoch.load(Ordering::Relaxed);
-        for layer in next {
-            match self.prefetch(layer, Some(epoch)) {
-                Ok(true) => {}
-                _ => break,
-            }
-        }
-    }
-
-    pub(crate) fn tables_model(&self) -> &Model<'_> {
-        self.tables.model()
     }
 }

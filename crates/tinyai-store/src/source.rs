@@ -290,13 +290,18 @@ impl Source {
         // refault). This crate never writes through the mapping; pages a C caller
         // wrote (private copies) revert to the file's bytes, as documented for
         // `Backend::Mapped`. Only pages of layers no guard pins are dropped.
-        let _ = unsafe {
+        let dropped = unsafe {
             map.unchecked_advise_range(
                 UncheckedAdvice::DontNeed,
                 start as usize,
                 (end - start) as usize,
             )
         };
+        if let Err(error) = dropped {
+            // The pages stay resident (memory above the budget until the kernel
+            // reclaims them); nothing is unsafe. Say so rather than hide it.
+            tracing::warn!(offset, len, %error, "MADV_DONTNEED failed; evicted pages stay resident");
+        }
         if !keep_page_cache {
             // SAFETY: plain syscall on a file descriptor we own; no memory is involved.
             unsafe {
@@ -311,9 +316,11 @@ impl Source {
     }
 
     /// Mapped backend: `mlock`s (or unlocks) a range; returns false if the kernel refused.
+    /// Only `mlock2(MLOCK_ONFAULT)` is used: a plain `mlock` of this private
+    /// writable mapping would fault every page in for writing, copying it.
     pub(crate) fn lock(&self, offset: u64, len: u64, lock: bool) -> bool {
         self.mapped(offset, len)
-            .is_none_or(|bytes| lock_slice(bytes, lock))
+            .is_none_or(|bytes| lock_slice(bytes, lock, false))
     }
 
     /// Mapped backend: bytes of the mapping whose pages are resident (`mincore`).
@@ -404,7 +411,10 @@ fn read_fully(file: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize
 }
 
 /// `mlock`s (or `munlock`s) a slice; returns false if the kernel refused.
-pub(crate) fn lock_slice(bytes: &[u8], lock: bool) -> bool {
+/// `plain_fallback`: where `mlock2` is missing, fall back to `mlock` (right for
+/// private heap buffers; wrong for a private file mapping, whose pages it would
+/// copy by faulting them in for writing).
+pub(crate) fn lock_slice(bytes: &[u8], lock: bool, plain_fallback: bool) -> bool {
     if bytes.is_empty() {
         return true;
     }
@@ -412,12 +422,12 @@ pub(crate) fn lock_slice(bytes: &[u8], lock: bool) -> bool {
     // only change whether its pages may be swapped out, never their contents.
     // MLOCK_ONFAULT locks the pages already present without faulting the rest
     // in for writing, so locking the private (copy-on-write) mapping does not
-    // copy its pages; kernels without mlock2 fall back to mlock.
+    // copy its pages.
     let result = unsafe {
         if lock {
             let locked = libc::mlock2(bytes.as_ptr().cast(), bytes.len(), libc::MLOCK_ONFAULT);
-            if locked == 0 {
-                0
+            if locked == 0 || !plain_fallback {
+                locked
             } else {
                 libc::mlock(bytes.as_ptr().cast(), bytes.len())
             }

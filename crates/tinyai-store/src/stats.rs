@@ -5,7 +5,8 @@ use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
+    /// Hits served under the lock (the lock-free ones are counted by the read buffers).
+    pub(crate) slow_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) bypasses: AtomicU64,
     pub(crate) bytes_read: AtomicU64,
@@ -46,8 +47,12 @@ pub struct Stats {
     pub load_time: Duration,
     /// Charged bytes of cached layers at the time of the snapshot.
     pub cached_bytes: u64,
-    /// Charged bytes of transient layers held by guards at the time of the snapshot.
+    /// Charged bytes of layers held outside the cache (read ahead into the
+    /// streaming window, or pinned after a bypass or a release).
     pub transient_bytes: u64,
+    /// Charged bytes of evicted layers whose pages the reclaim thread has not
+    /// dropped yet (loads wait when these would push memory over the budget).
+    pub reclaim_pending_bytes: u64,
 }
 
 impl Stats {
@@ -63,10 +68,15 @@ impl Stats {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(&self, cached_bytes: u64, transient_bytes: u64) -> Stats {
+    pub(crate) fn snapshot(
+        &self,
+        fast_hits: u64,
+        cached_bytes: u64,
+        transient_bytes: u64,
+    ) -> Stats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
-            hits: get(&self.hits),
+            hits: fast_hits + get(&self.slow_hits),
             misses: get(&self.misses),
             bypasses: get(&self.bypasses),
             bytes_read: get(&self.bytes_read),
@@ -79,6 +89,7 @@ impl Counters {
             load_time: Duration::from_nanos(get(&self.load_nanos)),
             cached_bytes,
             transient_bytes,
+            reclaim_pending_bytes: 0,
         }
     }
 }

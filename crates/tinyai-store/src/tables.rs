@@ -1,5 +1,7 @@
 //! A private, owned copy of a model's header and tables, parsed once at open.
 
+use std::ptr::NonNull;
+
 use tinyai_format::{Model, limits::MAX_HEADER_SIZE, locate_tables};
 
 use crate::error::StoreError;
@@ -13,7 +15,27 @@ use crate::source::Source;
 pub(crate) struct Tables {
     // Field order matters: `model` borrows from `bytes` and must be dropped first.
     model: Model<'static>,
-    _bytes: Box<[u8]>,
+    /// The allocation `model` borrows, from `Box::into_raw` (a raw pointer, not a
+    /// `Box`, so that moving `Tables` asserts nothing about the bytes' uniqueness
+    /// while `model` borrows them); freed in `Drop`.
+    bytes: NonNull<[u8]>,
+}
+
+// SAFETY: `bytes` is an immutable heap allocation owned by this value; it is
+// only read (through `model`), so sharing or sending it across threads is as
+// safe as for a `Box<[u8]>`.
+unsafe impl Send for Tables {}
+// SAFETY: as above.
+unsafe impl Sync for Tables {}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        // SAFETY: `bytes` came from `Box::into_raw` in `Tables::read` and is freed
+        // only here, once. `model`, which borrows it, is never used again: it is
+        // a field of `self`, dropped after this body runs but it has no drop glue
+        // that reads the bytes (it is plain borrowed views).
+        drop(unsafe { Box::from_raw(self.bytes.as_ptr()) });
+    }
 }
 
 impl std::fmt::Debug for Tables {
@@ -42,24 +64,25 @@ impl Tables {
         let mut bytes = head;
         bytes.resize(head_length + tables_length, 0);
         source.read_exact_at(location.tables.start, &mut bytes[head_length..])?;
-        let bytes: Box<[u8]> = bytes.into_boxed_slice();
-        let pointer: *const [u8] = &*bytes;
-        // SAFETY: `bytes` is a heap allocation owned by the returned `Tables`; moving
-        // the Box does not move its contents, it is never mutated, and it is dropped
-        // after `model` (field order). `model` never escapes with the 'static
-        // lifetime: `Tables::model` hands it out re-borrowed for `&self`'s lifetime.
-        let stable: &'static [u8] = unsafe { &*pointer };
-        let model = Model::parse_parts(
+        let bytes = NonNull::from(Box::leak(bytes.into_boxed_slice()));
+        // SAFETY: `bytes` is a leaked heap allocation that nothing else references;
+        // from here it is owned by the returned `Tables` (or freed below on error),
+        // never mutated, and freed only in `Tables::drop`. `model` never escapes
+        // with the 'static lifetime: `Tables::model` re-borrows it for `&self`.
+        let stable: &'static [u8] = unsafe { bytes.as_ref() };
+        match Model::parse_parts(
             &stable[..head_length],
             &stable[head_length..],
             location.tables.start,
             file_length,
-        )
-        .map_err(format_error)?;
-        Ok(Tables {
-            model,
-            _bytes: bytes,
-        })
+        ) {
+            Ok(model) => Ok(Tables { model, bytes }),
+            Err(error) => {
+                // SAFETY: from `Box::leak` above; the failed parse kept no borrow.
+                drop(unsafe { Box::from_raw(bytes.as_ptr()) });
+                Err(format_error(error))
+            }
+        }
     }
 
     pub(crate) fn model(&self) -> &Model<'_> {

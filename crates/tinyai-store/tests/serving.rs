@@ -111,9 +111,13 @@ fn release_drops_a_layer_and_a_held_guard_keeps_its_bytes() {
     for backend in BACKENDS {
         let model = MappedModel::open(&fixture.path, config(64 * MIB, backend)).unwrap();
         let guard = model.get(1).unwrap();
+        let charge = model.descriptor(1).unwrap().charge;
         model.release(1).unwrap();
-        // Held: still cached until the guard goes.
-        assert_eq!(model.descriptor(1).unwrap().state, CacheState::Cached);
+        // Held: it leaves the cache at once, but stays in memory (charged as held
+        // outside the cache) until the guard goes.
+        assert_eq!(model.descriptor(1).unwrap().state, CacheState::Transient);
+        assert_eq!(model.cached_bytes(), 0);
+        assert_eq!(model.memory_usage(), charge);
         let expected = fixtures::expected_layer_bytes(&fixture.spec, 1)
             .unwrap()
             .unwrap();

@@ -1,0 +1,333 @@
+//! Prefetch: explicit requests, automatic lookahead per stream, and the
+//! streaming window.
+//!
+//! Every decision is the cache crate's: the engine decides whether a prefetch
+//! enters the cache; when it declines, [`StreamingWindow`] decides whether it
+//! is read ahead outside the cache (and which stale read-aheads make room);
+//! [`PatternDetector`](tinyai_cache::stream::PatternDetector) (one per stream,
+//! see [`crate::streams`]) decides what to read ahead and when a stream's
+//! queued read-aheads went stale. This module only carries them out.
+
+use std::sync::atomic::Ordering;
+
+use tinyai_cache::stream::{AccessOrder, StreamId, StreamingWindow};
+use tinyai_cache::{AccessKind, Decision, LayerId};
+
+use crate::error::StoreError;
+use crate::reclaim::Evictions;
+use crate::shared::{Shared, State};
+use crate::slot::SlotState;
+use crate::streams;
+
+/// A prefetch to run: the layer, whether to verify it, and the stream whose
+/// lookahead asked for it (with that stream's epoch then).
+#[derive(Debug)]
+pub(crate) struct PrefetchTask {
+    index: u64,
+    verify: bool,
+    origin: Option<(StreamId, u64)>,
+}
+
+/// What asking for a prefetch came to.
+#[derive(Debug)]
+pub(crate) enum Prefetch {
+    /// Already resident, loading, or being evicted: nothing to do.
+    Present,
+    /// The cache and the window both declined.
+    Declined,
+    /// Charged and marked `Loading`: run the task.
+    Started(PrefetchTask),
+}
+
+/// The window's size for a model: see [`StreamingWindow::size_for`].
+pub(crate) fn window_budget(config: &crate::StoreConfig, charges: &[u64]) -> u64 {
+    let active = config.prefetch_enabled && config.prefetch_threads > 0 && config.lookahead > 0;
+    let largest = charges.iter().copied().max().unwrap_or(0);
+    let total = charges.iter().copied().fold(0u64, u64::saturating_add);
+    StreamingWindow::size_for(
+        config.max_cache_size,
+        largest,
+        total,
+        active,
+        config.streaming_window,
+    )
+}
+
+impl Shared {
+    /// Asks for layer `index` to be loaded in the background. Called with the lock.
+    pub(crate) fn request_prefetch(
+        &self,
+        state: &mut State,
+        index: u64,
+        origin: Option<(StreamId, u64)>,
+        owner: (StreamId, u64),
+        evictions: &mut Evictions,
+    ) -> Result<Prefetch, StoreError> {
+        let id = LayerId(index as u32);
+        let slot = &self.slots[index as usize];
+        if slot.load().state() != SlotState::Absent {
+            return Ok(Prefetch::Present);
+        }
+        let transient = match self.decide(state, id, AccessKind::Prefetch)? {
+            Decision::Admit { victims } => {
+                self.evict_victims(state, &victims, evictions);
+                false
+            }
+            Decision::Hit => false,
+            Decision::Bypass => {
+                let charge = self.charge(state, index);
+                let decision = state.window.admit(id, charge, owner.0, owner.1);
+                self.drop_window_layers(state, &decision.evicted, evictions);
+                if !decision.admitted {
+                    return Ok(Prefetch::Declined);
+                }
+                if state.window.used() + state.orphaned_charge > state.window.budget() {
+                    // Read-aheads the window let go are still loading: their
+                    // charge goes when their loaders cancel. Until then there is
+                    // no room, or the window would hold more than its share.
+                    state.window.remove(id);
+                    return Ok(Prefetch::Declined);
+                }
+                state.transient_charge += charge;
+                true
+            }
+        };
+        let started = slot.start_loading();
+        debug_assert!(started, "the slot was Absent under the lock");
+        let meta = &mut state.meta[index as usize];
+        meta.prefetch_only = true;
+        meta.transient_load = transient;
+        meta.origin = origin;
+        let verify = self.config.verify_checksums && !meta.verified;
+        state.in_flight += 1;
+        if self.pool.is_some() {
+            state.queued_reads.push_back(index);
+        }
+        self.counters
+            .prefetch_issued
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(layer = index, transient, "prefetch issued");
+        Ok(Prefetch::Started(PrefetchTask {
+            index,
+            verify,
+            origin,
+        }))
+    }
+
+    /// Runs a started prefetch on the pool (or here, without one).
+    pub(crate) fn spawn_prefetch(&self, task: PrefetchTask) {
+        match (&self.pool, self.this.upgrade()) {
+            (Some(pool), Some(shared)) => pool.spawn(move || shared.run_prefetch(task)),
+            _ => self.run_prefetch(task),
+        }
+    }
+
+    /// Drops window layers the window let go (stale, or their stream broke or
+    /// ended). A layer still loading is left to its loader, which sees that the
+    /// window no longer holds it and cancels; until then its charge counts in
+    /// `State::orphaned_charge`, against the window's share.
+    pub(crate) fn drop_window_layers(
+        &self,
+        state: &mut State,
+        layers: &[LayerId],
+        evictions: &mut Evictions,
+    ) {
+        for &id in layers {
+            let index = u64::from(id.0);
+            let slot = &self.slots[index as usize];
+            if slot.claim(SlotState::Transient) {
+                state.transient_charge -= self.charge(state, index);
+                self.counters
+                    .prefetch_wasted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.take_eviction(state, index, evictions);
+            } else if slot.load().state() == SlotState::Loading
+                && !std::mem::replace(&mut state.meta[index as usize].orphaned, true)
+            {
+                state.orphaned_charge += self.charge(state, index);
+            }
+        }
+    }
+
+    fn run_prefetch(&self, task: PrefetchTask) {
+        let PrefetchTask {
+            index,
+            verify,
+            origin,
+        } = task;
+        let id = LayerId(index as u32);
+        let slot = &self.slots[index as usize];
+        let (stale, next) = {
+            let mut state = self.lock();
+            state.queued_reads.retain(|&queued| queued != index);
+            let stale = self.closed.load(Ordering::Acquire)
+                || origin.is_some_and(|(stream, epoch)| {
+                    state.stream_epochs.get(&stream).copied().unwrap_or(0) != epoch
+                })
+                || (state.meta[index as usize].transient_load && !state.window.contains(id));
+            (
+                stale && state.meta[index as usize].prefetch_only,
+                state.queued_reads.front().copied(),
+            )
+        };
+        // Keep the device busy: queue the read of the next queued prefetch (already
+        // charged, so this stays in budget) before waiting for this one's pages.
+        if let Some(next) = next.filter(|_| !stale) {
+            let (offset, length) = self.span(next);
+            self.source.start_read(offset, length);
+        }
+        let loaded = if stale {
+            None
+        } else {
+            Some(self.wait_for_room().and_then(|()| self.load(index, verify)))
+        };
+        let mut evictions = Evictions::default();
+        {
+            let mut state = self.lock();
+            let transient = state.meta[index as usize].transient_load;
+            let unused = std::mem::take(&mut state.meta[index as usize].prefetch_only);
+            if std::mem::take(&mut state.meta[index as usize].orphaned) {
+                state.orphaned_charge -= self.charge(&state, index);
+            }
+            match loaded {
+                Some(Ok(buffer)) => {
+                    state.meta[index as usize].verified |= verify;
+                    if transient {
+                        slot.publish(SlotState::Transient, 0, buffer, unused);
+                        // The window let it go while it loaded, and nobody waits for it.
+                        if unused && !state.window.contains(id) {
+                            self.drop_window_layers(&mut state, &[id], &mut evictions);
+                        }
+                    } else {
+                        slot.publish(SlotState::Cached, 0, buffer, unused);
+                        self.maybe_lock_memory(&mut state, index);
+                    }
+                    tracing::trace!(layer = index, "prefetch completed");
+                }
+                failed => {
+                    match &failed {
+                        Some(Err(error)) => {
+                            tracing::debug!(layer = index, %error, "prefetch failed");
+                        }
+                        _ => {
+                            self.counters
+                                .prefetch_cancelled
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::trace!(layer = index, "stale prefetch cancelled");
+                        }
+                    }
+                    drop(slot.set_absent());
+                    if transient {
+                        state.window.remove(id);
+                        state.transient_charge -= self.charge(&state, index);
+                    } else {
+                        let _ = state.engine.remove(id);
+                    }
+                }
+            }
+            state.in_flight -= 1;
+        }
+        self.finish_evictions(evictions);
+        self.changed.notify_all();
+    }
+
+    /// Automatic prefetch after a demand access of `index` by this thread's stream.
+    /// Takes no lock unless the stream's pattern changed or a layer to read
+    /// ahead is absent.
+    pub(crate) fn lookahead(&self, index: u64) {
+        if self.pool.is_none() || self.config.lookahead == 0 {
+            return;
+        }
+        let seen = streams::observe(self, index);
+        let observation = &seen.observation;
+        let wanted = observation.lookahead.iter().any(|&id| {
+            self.slots
+                .get(id.index())
+                .is_some_and(|slot| slot.load().state() == SlotState::Absent)
+        });
+        if !(wanted
+            || observation.broke
+            || observation.declare_cyclic
+            || observation.undeclare_cyclic)
+        {
+            return;
+        }
+        let mut evictions = Evictions::default();
+        let mut tasks = Vec::new();
+        {
+            let mut state = self.lock();
+            self.drain_hits(&mut state);
+            state.window.observe(seen.stream, seen.clock);
+            if observation.broke {
+                state.stream_epochs.insert(seen.stream, seen.epoch);
+                let unused = state.window.drop_unused(seen.stream);
+                self.drop_window_layers(&mut state, &unused, &mut evictions);
+            }
+            if observation.declare_cyclic {
+                state.cyclic_streams += 1;
+                if state.order.is_none() {
+                    let count = self.spans.len();
+                    self.declare_order(&mut state, Some(AccessOrder::cyclic(count)), true);
+                }
+            }
+            if observation.undeclare_cyclic {
+                state.cyclic_streams = state.cyclic_streams.saturating_sub(1);
+                if state.cyclic_streams == 0 && state.auto_order {
+                    self.declare_order(&mut state, None, false);
+                }
+            }
+            let origin = Some((seen.stream, seen.epoch));
+            for &id in observation.lookahead.iter() {
+                let owner = (seen.stream, seen.clock);
+                match self.request_prefetch(
+                    &mut state,
+                    u64::from(id.0),
+                    origin,
+                    owner,
+                    &mut evictions,
+                ) {
+                    Ok(Prefetch::Present) => {}
+                    Ok(Prefetch::Started(task)) => tasks.push(task),
+                    Ok(Prefetch::Declined) | Err(_) => break,
+                }
+            }
+        }
+        self.finish_evictions(evictions);
+        for task in tasks {
+            self.spawn_prefetch(task);
+        }
+    }
+
+    /// Sets (or clears) the declared order, telling the engine and the streams.
+    pub(crate) fn declare_order(&self, state: &mut State, order: Option<AccessOrder>, auto: bool) {
+        state
+            .engine
+            .set_access_order(order.as_ref().map(|order| order.as_slice().to_vec()));
+        state.order = order.map(std::sync::Arc::new);
+        state.auto_order = auto && state.order.is_some();
+        self.order_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Drops every stream's unused read-aheads (the declared order changed).
+    pub(crate) fn drop_all_unused(&self, state: &mut State, evictions: &mut Evictions) {
+        let mut owners: Vec<StreamId> = state.window.entries().map(|e| e.owner).collect();
+        owners.sort_by_key(|owner| owner.0);
+        owners.dedup();
+        for owner in owners {
+            let unused = state.window.drop_unused(owner);
+            self.drop_window_layers(state, &unused, evictions);
+        }
+    }
+
+    /// A stream ended (its thread exited): drop its unused read-aheads.
+    pub(crate) fn forget_stream(&self, stream: StreamId) {
+        let mut evictions = Evictions::default();
+        {
+            let mut state = self.lock();
+            state.stream_epochs.remove(&stream);
+            let unused = state.window.forget_stream(stream);
+            self.drop_window_layers(&mut state, &unused, &mut evictions);
+        }
+        self.finish_evictions(evictions);
+    }
+}

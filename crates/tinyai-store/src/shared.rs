@@ -1,0 +1,479 @@
+//! The state every handle on one model shares: the slots, the state lock, and
+//! the path of one `get` (the lock-free hit and the miss that loads).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tinyai_cache::stream::{AccessOrder, StreamId, StreamingWindow};
+use tinyai_cache::{AccessKind, Claims, Decision, Engine, LayerId};
+use tinyai_format::{FormatError, Model};
+
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+use crate::hits::ReadBuffers;
+use crate::reclaim::Evictions;
+use crate::slot::{Pinned, Slot, SlotState};
+use crate::source::{AlignedBuf, Source};
+use crate::stats::Counters;
+use crate::tables::Tables;
+
+/// Facts about a layer that only change under the state lock.
+#[derive(Debug, Default)]
+pub(crate) struct LayerMeta {
+    /// Its checksum was verified on a load.
+    pub(crate) verified: bool,
+    /// Its memory is `mlock`ed.
+    pub(crate) locked: bool,
+    /// While `Loading`: a prefetch no demand request waits for yet (may be cancelled).
+    pub(crate) prefetch_only: bool,
+    /// While `Loading`: it will be served outside the cache (`Transient`).
+    pub(crate) transient_load: bool,
+    /// While `Loading` into the window: the window let it go meanwhile (its loader
+    /// will drop it unless a demand waits), see `State::orphaned_charge`.
+    pub(crate) orphaned: bool,
+    /// While `Loading` for a stream's lookahead: that stream and its epoch then.
+    pub(crate) origin: Option<(StreamId, u64)>,
+}
+
+/// Everything behind the state lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) engine: Engine,
+    pub(crate) meta: Vec<LayerMeta>,
+    /// Charges of `Transient` slots and of loads that will be (window read-aheads,
+    /// bypassed misses, released layers still pinned).
+    pub(crate) transient_charge: u64,
+    /// Charges of read-aheads the window let go while they were still loading
+    /// (part of `transient_charge` until their loaders finish).
+    pub(crate) orphaned_charge: u64,
+    /// Charges of evicted layers whose pages are not dropped yet (`Evicting`).
+    pub(crate) reclaim_pending: u64,
+    /// Read-aheads outside the cache (see [`tinyai_cache::stream`]).
+    pub(crate) window: StreamingWindow,
+    /// The declared access order, and whether the store declared it itself.
+    pub(crate) order: Option<Arc<AccessOrder>>,
+    pub(crate) auto_order: bool,
+    /// Streams whose detector currently declares the cyclic order.
+    pub(crate) cyclic_streams: usize,
+    /// Each stream's pattern epoch (bumped when its pattern breaks).
+    pub(crate) stream_epochs: HashMap<StreamId, u64>,
+    /// Background tasks issued and not finished (close waits for them).
+    pub(crate) in_flight: usize,
+    /// Layers whose prefetch task is queued on the pool, oldest first.
+    pub(crate) queued_reads: VecDeque<u64>,
+}
+
+/// The shared core of a [`crate::MappedModel`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) source: Source,
+    pub(crate) tables: Tables,
+    /// (offset, length) of every layer.
+    pub(crate) spans: Vec<(u64, u64)>,
+    pub(crate) slots: Box<[Slot<AlignedBuf>]>,
+    pub(crate) config: StoreConfig,
+    pub(crate) state: Mutex<State>,
+    /// Signalled when a load finishes or an eviction's memory is dropped.
+    pub(crate) changed: Condvar,
+    pub(crate) counters: Counters,
+    pub(crate) hits: ReadBuffers,
+    pub(crate) pool: Option<rayon::ThreadPool>,
+    /// One thread that drops evicted pages, so neither callers nor prefetch
+    /// threads wait for it (its backlog is charged: see `State::reclaim_pending`).
+    pub(crate) reclaim: Option<rayon::ThreadPool>,
+    pub(crate) started: Instant,
+    /// Milliseconds since the Unix epoch, refreshed by every drain and slow path:
+    /// the coarse clock behind `last_accessed_ms` (no clock read on a hit).
+    pub(crate) coarse_ms: AtomicU64,
+    pub(crate) closed: AtomicBool,
+    pub(crate) mlock_warned: AtomicBool,
+    /// Distinguishes models in per-thread stream tables.
+    pub(crate) uid: u64,
+    /// Bumped whenever the declared order changes (streams re-read it then).
+    pub(crate) order_version: AtomicU64,
+    /// This `Shared` itself, for background tasks that must keep it alive.
+    pub(crate) this: Weak<Shared>,
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The store's side of victim choice: a victim must be a `Cached` slot with no
+/// pins, claimed (→ `Evicting`) before the engine drops it.
+struct SlotClaims<'a> {
+    slots: &'a [Slot<AlignedBuf>],
+}
+
+impl Claims for SlotClaims<'_> {
+    fn claim(&mut self, id: LayerId) -> bool {
+        self.slots
+            .get(id.index())
+            .is_some_and(|slot| slot.claim(SlotState::Cached))
+    }
+
+    fn release(&mut self, id: LayerId) {
+        if let Some(slot) = self.slots.get(id.index()) {
+            slot.unclaim(SlotState::Cached, false);
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave memory unsafe (slots are
+        // atomics with their own invariants); keep serving.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn wait<'a>(&self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.changed
+            .wait(state)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Logical time for the engine (milliseconds since open).
+    pub(crate) fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn layer_id(&self, index: u64) -> Result<LayerId, StoreError> {
+        if index >= self.spans.len() as u64 {
+            return Err(StoreError::LayerOutOfRange {
+                index,
+                count: self.spans.len() as u64,
+            });
+        }
+        Ok(LayerId(index as u32))
+    }
+
+    pub(crate) fn format_error(&self, source: FormatError) -> StoreError {
+        StoreError::Format {
+            path: self.source.path().to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn span(&self, index: u64) -> (u64, u64) {
+        self.spans[index as usize]
+    }
+
+    pub(crate) fn tables_model(&self) -> &Model<'_> {
+        self.tables.model()
+    }
+
+    pub(crate) fn charge(&self, state: &State, index: u64) -> u64 {
+        state
+            .engine
+            .charge(LayerId(index as u32))
+            .unwrap_or_default()
+    }
+
+    /// Asks the engine for `id`, with victims claimed from the slots.
+    pub(crate) fn decide(
+        &self,
+        state: &mut State,
+        id: LayerId,
+        kind: AccessKind,
+    ) -> Result<Decision, StoreError> {
+        let now = self.now();
+        let mut claims = SlotClaims { slots: &self.slots };
+        Ok(state.engine.request_claiming(id, kind, now, &mut claims)?)
+    }
+
+    /// Feeds buffered hits to the engine. Called with the lock held, before any
+    /// decision, so the engine sees accesses in the order each thread made them.
+    pub(crate) fn drain_hits(&self, state: &mut State) {
+        self.coarse_ms.store(unix_ms(), Ordering::Relaxed);
+        let now = self.now();
+        self.hits.drain(|index| {
+            state.engine.record_hit(LayerId(index), now);
+        });
+    }
+
+    /// Pins layer `index`, loading it if needed; returns whether it was a hit.
+    ///
+    /// The hit path: one compare-and-swap on the slot, a relaxed access count,
+    /// an append to this thread's read buffer. No lock, no allocation, no
+    /// system call.
+    #[inline]
+    pub(crate) fn pin(&self, index: u64) -> Result<(), StoreError> {
+        let Some(slot) = self.slots.get(index as usize) else {
+            return Err(StoreError::LayerOutOfRange {
+                index,
+                count: self.spans.len() as u64,
+            });
+        };
+        if let Some(pinned) = slot.try_pin_cached() {
+            slot.record_access(self.coarse_ms.load(Ordering::Relaxed));
+            self.note_prefetch_use(pinned);
+            if self.hits.record(index as u32)
+                && let Ok(mut state) = self.state.try_lock()
+            {
+                self.drain_hits(&mut state);
+            }
+            return Ok(());
+        }
+        self.pin_slow(index)
+    }
+
+    fn note_prefetch_use(&self, pinned: Pinned) {
+        if pinned.first_use_of_prefetch {
+            self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Everything but a lock-free hit: hits of transient layers (which the engine
+    /// must hear about, and may now admit), waits for loads and evictions, misses.
+    fn pin_slow(&self, index: u64) -> Result<(), StoreError> {
+        let id = LayerId(index as u32);
+        let slot = &self.slots[index as usize];
+        let mut state = self.lock();
+        self.drain_hits(&mut state);
+        loop {
+            match slot.load().state() {
+                SlotState::Cached => {
+                    // The fast path lost a race or hit the pin limit.
+                    let pinned = slot.pin_locked().ok_or(StoreError::TooManyPins { index })?;
+                    state.engine.record_hit(id, self.now());
+                    self.counters.slow_hits.fetch_add(1, Ordering::Relaxed);
+                    slot.record_access(unix_ms());
+                    self.note_prefetch_use(pinned);
+                    return Ok(());
+                }
+                SlotState::Transient => {
+                    let mut evictions = Evictions::default();
+                    self.transient_hit(&mut state, index, &mut evictions)?;
+                    let pinned = slot.pin_locked().ok_or(StoreError::TooManyPins { index })?;
+                    self.counters.slow_hits.fetch_add(1, Ordering::Relaxed);
+                    slot.record_access(unix_ms());
+                    self.note_prefetch_use(pinned);
+                    drop(state);
+                    self.finish_evictions(evictions);
+                    return Ok(());
+                }
+                SlotState::Loading => {
+                    let meta = &mut state.meta[index as usize];
+                    if std::mem::take(&mut meta.prefetch_only) {
+                        // A demand arrived while the prefetch was reading: the
+                        // prefetch was useful (it started the read early).
+                        self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
+                    }
+                    state = self.wait(state);
+                }
+                SlotState::Evicting => state = self.wait(state),
+                SlotState::Absent => break,
+            }
+        }
+        drop(state);
+        self.miss(index)
+    }
+
+    /// A demand access of a `Transient` layer (read ahead into the streaming
+    /// window, bypassed, or released while pinned). The engine hears of it like
+    /// any access — its reuse history must see every demand — and may admit it:
+    /// then it becomes `Cached` without a read. Otherwise it leaves the window
+    /// (a guard now holds it) and stays outside the cache.
+    fn transient_hit(
+        &self,
+        state: &mut State,
+        index: u64,
+        evictions: &mut Evictions,
+    ) -> Result<(), StoreError> {
+        let id = LayerId(index as u32);
+        let charge = self.charge(state, index);
+        state.window.take(id);
+        match self.decide(state, id, AccessKind::Demand)? {
+            Decision::Admit { victims } => {
+                self.evict_victims(state, &victims, evictions);
+                if self.slots[index as usize].retag(SlotState::Transient, SlotState::Cached) {
+                    state.transient_charge -= charge;
+                    self.maybe_lock_memory(state, index);
+                } else {
+                    state.engine.remove(id)?;
+                }
+            }
+            Decision::Hit | Decision::Bypass => {}
+        }
+        Ok(())
+    }
+
+    /// A miss: decide, mark the slot `Loading`, load outside the lock, publish.
+    fn miss(&self, index: u64) -> Result<(), StoreError> {
+        let id = LayerId(index as u32);
+        let slot = &self.slots[index as usize];
+        let mut state = self.lock();
+        // Someone may have started loading it while the lock was dropped.
+        if slot.load().state() != SlotState::Absent {
+            drop(state);
+            return self.pin_slow(index);
+        }
+        self.drain_hits(&mut state);
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let mut evictions = Evictions::default();
+        let transient = match self.decide(&mut state, id, AccessKind::Demand)? {
+            Decision::Admit { victims } => {
+                self.evict_victims(&mut state, &victims, &mut evictions);
+                false
+            }
+            Decision::Hit => false,
+            Decision::Bypass => {
+                self.counters.bypasses.fetch_add(1, Ordering::Relaxed);
+                state.transient_charge += self.charge(&state, index);
+                true
+            }
+        };
+        let started = slot.start_loading();
+        debug_assert!(started, "the slot was Absent under the lock");
+        let meta = &mut state.meta[index as usize];
+        meta.prefetch_only = false;
+        meta.transient_load = transient;
+        meta.origin = None;
+        let verify = self.config.verify_checksums && !meta.verified;
+        slot.record_access(unix_ms());
+        drop(state);
+        self.finish_evictions(evictions);
+
+        let loaded = self.wait_for_room().and_then(|()| self.load(index, verify));
+        let mut state = self.lock();
+        let result = match loaded {
+            Ok(buffer) => {
+                state.meta[index as usize].verified |= verify;
+                let to = if transient {
+                    SlotState::Transient
+                } else {
+                    SlotState::Cached
+                };
+                slot.publish(to, 1, buffer, false);
+                if !transient {
+                    self.maybe_lock_memory(&mut state, index);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                drop(slot.set_absent());
+                if transient {
+                    state.transient_charge -= self.charge(&state, index);
+                } else {
+                    state.engine.remove(id)?;
+                }
+                Err(error)
+            }
+        };
+        drop(state);
+        self.changed.notify_all();
+        result
+    }
+
+    /// Waits until evicted pages still being dropped no longer push memory over
+    /// the budget (the reclaim thread's backlog is charged, defect 5 of the
+    /// store-core issue), so a load never adds its pages on top of them.
+    pub(crate) fn wait_for_room(&self) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        loop {
+            let charged = state.engine.usage() + state.transient_charge;
+            let pending = state.reclaim_pending;
+            if pending == 0 || charged + pending <= self.config.max_cache_size {
+                return Ok(());
+            }
+            state = self.wait(state);
+        }
+    }
+
+    /// Reads (owned) or faults in (mapped) a layer; verifies it if asked.
+    pub(crate) fn load(
+        &self,
+        index: u64,
+        verify: bool,
+    ) -> Result<Option<Box<AlignedBuf>>, StoreError> {
+        let (offset, length) = self.span(index);
+        let span = tracing::debug_span!("load", layer = index, bytes = length);
+        let _entered = span.enter();
+        let started = Instant::now();
+        self.source.check_unchanged()?;
+        let data = if self.source.is_mapped() {
+            self.source.populate(offset, length);
+            None
+        } else {
+            Some(Box::new(self.source.read_owned(index, offset, length)?))
+        };
+        if verify {
+            let bytes = match &data {
+                Some(buffer) => buffer.as_slice(),
+                None => self.source.mapped(offset, length).unwrap_or(&[]),
+            };
+            if let Err(error) = self.tables.model().verify_layer_bytes(index, bytes)
+                && matches!(error, FormatError::ChecksumMismatch { .. })
+            {
+                self.counters
+                    .checksum_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(layer = index, %error, "checksum mismatch");
+                return Err(self.format_error(error));
+            }
+            // No checksum (legacy v1): nothing to verify.
+        }
+        let elapsed = started.elapsed();
+        self.counters
+            .bytes_read
+            .fetch_add(length, Ordering::Relaxed);
+        self.counters
+            .load_nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        tracing::debug!(
+            layer = index,
+            bytes = length,
+            micros = elapsed.as_micros() as u64,
+            "loaded layer"
+        );
+        Ok(data)
+    }
+
+    /// The bytes of a pinned layer.
+    pub(crate) fn pinned_bytes(&self, index: u64) -> (*const u8, usize) {
+        let slot = &self.slots[index as usize];
+        let buffer = slot.buffer();
+        if buffer.is_null() {
+            let (offset, length) = self.span(index);
+            let bytes = self.source.mapped(offset, length).unwrap_or(&[]);
+            (bytes.as_ptr(), bytes.len())
+        } else {
+            // SAFETY: the caller holds a pin, so the slot is `Cached` or
+            // `Transient` and its buffer (published before the pin's Acquire) is
+            // not freed until a claim, which needs zero pins. The buffer is never
+            // mutated after publication, so shared reads from any thread are fine.
+            let bytes = unsafe { (*buffer).as_slice() };
+            (bytes.as_ptr(), bytes.len())
+        }
+    }
+
+    /// Called by a guard's drop.
+    #[inline]
+    pub(crate) fn unpin(&self, index: u64) {
+        if self.slots[index as usize].unpin() {
+            self.last_transient_unpin(index);
+        }
+    }
+
+    /// The last pin of a `Transient` layer went: drop it, unless the streaming
+    /// window holds it (read ahead, not yet used) or it was promoted meanwhile.
+    fn last_transient_unpin(&self, index: u64) {
+        let mut evictions = Evictions::default();
+        {
+            let mut state = self.lock();
+            if !state.window.contains(LayerId(index as u32))
+                && self.slots[index as usize].claim(SlotState::Transient)
+            {
+                state.transient_charge -= self.charge(&state, index);
+                self.take_eviction(&mut state, index, &mut evictions);
+            }
+        }
+        self.finish_evictions(evictions);
+    }
+}
