@@ -418,3 +418,252 @@ mod tests {
         assert_eq!(slot.load().pins(), MAX_PINS);
     }
 }
+
+/// loom model tests of the state machine: every interleaving of two or three
+/// threads doing get / pin / unpin / evict / release / reclaim / reload on
+/// slots that share a one-layer budget. Run by `cargo xtask loom`
+/// (`RUSTFLAGS="--cfg loom" cargo test -p tinyai-store --lib --release loom`).
+///
+/// The model uses the real [`Slot`] and the same protocol as the store: the
+/// lock-free pin of `Cached`, pins of `Transient` and every other transition
+/// under one mutex, claims before memory is dropped, loads that wait while a
+/// slot is `Evicting`. A layer's memory is a pair of `loom` cells per slot
+/// ("pages"), written by the loader, read and marked by pinned users, and
+/// zeroed by whoever drops it, so that loom reports any drop that can race
+/// with a pinned access, and asserts check the bytes a pinned user sees.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::cell::UnsafeCell;
+    use loom::sync::{Arc, Condvar, Mutex};
+
+    use super::*;
+
+    const LAYERS: usize = 2;
+    /// Cached layers that fit the budget.
+    const BUDGET: usize = 1;
+
+    /// The bytes of one layer: one cell per thread (a marker it writes while it
+    /// holds a pin) plus the layer's content value.
+    struct Pages {
+        content: UnsafeCell<u64>,
+        markers: [UnsafeCell<u64>; 3],
+    }
+
+    struct Budget {
+        cached: usize,
+    }
+
+    struct Store {
+        slots: [Slot<()>; LAYERS],
+        pages: [Pages; LAYERS],
+        lock: Mutex<Budget>,
+        changed: Condvar,
+    }
+
+    fn value_of(layer: usize) -> u64 {
+        0xA0 + layer as u64
+    }
+
+    impl Store {
+        fn new() -> Store {
+            Store {
+                slots: std::array::from_fn(|_| Slot::default()),
+                pages: std::array::from_fn(|_| Pages {
+                    content: UnsafeCell::new(0),
+                    markers: std::array::from_fn(|_| UnsafeCell::new(0)),
+                }),
+                lock: Mutex::new(Budget { cached: 0 }),
+                changed: Condvar::new(),
+            }
+        }
+
+        /// Drops a claimed (`Evicting`) layer's pages, then marks it `Absent`.
+        /// Called without the lock, like the reclaim thread.
+        fn reclaim(&self, layer: usize) {
+            self.pages[layer].content.with_mut(|p| unsafe { *p = 0 });
+            for marker in &self.pages[layer].markers {
+                marker.with_mut(|p| unsafe { *p = 0 });
+            }
+            let _budget = self.lock.lock().unwrap();
+            assert!(self.slots[layer].set_absent().is_none());
+            self.changed.notify_all();
+        }
+
+        /// get(layer): a pin, by the lock-free path if it can.
+        fn pin(&self, layer: usize) {
+            let slot = &self.slots[layer];
+            if slot.try_pin_cached().is_some() {
+                return;
+            }
+            let mut budget = self.lock.lock().unwrap();
+            loop {
+                match slot.load().state() {
+                    SlotState::Cached | SlotState::Transient => {
+                        slot.pin_locked().expect("pin under the lock");
+                        return;
+                    }
+                    SlotState::Loading | SlotState::Evicting => {
+                        budget = self.changed.wait(budget).unwrap();
+                    }
+                    SlotState::Absent => break,
+                }
+            }
+            // Miss: make room by claiming an unpinned cached layer, or bypass.
+            let mut victim = None;
+            let mut to = SlotState::Cached;
+            if budget.cached >= BUDGET {
+                victim = (0..LAYERS).find(|&other| other != layer && self.slots[other].claim(SlotState::Cached));
+                match victim {
+                    Some(_) => budget.cached -= 1,
+                    None => to = SlotState::Transient,
+                }
+            }
+            if to == SlotState::Cached {
+                budget.cached += 1;
+            }
+            assert!(budget.cached <= BUDGET, "charged above the budget");
+            assert!(slot.start_loading());
+            drop(budget);
+            if let Some(victim) = victim {
+                self.reclaim(victim);
+            }
+            self.pages[layer].content.with_mut(|p| unsafe { *p = value_of(layer) });
+            let _budget = self.lock.lock().unwrap();
+            slot.publish(to, 1, None, false);
+            self.changed.notify_all();
+        }
+
+        /// Uses a pinned layer: checks its bytes, writes and re-reads a marker.
+        fn use_pinned(&self, layer: usize, thread: usize) {
+            let pages = &self.pages[layer];
+            assert_eq!(pages.content.with(|p| unsafe { *p }), value_of(layer));
+            pages.markers[thread].with_mut(|p| unsafe { *p = 1 + thread as u64 });
+            assert_eq!(
+                pages.markers[thread].with(|p| unsafe { *p }),
+                1 + thread as u64,
+                "a pinned layer's pages were dropped"
+            );
+            pages.markers[thread].with_mut(|p| unsafe { *p = 0 });
+        }
+
+        fn unpin(&self, layer: usize) {
+            let slot = &self.slots[layer];
+            if slot.unpin() {
+                let budget = self.lock.lock().unwrap();
+                let claimed = slot.claim(SlotState::Transient);
+                drop(budget);
+                if claimed {
+                    self.reclaim(layer);
+                }
+            }
+        }
+
+        /// release(layer): out of the cache now; memory dropped now if unpinned,
+        /// else when the last pin goes.
+        fn release(&self, layer: usize) {
+            let slot = &self.slots[layer];
+            let mut budget = self.lock.lock().unwrap();
+            if slot.load().state() != SlotState::Cached {
+                return;
+            }
+            budget.cached -= 1;
+            if slot.claim(SlotState::Cached) {
+                drop(budget);
+                self.reclaim(layer);
+            } else {
+                assert!(slot.retag(SlotState::Cached, SlotState::Transient));
+                let claimed = slot.claim(SlotState::Transient);
+                drop(budget);
+                if claimed {
+                    self.reclaim(layer);
+                }
+            }
+        }
+
+        fn get_use_drop(&self, layer: usize, thread: usize) {
+            self.pin(layer);
+            self.use_pinned(layer, thread);
+            self.unpin(layer);
+        }
+
+        fn check_quiescent(&self) {
+            for slot in &self.slots {
+                assert_eq!(slot.load().pins(), 0, "a pin was lost");
+                assert!(matches!(
+                    slot.load().state(),
+                    SlotState::Absent | SlotState::Cached
+                ));
+            }
+            assert!(self.lock.lock().unwrap().cached <= BUDGET);
+        }
+    }
+
+    fn model(threads: Vec<Box<dyn Fn(&Store) + Send + Sync>>) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        let threads = std::sync::Arc::new(threads);
+        builder.check(move || {
+            let store = Arc::new(Store::new());
+            let handles: Vec<_> = (0..threads.len())
+                .map(|t| {
+                    let store = Arc::clone(&store);
+                    let threads = std::sync::Arc::clone(&threads);
+                    loom::thread::spawn(move || threads[t](&store))
+                })
+                .collect();
+            for handle in handles {
+                handle.join().unwrap();
+            }
+            store.check_quiescent();
+        });
+    }
+
+    #[test]
+    fn loom_two_getters_of_one_layer_share_its_pages() {
+        model(vec![
+            Box::new(|s: &Store| s.get_use_drop(0, 0)),
+            Box::new(|s: &Store| s.get_use_drop(0, 1)),
+        ]);
+    }
+
+    #[test]
+    fn loom_eviction_never_drops_a_pinned_layer() {
+        // Thread 0 uses layer 0 twice (a hit the second time); thread 1's miss of
+        // layer 1 needs layer 0's place in the one-layer budget.
+        model(vec![
+            Box::new(|s: &Store| {
+                s.get_use_drop(0, 0);
+                s.get_use_drop(0, 0);
+            }),
+            Box::new(|s: &Store| s.get_use_drop(1, 1)),
+        ]);
+    }
+
+    #[test]
+    fn loom_release_while_pinned_and_reload_after_reclaim() {
+        model(vec![
+            Box::new(|s: &Store| {
+                s.pin(0);
+                s.use_pinned(0, 0);
+                s.use_pinned(0, 0);
+                s.unpin(0);
+            }),
+            Box::new(|s: &Store| {
+                s.release(0);
+                s.get_use_drop(0, 1);
+            }),
+        ]);
+    }
+
+    #[test]
+    fn loom_three_threads_contend_for_a_one_layer_budget() {
+        model(vec![
+            Box::new(|s: &Store| s.get_use_drop(0, 0)),
+            Box::new(|s: &Store| s.get_use_drop(1, 1)),
+            Box::new(|s: &Store| {
+                s.release(0);
+                s.get_use_drop(0, 2);
+            }),
+        ]);
+    }
+}
