@@ -1,15 +1,21 @@
-//! Hot-get latency through the C API (`tinyaiGetLayerWeights` on a resident layer),
-//! 1 and 2 threads. Run by `cargo xtask bench ffi`.
+//! Hot get of resident layers through the C API (`tinyaiGetLayerWeights`), 1
+//! and 2 threads, beside the floors measured in the same run (the harness is
+//! shared with `tinyai-store`'s `hot_get` example; see its
+//! `common/hot_get_bench.rs` for the setup). Run by `cargo xtask bench ffi`.
 //!
 //! Usage: bench_ffi [--quick] [--out FILE]
 #![allow(clippy::unwrap_used)]
 
-use std::ffi::CString;
-use std::time::Instant;
+#[path = "../../tinyai-store/examples/common/hot_get_bench.rs"]
+mod hot_get_bench;
 
+use std::ffi::{CString, c_int};
+use std::hint::black_box;
+
+use hot_get_bench::{BUDGET_BYTES, FLOOR_SUBJECTS, Floors, Harness, LAYERS, write_fixture};
 use tinyai::{
     tinyaiCloseMappedModel, tinyaiCreateDefaultMmapConfig, tinyaiGetLayerWeights,
-    tinyaiOpenMappedModel,
+    tinyaiGetMappedModelMemoryUsage, tinyaiOpenMappedModel,
 };
 
 struct Model(*mut tinyai::TinyAIMappedModel);
@@ -18,60 +24,42 @@ unsafe impl Send for Model {}
 // SAFETY: as above.
 unsafe impl Sync for Model {}
 
+impl Model {
+    /// `tinyaiGetLayerWeights`; a method, so that closures capture the whole
+    /// (`Sync`) model rather than its raw pointer field.
+    fn get_layer_weights(&self, index: u32) -> *mut std::ffi::c_void {
+        // SAFETY: the model is open until `main` closes it after every thread
+        // has been joined; `index` is below `LAYERS`.
+        unsafe { tinyaiGetLayerWeights(self.0, index as c_int) }
+    }
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let out = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .unwrap_or_else(|| "target/bench/ffi.json".to_owned());
+    let harness = Harness::from_args("target/bench/ffi.json");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hot.tmai");
-    tinyai_format::fixtures::write_fixture_file(
-        &tinyai_format::fixtures::FixtureSpec::uniform(1, 4096, &[1 << 20; 4], 1),
-        &path,
-    )
-    .unwrap();
+    let path = write_fixture(dir.path());
     let c_path = CString::new(path.to_str().unwrap()).unwrap();
-    let config = tinyaiCreateDefaultMmapConfig();
+    let mut config = tinyaiCreateDefaultMmapConfig();
+    config.maxCacheSize = usize::try_from(BUDGET_BYTES).unwrap();
     // SAFETY: valid NUL-terminated path and config pointer.
     let model = Model(unsafe { tinyaiOpenMappedModel(c_path.as_ptr(), &config) });
     assert!(!model.0.is_null());
-    let iterations: u64 = if quick { 100_000 } else { 1_000_000 };
-    let mut rows = Vec::new();
-    for threads in [1usize, 2] {
-        eprintln!("[bench ffi] hot get through the C API, {threads} thread(s)");
-        let mut samples = Vec::new();
-        for _ in 0..5 {
-            let start = Instant::now();
-            std::thread::scope(|scope| {
-                for _ in 0..threads {
-                    let model = &model;
-                    scope.spawn(move || {
-                        for _ in 0..iterations {
-                            // SAFETY: the model is open for the whole scope.
-                            let weights = unsafe { tinyaiGetLayerWeights(model.0, 0) };
-                            std::hint::black_box(weights);
-                        }
-                    });
-                }
-            });
-            samples.push(start.elapsed().as_nanos() as f64 / iterations as f64);
+    for _ in 0..2 {
+        for index in 0..LAYERS {
+            assert!(!model.get_layer_weights(index).is_null());
         }
-        samples.sort_by(|a, b| a.total_cmp(b));
-        rows.push(format!(
-            "{{\"threads\": {threads}, \"ns_per_get\": {:.1}}}",
-            samples[samples.len() / 2]
-        ));
     }
-    // SAFETY: opened above, closed once.
+    // SAFETY: the model is open.
+    let resident_bytes = unsafe { tinyaiGetMappedModelMemoryUsage(model.0) } as u64;
+    let floors = Floors::new();
+    let subjects: Vec<&'static str> = std::iter::once("c_api_get").chain(FLOOR_SUBJECTS).collect();
+    let rows = harness.run("ffi", &subjects, |subject, threads| match subject {
+        "c_api_get" => harness.time(threads, |index| {
+            black_box(model.get_layer_weights(index));
+        }),
+        floor => floors.time(&harness, floor, threads),
+    });
+    // SAFETY: opened above, closed once, after every thread has been joined.
     unsafe { tinyaiCloseMappedModel(model.0) };
-    let document = format!("{{\n  \"hot_get\": [{}]\n}}\n", rows.join(", "));
-    if let Some(parent) = std::path::Path::new(&out).parent() {
-        std::fs::create_dir_all(parent).unwrap();
-    }
-    std::fs::write(&out, &document).unwrap();
-    print!("{document}");
+    harness.write_json(&rows, resident_bytes);
 }

@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinyai_cache::{AccessKind, Decision, Engine, EngineConfig, LayerId, PolicyKind};
@@ -253,25 +252,6 @@ fn steady(values: &[f64]) -> f64 {
 
 fn steady_u64(values: &[u64]) -> f64 {
     steady(&values.iter().map(|&v| v as f64).collect::<Vec<_>>())
-}
-
-fn hot_get_ns(path: &Path, threads: usize) -> f64 {
-    let model = Arc::new(MappedModel::open(path, StoreConfig::default()).unwrap());
-    drop(model.get(0).unwrap());
-    let iterations = 200_000u64;
-    let start = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let model = Arc::clone(&model);
-            scope.spawn(move || {
-                for _ in 0..iterations {
-                    let guard = model.get(0).unwrap();
-                    std::hint::black_box(guard.as_ptr());
-                }
-            });
-        }
-    });
-    start.elapsed().as_nanos() as f64 / iterations as f64
 }
 
 /// The cgroup (v1 memory or v2) directory we may create children in, if any.
@@ -627,20 +607,7 @@ fn main() {
         budget_rows.join(", ")
     ));
 
-    // 3. Hot get latency.
-    let tiny = ensure_fixture(&data, "hot", 16 * MIB);
-    let mut hot = Vec::new();
-    for threads in [1, 2] {
-        progress(&format!("hot get, {threads} thread(s)"));
-        let mut samples: Vec<f64> = (0..3).map(|_| hot_get_ns(&tiny, threads)).collect();
-        hot.push(format!(
-            "{{\"threads\": {threads}, \"ns_per_get\": {}}}",
-            json_number(median(&mut samples))
-        ));
-    }
-    json.push(format!("\"hot_get\": [{}]", hot.join(", ")));
-
-    // 4. Memory: peak RSS while streaming a model 4x the budget.
+    // 3. Memory: peak RSS while streaming a model 4x the budget.
     let memory_budget = budget / 2;
     progress("peak RSS while streaming a model 4x the budget");
     let (_, _, rss) = stream_store(
@@ -660,7 +627,7 @@ fn main() {
         2 * budget
     ));
 
-    // 5. Constrained memory: a cgroup whose limit is smaller than the model.
+    // 4. Constrained memory: a cgroup whose limit is smaller than the model.
     let (cg_model, cg_limit, cg_budget) = if quick {
         (256 * MIB, 160 * MIB, 64 * MIB)
     } else {
