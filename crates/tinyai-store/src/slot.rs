@@ -512,7 +512,8 @@ mod loom_tests {
             let mut victim = None;
             let mut to = SlotState::Cached;
             if budget.cached >= BUDGET {
-                victim = (0..LAYERS).find(|&other| other != layer && self.slots[other].claim(SlotState::Cached));
+                victim = (0..LAYERS)
+                    .find(|&other| other != layer && self.slots[other].claim(SlotState::Cached));
                 match victim {
                     Some(_) => budget.cached -= 1,
                     None => to = SlotState::Transient,
@@ -527,7 +528,9 @@ mod loom_tests {
             if let Some(victim) = victim {
                 self.reclaim(victim);
             }
-            self.pages[layer].content.with_mut(|p| unsafe { *p = value_of(layer) });
+            self.pages[layer]
+                .content
+                .with_mut(|p| unsafe { *p = value_of(layer) });
             let _budget = self.lock.lock().unwrap();
             slot.publish(to, 1, None, false);
             self.changed.notify_all();

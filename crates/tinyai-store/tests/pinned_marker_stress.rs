@@ -158,6 +158,9 @@ fn markers_written_into_pinned_layers_survive_concurrent_eviction() {
         }
     });
     let stats = model.stats();
-    assert!(stats.evictions > 1000, "too little eviction to test anything: {stats:?}");
+    assert!(
+        stats.evictions > 1000,
+        "too little eviction to test anything: {stats:?}"
+    );
     assert!(model.cached_bytes() <= budget);
 }
