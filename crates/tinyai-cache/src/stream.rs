@@ -11,7 +11,9 @@
 //!
 //! Each demand access of a stream goes through [`PatternDetector::on_access`],
 //! which compares it with the stream's previous access `last`. With a
-//! declared [`AccessOrder`] the *expected* access is `order.successor(last)`;
+//! declared [`AccessOrder`] the *expected* access is one of the `lookahead`
+//! layers after `last` in the order (usually `order.successor(last)`; a stream
+//! may skip a few layers, whose read-aheads then go stale in the window);
 //! without one it is `(last + 1) % layer_count` (a sequential scan).
 //!
 //! | access `id` | run | result |
@@ -27,7 +29,8 @@
 //!
 //! | declared order | candidates |
 //! | --- | --- |
-//! | some, `id` in it | [`AccessOrder::next_after`]`(id, lookahead)` |
+//! | some, `id` in it, and the access continued the stream (first access, repeat, or the expected one) | [`AccessOrder::next_after`]`(id, lookahead)` |
+//! | some, the access left the order (it broke, or the run was already broken) | none: a stream that accesses at random under a declared order reads nothing ahead until it follows the order again |
 //! | some, `id` not in it | none |
 //! | none, `run >= 2` | `(id + 1 ..= id + lookahead) % layer_count`, stopping before `id` |
 //! | none, `run < 2` | none |
@@ -338,6 +341,11 @@ pub struct Observation {
     /// never the accessed layer itself. Includes layers already resident:
     /// the store filters those.
     pub lookahead: Lookahead,
+    /// Under a declared order, the layers this access skipped (between the
+    /// previous access and this one, in order): their read-aheads will not be
+    /// used in this pass, so the store drops them from the window now rather
+    /// than waiting for them to go stale.
+    pub skipped: Lookahead,
 }
 
 /// Where a detector is in declaring the automatic cyclic order.
@@ -401,10 +409,16 @@ impl PatternDetector {
         };
         let previous = self.last.replace(id);
         let expected = match declared {
-            Some(order) => previous.is_some_and(|last| order.successor(last) == Some(id)),
+            Some(order) => previous.is_some_and(|last| self.follows(order, last, id)),
             None => previous.is_some_and(|last| self.is_sequential(last, id)),
         };
         let mut observation = Observation::default();
+        if let (true, Some(order), Some(last)) = (expected, declared, previous) {
+            observation.skipped = order
+                .next_after(last, self.lookahead)
+                .take_while(|&next| next != id)
+                .collect();
+        }
         if expected {
             self.run = self.run.saturating_add(1);
             let threshold = self.layer_count.min(DECLARE_AFTER);
@@ -424,7 +438,13 @@ impl PatternDetector {
             self.run = 0;
         }
         observation.lookahead = match declared {
-            Some(order) => order.next_after(id, self.lookahead).collect(),
+            // Follow a declared order from a stream's first access and while it
+            // keeps to the order; a stream that jumps elsewhere (random access
+            // under a declared order) proposes nothing until it follows again.
+            Some(order) if expected || previous.is_none() || previous == Some(id) => {
+                order.next_after(id, self.lookahead).collect()
+            }
+            Some(_) => Lookahead::new(),
             None if self.run >= 2 && u64::from(id.0) < self.layer_count => {
                 let count = self.layer_count;
                 let start = u64::from(id.0);
@@ -437,6 +457,18 @@ impl PatternDetector {
         };
         self.lookahead_pending = !observation.lookahead.is_empty();
         observation
+    }
+
+    /// Under a declared order: `id` comes after `last` by at most `lookahead`
+    /// positions (a stream may skip a few layers of the order and still follow
+    /// it; what it skipped was read ahead and goes stale in the window).
+    fn follows(&self, order: &AccessOrder, last: LayerId, id: LayerId) -> bool {
+        let (Some(from), Some(to)) = (order.position(last), order.position(id)) else {
+            return false;
+        };
+        let length = order.as_slice().len();
+        let distance = (to + length - from) % length;
+        distance >= 1 && distance <= self.lookahead.max(1)
     }
 
     /// `id == (last + 1) % layer_count`, for ids of the model.

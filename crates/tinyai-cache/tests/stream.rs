@@ -339,16 +339,27 @@ fn declared_order_breaks_when_the_stream_leaves_it() {
     assert_eq!(observations[0].lookahead.as_slice(), ids(&[2, 0]));
     assert_eq!(observations[4].lookahead.as_slice(), ids(&[1, 4]));
     assert_eq!(detector.run(), 3);
-    // Leaving the order breaks, and the new position proposes its successors.
+    // Leaving the order (back three positions) breaks and proposes nothing.
     let left = detector.on_access(LayerId(2), Some(&order));
     assert!(left.broke);
-    assert_eq!(left.lookahead.as_slice(), ids(&[0, 3]));
+    assert!(left.lookahead.is_empty());
     assert_eq!(detector.epoch(), 1);
-    // Even right after a break: the previous access proposed lookahead that
-    // this one does not follow.
-    assert!(detector.on_access(LayerId(1), Some(&order)).broke);
-    assert_eq!(detector.epoch(), 2);
-    assert_eq!(detector.clock(), 7);
+    // Another jump: nothing was proposed since, so nothing breaks or is proposed.
+    let jumped = detector.on_access(LayerId(1), Some(&order));
+    assert!(!jumped.broke && jumped.lookahead.is_empty());
+    assert_eq!(detector.epoch(), 1);
+    // Following the order again (1 → 4) proposes its successors.
+    let back = detector.on_access(LayerId(4), Some(&order));
+    assert!(!back.broke);
+    assert_eq!(back.lookahead.as_slice(), ids(&[2, 0]));
+    // Skipping ahead by at most `lookahead` positions (4 → 0) still follows it,
+    // and says what it skipped.
+    assert!(back.skipped.is_empty());
+    let skipped = detector.on_access(LayerId(0), Some(&order));
+    assert!(!skipped.broke);
+    assert_eq!(skipped.lookahead.as_slice(), ids(&[3, 1]));
+    assert_eq!(skipped.skipped.as_slice(), ids(&[2]));
+    assert_eq!(detector.clock(), 9);
 }
 
 #[test]
@@ -360,7 +371,12 @@ fn a_layer_outside_the_declared_order_proposes_nothing() {
     assert!(observations[1].lookahead.is_empty());
     assert!(!observations[2].broke, "nothing was proposed since");
     assert!(!observations[3].broke);
-    assert_eq!(observations[3].lookahead.as_slice(), ids(&[2, 0]));
+    assert!(
+        observations[3].lookahead.is_empty(),
+        "re-entering the order by a jump proposes nothing yet"
+    );
+    let following = detector.on_access(LayerId(2), Some(&order));
+    assert_eq!(following.lookahead.as_slice(), ids(&[0, 1]));
 }
 
 #[test]

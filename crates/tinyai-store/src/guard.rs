@@ -31,6 +31,9 @@ element!(f32 => F32, f64 => F64, i8 => I8, i16 => I16, i32 => I32, i64 => I64, u
 pub struct LayerGuard<'m> {
     shared: Holder<'m>,
     index: u64,
+    /// The pin stripe the pin was taken on (the drop unpins there, whichever
+    /// thread it runs on).
+    stripe: usize,
     bytes: NonNull<u8>,
     len: usize,
 }
@@ -69,11 +72,11 @@ pub struct TensorView<'g> {
 
 impl<'m> LayerGuard<'m> {
     /// Wraps a pin the caller already holds on layer `index`.
-    pub(crate) fn borrowed(shared: &'m Shared, index: u64) -> LayerGuard<'m> {
-        LayerGuard::with(Holder::Borrowed(shared), index)
+    pub(crate) fn borrowed(shared: &'m Shared, index: u64, stripe: usize) -> LayerGuard<'m> {
+        LayerGuard::with(Holder::Borrowed(shared), index, stripe)
     }
 
-    fn with(shared: Holder<'m>, index: u64) -> LayerGuard<'m> {
+    fn with(shared: Holder<'m>, index: u64, stripe: usize) -> LayerGuard<'m> {
         let store: &Shared = match &shared {
             Holder::Borrowed(shared) => shared,
             Holder::Counted(shared) => shared,
@@ -84,6 +87,7 @@ impl<'m> LayerGuard<'m> {
             len,
             shared,
             index,
+            stripe,
         }
     }
 
@@ -97,8 +101,8 @@ impl<'m> LayerGuard<'m> {
 
 impl LayerGuard<'static> {
     /// Wraps a pin the caller already holds, keeping `shared` alive.
-    pub(crate) fn counted(shared: Arc<Shared>, index: u64) -> LayerGuard<'static> {
-        LayerGuard::with(Holder::Counted(shared), index)
+    pub(crate) fn counted(shared: Arc<Shared>, index: u64, stripe: usize) -> LayerGuard<'static> {
+        LayerGuard::with(Holder::Counted(shared), index, stripe)
     }
 }
 
@@ -206,6 +210,6 @@ impl AsRef<[u8]> for LayerGuard<'_> {
 impl Drop for LayerGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.shared().unpin(self.index);
+        self.shared().unpin(self.index, self.stripe);
     }
 }

@@ -64,7 +64,7 @@ impl Shared {
         evictions: &mut Evictions,
     ) -> Result<Prefetch, StoreError> {
         let id = LayerId(index as u32);
-        let slot = &self.slots[index as usize];
+        let slot = self.slots.at(index as usize);
         if slot.load().state() != SlotState::Absent {
             return Ok(Prefetch::Present);
         }
@@ -134,12 +134,9 @@ impl Shared {
     ) {
         for &id in layers {
             let index = u64::from(id.0);
-            let slot = &self.slots[index as usize];
+            let slot = self.slots.at(index as usize);
             if slot.claim(SlotState::Transient) {
                 state.transient_charge -= self.charge(state, index);
-                self.counters
-                    .prefetch_wasted
-                    .fetch_add(1, Ordering::Relaxed);
                 self.take_eviction(state, index, evictions);
             } else if slot.load().state() == SlotState::Loading
                 && !std::mem::replace(&mut state.meta[index as usize].orphaned, true)
@@ -156,7 +153,7 @@ impl Shared {
             origin,
         } = task;
         let id = LayerId(index as u32);
-        let slot = &self.slots[index as usize];
+        let slot = self.slots.at(index as usize);
         let (stale, next) = {
             let mut state = self.lock();
             state.queued_reads.retain(|&queued| queued != index);
@@ -193,13 +190,13 @@ impl Shared {
                 Some(Ok(buffer)) => {
                     state.meta[index as usize].verified |= verify;
                     if transient {
-                        slot.publish(SlotState::Transient, 0, buffer, unused);
+                        let _ = slot.publish(SlotState::Transient, None, buffer, unused);
                         // The window let it go while it loaded, and nobody waits for it.
                         if unused && !state.window.contains(id) {
                             self.drop_window_layers(&mut state, &[id], &mut evictions);
                         }
                     } else {
-                        slot.publish(SlotState::Cached, 0, buffer, unused);
+                        let _ = slot.publish(SlotState::Cached, None, buffer, unused);
                         self.maybe_lock_memory(&mut state, index);
                     }
                     tracing::trace!(layer = index, "prefetch completed");
@@ -221,7 +218,7 @@ impl Shared {
                         state.window.remove(id);
                         state.transient_charge -= self.charge(&state, index);
                     } else {
-                        let _ = state.engine.remove(id);
+                        self.engine_remove(&mut state, id);
                     }
                 }
             }
@@ -234,19 +231,36 @@ impl Shared {
     /// Automatic prefetch after a demand access of `index` by this thread's stream.
     /// Takes no lock unless the stream's pattern changed or a layer to read
     /// ahead is absent.
+    #[inline]
     pub(crate) fn lookahead(&self, index: u64) {
-        if self.pool.is_none() || self.config.lookahead == 0 {
+        if self.pool.is_none()
+            || self.config.lookahead == 0
+            || self.all_resident.load(Ordering::Relaxed)
+        {
             return;
         }
+        self.lookahead_slow(index);
+    }
+
+    fn lookahead_slow(&self, index: u64) {
         let seen = streams::observe(self, index);
         let observation = &seen.observation;
-        let wanted = observation.lookahead.iter().any(|&id| {
+        let in_state = |id: &LayerId, wanted: SlotState| {
             self.slots
                 .get(id.index())
-                .is_some_and(|slot| slot.load().state() == SlotState::Absent)
-        });
+                .is_some_and(|slot| slot.load().state() == wanted)
+        };
+        let wanted = observation
+            .lookahead
+            .iter()
+            .any(|id| in_state(id, SlotState::Absent));
+        let skipped_read_ahead = observation
+            .skipped
+            .iter()
+            .any(|id| in_state(id, SlotState::Transient) || in_state(id, SlotState::Loading));
         if !(wanted
-            || observation.broke
+            || skipped_read_ahead
+            || seen.stale_reads
             || observation.declare_cyclic
             || observation.undeclare_cyclic)
         {
@@ -258,10 +272,30 @@ impl Shared {
             let mut state = self.lock();
             self.drain_hits(&mut state);
             state.window.observe(seen.stream, seen.clock);
-            if observation.broke {
-                state.stream_epochs.insert(seen.stream, seen.epoch);
+            // Prefetches carry the epoch they were issued in; a newer epoch makes
+            // them stale (`run_prefetch` cancels them before reading).
+            state.stream_epochs.insert(seen.stream, seen.epoch);
+            if seen.stale_reads {
                 let unused = state.window.drop_unused(seen.stream);
                 self.drop_window_layers(&mut state, &unused, &mut evictions);
+            }
+            if skipped_read_ahead {
+                // Read ahead for this stream, then skipped by it: not used this pass.
+                let skipped: Vec<LayerId> = observation
+                    .skipped
+                    .iter()
+                    .copied()
+                    .filter(|&id| {
+                        state
+                            .window
+                            .entries()
+                            .any(|entry| entry.id == id && entry.owner == seen.stream)
+                    })
+                    .collect();
+                for &id in &skipped {
+                    state.window.remove(id);
+                }
+                self.drop_window_layers(&mut state, &skipped, &mut evictions);
             }
             if observation.declare_cyclic {
                 state.cyclic_streams += 1;
@@ -293,6 +327,9 @@ impl Shared {
             }
         }
         self.finish_evictions(evictions);
+        if !tasks.is_empty() {
+            streams::mark_issued(self);
+        }
         for task in tasks {
             self.spawn_prefetch(task);
         }

@@ -19,7 +19,7 @@ use crate::hits::ReadBuffers;
 use crate::lookahead::{Prefetch, window_budget};
 use crate::reclaim::Evictions;
 use crate::shared::{LayerMeta, Shared, State, unix_ms};
-use crate::slot::SlotState;
+use crate::slot::{SlotState, Slots};
 use crate::source::{Source, page_size};
 use crate::stats::{Counters, Stats};
 use crate::streams;
@@ -107,6 +107,8 @@ impl MappedModel {
             .collect();
         let window = window_budget(&config, &charges);
         engine_config.budget_bytes = config.max_cache_size - window;
+        let total_charge = charges.iter().copied().fold(0u64, u64::saturating_add);
+        let record_hits = total_charge > engine_config.budget_bytes;
         let engine = Engine::new(engine_config, &sizes)?;
         let start_threads = |count: usize, name: &'static str| {
             rayon::ThreadPoolBuilder::new()
@@ -127,7 +129,7 @@ impl MappedModel {
         };
         let mut meta = Vec::with_capacity(layer_count);
         meta.resize_with(layer_count, LayerMeta::default);
-        let slots = (0..layer_count).map(|_| Default::default()).collect();
+        let slots = Slots::new(layer_count, crate::hits::STRIPES);
         tracing::info!(
             layers = layer_count,
             file_bytes = source.length(),
@@ -169,6 +171,8 @@ impl MappedModel {
             closed: AtomicBool::new(false),
             mlock_warned: AtomicBool::new(false),
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            record_hits,
+            all_resident: AtomicBool::new(layer_count == 0),
             order_version: AtomicU64::new(0),
             this: this.clone(),
         });
@@ -204,7 +208,7 @@ impl MappedModel {
             .format()
             .layer(index)
             .map_err(|source| self.shared.format_error(source))?;
-        let slot = &self.shared.slots[index as usize];
+        let slot = self.shared.slots.at(index as usize);
         let (priority, charge) = {
             let state = self.shared.lock();
             (state.engine.priority(id)?, state.engine.charge(id)?)
@@ -235,8 +239,8 @@ impl MappedModel {
     /// slot, plus bookkeeping the cache engine reads later (see `docs/architecture.md`).
     #[inline]
     pub fn get(&self, index: u64) -> Result<LayerGuard<'_>, StoreError> {
-        self.shared.pin(index)?;
-        let guard = LayerGuard::borrowed(&self.shared, index);
+        let stripe = self.shared.pin(index)?;
+        let guard = LayerGuard::borrowed(&self.shared, index, stripe);
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }
@@ -248,8 +252,8 @@ impl MappedModel {
     /// in a structure next to the model (the C library does). Costs one more
     /// atomic increment per call.
     pub fn get_detached(&self, index: u64) -> Result<LayerGuard<'static>, StoreError> {
-        self.shared.pin(index)?;
-        let guard = LayerGuard::counted(Arc::clone(&self.shared), index);
+        let stripe = self.shared.pin(index)?;
+        let guard = LayerGuard::counted(Arc::clone(&self.shared), index, stripe);
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }
@@ -289,14 +293,14 @@ impl MappedModel {
     /// in memory does nothing.
     pub fn release(&self, index: u64) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
-        let slot = &self.shared.slots[index as usize];
+        let slot = self.shared.slots.at(index as usize);
         let mut evictions = Evictions::default();
         {
             let mut state = self.shared.lock();
             self.shared.drain_hits(&mut state);
             match slot.load().state() {
                 SlotState::Cached => {
-                    state.engine.remove(id)?;
+                    self.shared.engine_remove(&mut state, id);
                     self.shared
                         .counters
                         .evictions
@@ -304,7 +308,8 @@ impl MappedModel {
                     if slot.claim(SlotState::Cached) {
                         self.shared.take_eviction(&mut state, index, &mut evictions);
                     } else if slot.retag(SlotState::Cached, SlotState::Transient) {
-                        // Pinned: held outside the cache until the last guard goes.
+                        // Pinned: held outside the cache until the last guard goes
+                        // (the unpin that leaves no pin drops it).
                         state.transient_charge += self.shared.charge(&state, index);
                         if slot.claim(SlotState::Transient) {
                             // The last guard went in between.
@@ -431,18 +436,16 @@ impl MappedModel {
                 state.reclaim_pending,
             )
         };
-        let mut stats = self
-            .shared
-            .counters
-            .snapshot(self.shared.hits.total(), cached, transient);
+        let accesses = self.shared.slots.total_accesses();
+        let mut stats = self.shared.counters.snapshot(accesses, cached, transient);
         stats.reclaim_pending_bytes = pending;
         stats
     }
 
     /// Verifies layer `index`'s checksum by reading its bytes (through the cache).
     pub fn verify_layer(&self, index: u64) -> Result<(), StoreError> {
-        self.shared.pin(index)?;
-        let guard = LayerGuard::borrowed(&self.shared, index);
+        let stripe = self.shared.pin(index)?;
+        let guard = LayerGuard::borrowed(&self.shared, index, stripe);
         self.format()
             .verify_layer_bytes(index, &guard)
             .map_err(|source| self.shared.format_error(source))

@@ -44,8 +44,13 @@ impl Shared {
     /// Takes the memory of one claimed (`Evicting`) slot whose charge has
     /// already left the engine or the transient total.
     pub(crate) fn take_eviction(&self, state: &mut State, index: u64, evictions: &mut Evictions) {
-        let slot = &self.slots[index as usize];
+        let slot = self.slots.at(index as usize);
         debug_assert_eq!(slot.load().state(), SlotState::Evicting);
+        if slot.load().prefetched_unused() {
+            self.counters
+                .prefetch_wasted
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let unlock = std::mem::take(&mut state.meta[index as usize].locked);
         match slot.set_absent_if_owned() {
             Some(buffer) => evictions.buffers.push((index, buffer, unlock)),
@@ -108,7 +113,7 @@ impl Shared {
         {
             let mut state = self.lock();
             for &(index, charge, _) in evicted {
-                drop(self.slots[index as usize].set_absent());
+                drop(self.slots.at(index as usize).set_absent());
                 state.reclaim_pending -= charge;
             }
         }
@@ -121,7 +126,7 @@ impl Shared {
             return;
         }
         let (offset, length) = self.span(index);
-        let buffer = self.slots[index as usize].buffer();
+        let buffer = self.slots.at(index as usize).buffer();
         let locked = if buffer.is_null() {
             self.source.lock(offset, length, true)
         } else {

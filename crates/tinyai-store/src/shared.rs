@@ -14,7 +14,7 @@ use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::hits::ReadBuffers;
 use crate::reclaim::Evictions;
-use crate::slot::{Pinned, Slot, SlotState};
+use crate::slot::{Pinned, SlotState, Slots};
 use crate::source::{AlignedBuf, Source};
 use crate::stats::Counters;
 use crate::tables::Tables;
@@ -72,7 +72,7 @@ pub(crate) struct Shared {
     pub(crate) tables: Tables,
     /// (offset, length) of every layer.
     pub(crate) spans: Vec<(u64, u64)>,
-    pub(crate) slots: Box<[Slot<AlignedBuf>]>,
+    pub(crate) slots: Slots<AlignedBuf>,
     pub(crate) config: StoreConfig,
     pub(crate) state: Mutex<State>,
     /// Signalled when a load finishes or an eviction's memory is dropped.
@@ -91,6 +91,13 @@ pub(crate) struct Shared {
     pub(crate) mlock_warned: AtomicBool,
     /// Distinguishes models in per-thread stream tables.
     pub(crate) uid: u64,
+    /// Whether hits must reach the engine at all: false when every layer fits in
+    /// the engine's budget together, so that no eviction can ever happen and
+    /// the policy's history cannot change a decision.
+    pub(crate) record_hits: bool,
+    /// Every layer is resident in the engine (set under the lock after each
+    /// engine change): lookahead has nothing to read, so hits skip it.
+    pub(crate) all_resident: AtomicBool,
     /// Bumped whenever the declared order changes (streams re-read it then).
     pub(crate) order_version: AtomicU64,
     /// This `Shared` itself, for background tasks that must keep it alive.
@@ -106,7 +113,7 @@ pub(crate) fn unix_ms() -> u64 {
 /// The store's side of victim choice: a victim must be a `Cached` slot with no
 /// pins, claimed (→ `Evicting`) before the engine drops it.
 struct SlotClaims<'a> {
-    slots: &'a [Slot<AlignedBuf>],
+    slots: &'a Slots<AlignedBuf>,
 }
 
 impl Claims for SlotClaims<'_> {
@@ -118,7 +125,7 @@ impl Claims for SlotClaims<'_> {
 
     fn release(&mut self, id: LayerId) {
         if let Some(slot) = self.slots.get(id.index()) {
-            slot.unclaim(SlotState::Cached, false);
+            slot.unclaim(SlotState::Cached);
         }
     }
 }
@@ -184,7 +191,21 @@ impl Shared {
     ) -> Result<Decision, StoreError> {
         let now = self.now();
         let mut claims = SlotClaims { slots: &self.slots };
-        Ok(state.engine.request_claiming(id, kind, now, &mut claims)?)
+        let decision = state.engine.request_claiming(id, kind, now, &mut claims);
+        self.note_residency(state);
+        Ok(decision?)
+    }
+
+    /// Removes `id` from the engine (a release, or a load that failed).
+    pub(crate) fn engine_remove(&self, state: &mut State, id: LayerId) {
+        let _ = state.engine.remove(id);
+        self.note_residency(state);
+    }
+
+    /// Refreshes `all_resident` after the engine's resident set changed.
+    fn note_residency(&self, state: &State) {
+        let all = state.engine.resident_count() == self.spans.len();
+        self.all_resident.store(all, Ordering::Relaxed);
     }
 
     /// Feeds buffered hits to the engine. Called with the lock held, before any
@@ -197,30 +218,35 @@ impl Shared {
         });
     }
 
-    /// Pins layer `index`, loading it if needed; returns whether it was a hit.
+    /// Pins layer `index`, loading it if needed; returns the stripe the pin is
+    /// counted on (the guard unpins there).
     ///
-    /// The hit path: one compare-and-swap on the slot, a relaxed access count,
-    /// an append to this thread's read buffer. No lock, no allocation, no
-    /// system call.
+    /// The hit path: one read-modify-write on this thread's pin counter for the
+    /// layer, a read of the layer's state word, and (when the policy needs
+    /// hits) an append to this thread's read buffer. No lock, no allocation,
+    /// no system call.
     #[inline]
-    pub(crate) fn pin(&self, index: u64) -> Result<(), StoreError> {
+    pub(crate) fn pin(&self, index: u64) -> Result<usize, StoreError> {
         let Some(slot) = self.slots.get(index as usize) else {
             return Err(StoreError::LayerOutOfRange {
                 index,
                 count: self.spans.len() as u64,
             });
         };
-        if let Some(pinned) = slot.try_pin_cached() {
-            slot.record_access(self.coarse_ms.load(Ordering::Relaxed));
+        let stripe = crate::hits::my_stripe();
+        if let Some(pinned) = slot.try_pin_cached(stripe) {
+            slot.touch(self.coarse_ms.load(Ordering::Relaxed));
             self.note_prefetch_use(pinned);
-            if self.hits.record(index as u32)
+            if self.record_hits
+                && self.hits.record(index as u32)
                 && let Ok(mut state) = self.state.try_lock()
             {
                 self.drain_hits(&mut state);
             }
-            return Ok(());
+            return Ok(stripe);
         }
-        self.pin_slow(index)
+        self.pin_slow(index, stripe)?;
+        Ok(stripe)
     }
 
     fn note_prefetch_use(&self, pinned: Pinned) {
@@ -231,28 +257,30 @@ impl Shared {
 
     /// Everything but a lock-free hit: hits of transient layers (which the engine
     /// must hear about, and may now admit), waits for loads and evictions, misses.
-    fn pin_slow(&self, index: u64) -> Result<(), StoreError> {
+    fn pin_slow(&self, index: u64, stripe: usize) -> Result<(), StoreError> {
         let id = LayerId(index as u32);
-        let slot = &self.slots[index as usize];
+        let slot = self.slots.at(index as usize);
         let mut state = self.lock();
         self.drain_hits(&mut state);
         loop {
             match slot.load().state() {
                 SlotState::Cached => {
                     // The fast path lost a race or hit the pin limit.
-                    let pinned = slot.pin_locked().ok_or(StoreError::TooManyPins { index })?;
+                    let pinned = slot
+                        .pin_locked(stripe)
+                        .ok_or(StoreError::TooManyPins { index })?;
                     state.engine.record_hit(id, self.now());
-                    self.counters.slow_hits.fetch_add(1, Ordering::Relaxed);
-                    slot.record_access(unix_ms());
+                    slot.touch(unix_ms());
                     self.note_prefetch_use(pinned);
                     return Ok(());
                 }
                 SlotState::Transient => {
                     let mut evictions = Evictions::default();
                     self.transient_hit(&mut state, index, &mut evictions)?;
-                    let pinned = slot.pin_locked().ok_or(StoreError::TooManyPins { index })?;
-                    self.counters.slow_hits.fetch_add(1, Ordering::Relaxed);
-                    slot.record_access(unix_ms());
+                    let pinned = slot
+                        .pin_locked(stripe)
+                        .ok_or(StoreError::TooManyPins { index })?;
+                    slot.touch(unix_ms());
                     self.note_prefetch_use(pinned);
                     drop(state);
                     self.finish_evictions(evictions);
@@ -272,7 +300,7 @@ impl Shared {
             }
         }
         drop(state);
-        self.miss(index)
+        self.miss(index, stripe)
     }
 
     /// A demand access of a `Transient` layer (read ahead into the streaming
@@ -292,11 +320,15 @@ impl Shared {
         match self.decide(state, id, AccessKind::Demand)? {
             Decision::Admit { victims } => {
                 self.evict_victims(state, &victims, evictions);
-                if self.slots[index as usize].retag(SlotState::Transient, SlotState::Cached) {
+                if self
+                    .slots
+                    .at(index as usize)
+                    .retag(SlotState::Transient, SlotState::Cached)
+                {
                     state.transient_charge -= charge;
                     self.maybe_lock_memory(state, index);
                 } else {
-                    state.engine.remove(id)?;
+                    self.engine_remove(state, id);
                 }
             }
             Decision::Hit | Decision::Bypass => {}
@@ -305,14 +337,14 @@ impl Shared {
     }
 
     /// A miss: decide, mark the slot `Loading`, load outside the lock, publish.
-    fn miss(&self, index: u64) -> Result<(), StoreError> {
+    fn miss(&self, index: u64, stripe: usize) -> Result<(), StoreError> {
         let id = LayerId(index as u32);
-        let slot = &self.slots[index as usize];
+        let slot = self.slots.at(index as usize);
         let mut state = self.lock();
         // Someone may have started loading it while the lock was dropped.
         if slot.load().state() != SlotState::Absent {
             drop(state);
-            return self.pin_slow(index);
+            return self.pin_slow(index, stripe);
         }
         self.drain_hits(&mut state);
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +368,8 @@ impl Shared {
         meta.transient_load = transient;
         meta.origin = None;
         let verify = self.config.verify_checksums && !meta.verified;
-        slot.record_access(unix_ms());
+        slot.count_access(stripe);
+        slot.touch(unix_ms());
         drop(state);
         self.finish_evictions(evictions);
 
@@ -350,7 +383,8 @@ impl Shared {
                 } else {
                     SlotState::Cached
                 };
-                slot.publish(to, 1, buffer, false);
+                // The slot was `Absent` before this load: no pin limit to meet.
+                let _ = slot.publish(to, Some(stripe), buffer, false);
                 if !transient {
                     self.maybe_lock_memory(&mut state, index);
                 }
@@ -361,7 +395,7 @@ impl Shared {
                 if transient {
                     state.transient_charge -= self.charge(&state, index);
                 } else {
-                    state.engine.remove(id)?;
+                    self.engine_remove(&mut state, id);
                 }
                 Err(error)
             }
@@ -437,8 +471,7 @@ impl Shared {
 
     /// The bytes of a pinned layer.
     pub(crate) fn pinned_bytes(&self, index: u64) -> (*const u8, usize) {
-        let slot = &self.slots[index as usize];
-        let buffer = slot.buffer();
+        let buffer = self.slots.at(index as usize).buffer();
         if buffer.is_null() {
             let (offset, length) = self.span(index);
             let bytes = self.source.mapped(offset, length).unwrap_or(&[]);
@@ -455,20 +488,21 @@ impl Shared {
 
     /// Called by a guard's drop.
     #[inline]
-    pub(crate) fn unpin(&self, index: u64) {
-        if self.slots[index as usize].unpin() {
+    pub(crate) fn unpin(&self, index: u64, stripe: usize) {
+        if self.slots.at(index as usize).unpin(stripe) {
             self.last_transient_unpin(index);
         }
     }
 
-    /// The last pin of a `Transient` layer went: drop it, unless the streaming
-    /// window holds it (read ahead, not yet used) or it was promoted meanwhile.
+    /// A pin of a `Transient` layer went: drop it if that was the last one,
+    /// unless the streaming window holds it (read ahead, not yet used) or it
+    /// was promoted meanwhile. (The claim sees whether any pin is left.)
     fn last_transient_unpin(&self, index: u64) {
         let mut evictions = Evictions::default();
         {
             let mut state = self.lock();
             if !state.window.contains(LayerId(index as u32))
-                && self.slots[index as usize].claim(SlotState::Transient)
+                && self.slots.at(index as usize).claim(SlotState::Transient)
             {
                 state.transient_charge -= self.charge(&state, index);
                 self.take_eviction(&mut state, index, &mut evictions);

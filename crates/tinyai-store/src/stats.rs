@@ -5,8 +5,6 @@ use std::time::Duration;
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Hits served under the lock (the lock-free ones are counted by the read buffers).
-    pub(crate) slow_hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) bypasses: AtomicU64,
     pub(crate) bytes_read: AtomicU64,
@@ -68,15 +66,11 @@ impl Stats {
 }
 
 impl Counters {
-    pub(crate) fn snapshot(
-        &self,
-        fast_hits: u64,
-        cached_bytes: u64,
-        transient_bytes: u64,
-    ) -> Stats {
+    /// `accesses`: demand accesses counted by the slots (every hit and miss).
+    pub(crate) fn snapshot(&self, accesses: u64, cached_bytes: u64, transient_bytes: u64) -> Stats {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Stats {
-            hits: fast_hits + get(&self.slow_hits),
+            hits: accesses.saturating_sub(get(&self.misses)),
             misses: get(&self.misses),
             bypasses: get(&self.bypasses),
             bytes_read: get(&self.bytes_read),

@@ -27,6 +27,9 @@ struct Stream {
     /// The declared order this detector was last given, and its version.
     order: Option<Arc<AccessOrder>>,
     order_version: u64,
+    /// This stream issued read-aheads since its pattern last broke (a break
+    /// then has something to cancel; otherwise it takes no lock).
+    issued: bool,
 }
 
 impl Drop for Stream {
@@ -51,6 +54,9 @@ pub(crate) struct Seen {
     pub(crate) stream: StreamId,
     pub(crate) clock: u64,
     pub(crate) epoch: u64,
+    /// The pattern broke and the stream had issued read-aheads since the last
+    /// break: they are stale now.
+    pub(crate) stale_reads: bool,
     pub(crate) observation: Observation,
 }
 
@@ -76,6 +82,7 @@ pub(crate) fn observe(shared: &Shared, index: u64) -> Seen {
                     detector: PatternDetector::new(shared.spans.len(), shared.config.lookahead),
                     order: None,
                     order_version: u64::MAX,
+                    issued: false,
                 });
                 streams.len() - 1
             }
@@ -89,10 +96,12 @@ pub(crate) fn observe(shared: &Shared, index: u64) -> Seen {
         let observation = stream
             .detector
             .on_access(LayerId(index as u32), stream.order.as_deref());
+        let stale_reads = observation.broke && std::mem::take(&mut stream.issued);
         Seen {
             stream: stream.id,
             clock: stream.detector.clock(),
             epoch: stream.detector.epoch(),
+            stale_reads,
             observation,
         }
     };
@@ -116,4 +125,15 @@ pub(crate) fn position(shared: &Shared) -> (StreamId, u64) {
         })
     });
     (current(), clock.unwrap_or(0))
+}
+
+/// Notes that the calling thread's stream for `shared` issued read-aheads.
+pub(crate) fn mark_issued(shared: &Shared) {
+    STREAMS.with(|streams| {
+        if let Ok(mut streams) = streams.try_borrow_mut()
+            && let Some(stream) = streams.iter_mut().find(|s| s.uid == shared.uid)
+        {
+            stream.issued = true;
+        }
+    });
 }
