@@ -9,8 +9,8 @@
 mod common;
 
 use common::*;
-use tinyai_cache::sim::{self, SIM_PAGE_SIZE, Trace};
 use tinyai_cache::PolicyKind;
+use tinyai_cache::sim::{self, SIM_PAGE_SIZE, Trace};
 use tinyai_store::{Backend, MappedModel, StoreConfig};
 
 /// Per access: was it a hit?
@@ -91,6 +91,10 @@ fn store_and_simulator_make_the_same_decisions() {
                 some_hits_some_misses |= hits > 0 && hits < expected.len();
             }
         }
-        assert!(some_hits_some_misses, "{}: a trace that tests nothing", trace.name);
+        assert!(
+            some_hits_some_misses,
+            "{}: a trace that tests nothing",
+            trace.name
+        );
     }
 }
