@@ -555,14 +555,14 @@ fn cache_section(
     // Adaptive against the best of the real peers, on every cell and metric,
     // and against itself fed through the store's lossy read buffers.
     let mut worst: Option<(f64, String)> = None;
-    let mut lossy: [Option<(f64, String)>; 2] = [None, None];
+    let mut lossy: [Option<(f64, String)>; 1] = [None];
     for trace in &traces {
         for fraction in [0.1, 0.25, 0.5, 0.75, 0.9] {
             for metric in ["hit_ratio", "byte_hit_ratio"] {
                 let Some(adaptive) = find(trace, "adaptive", fraction) else {
                     continue;
                 };
-                for (slot, feed) in ["adaptive_lossy", "adaptive_lossy_half"].iter().enumerate() {
+                for (slot, feed) in ["adaptive_lossy"].iter().enumerate() {
                     if let Some(row) = find(trace, feed, fraction) {
                         let shift = (num(row, metric) - num(adaptive, metric)).abs();
                         if lossy[slot].as_ref().is_none_or(|(s, _)| shift > *s) {
@@ -590,7 +590,6 @@ fn cache_section(
     }
     for ((shift, place), what) in lossy.into_iter().zip([
         "adaptive fed through the store's lossy read buffers (lock busy 90%), largest move (goal ≤ 0.01)",
-        "same, every other hit lost too (more threads than stripes; no goal)",
     ]).filter_map(|(found, what)| Some((found?, what))) {
         let _ = writeln!(md, "| {what} ({place}) | {shift:.4} | | |");
     }

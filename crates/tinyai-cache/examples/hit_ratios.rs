@@ -12,9 +12,8 @@
 //! ≥ 0.9 × Belady's. A third goal is the store-core issue's: feeding hits to
 //! adaptive through lossy read buffers as the store does, with the lock busy
 //! for 90% of the drain attempts (`adaptive_lossy`), moves neither ratio by
-//! more than 0.01 on any cell. `adaptive_lossy_half` (every other hit lost
-//! too: more threads than stripes) is reported, not a goal. `--check` exits
-//! with status 1 when a goal is missed.
+//! more than 0.01 on any cell. `--check` exits with status 1 when a goal is
+//! missed.
 //! Peers: `moka` (sync cache, W-TinyLFU, weigher = charge) and `quick_cache`
 //! (unsync cache, weighter = charge), fed the same traces and budgets. Both
 //! get a hasher with a fixed seed ([`PeerHasher`], `--peer-seed N`, default
@@ -91,7 +90,7 @@ impl CacheModel for QuickCache {
     }
 }
 
-const POLICIES: [&str; 8] = [
+const POLICIES: [&str; 7] = [
     "lru",
     "tinyai_classic",
     "adaptive",
@@ -99,7 +98,6 @@ const POLICIES: [&str; 8] = [
     "moka",
     "quick_cache",
     "adaptive_lossy",
-    "adaptive_lossy_half",
 ];
 
 /// Entries of one read buffer stripe in the store (`tinyai-store`'s `hits::RING`).
@@ -110,14 +108,11 @@ const RING: usize = 64;
 /// oldest is overwritten when it is full); once half a ring waits, each hit
 /// tries to take the lock and drain, which here fails `busy_percent` % of the
 /// time (another thread holds the lock: a load, a decision); a miss always
-/// drains before its decision. `keep_every` 2 also loses every other append
-/// (more threads than stripes, overwriting each other's appends).
+/// drains before its decision.
 struct LossyAdaptive {
     engine: tinyai_cache::Engine,
     pending: std::collections::VecDeque<u32>,
-    keep_every: u64,
     busy_percent: u64,
-    hits: u64,
     random: sim::SplitMix64,
 }
 
@@ -132,13 +127,10 @@ impl LossyAdaptive {
 impl CacheModel for LossyAdaptive {
     fn access(&mut self, id: LayerId, position: u64) -> bool {
         if self.engine.is_resident(id) {
-            self.hits += 1;
-            if self.hits.is_multiple_of(self.keep_every) {
-                if self.pending.len() == RING {
-                    self.pending.pop_front();
-                }
-                self.pending.push_back(id.0);
+            if self.pending.len() == RING {
+                self.pending.pop_front();
             }
+            self.pending.push_back(id.0);
             if self.pending.len() >= RING / 2 && self.random.below(100) >= self.busy_percent {
                 self.drain(position);
             }
@@ -168,20 +160,14 @@ fn run(
     if let Some(kind) = kind {
         return sim::simulate_policy(trace, kind, fraction).map_err(|e| e.to_string());
     }
-    if let Some((keep_every, busy_percent)) = match policy {
-        "adaptive_lossy" => Some((1, 90)),
-        "adaptive_lossy_half" => Some((2, 90)),
-        _ => None,
-    } {
+    if policy == "adaptive_lossy" {
         let engine = trace
             .engine(PolicyKind::Adaptive, fraction)
             .map_err(|e| e.to_string())?;
         let mut model = LossyAdaptive {
             engine,
             pending: std::collections::VecDeque::with_capacity(RING),
-            keep_every,
-            busy_percent,
-            hits: 0,
+            busy_percent: 90,
             random: sim::SplitMix64::new(fraction.to_bits()),
         };
         return Ok(sim::simulate(trace, &mut model));

@@ -3,22 +3,22 @@
 //! A hit of a resident layer must not take the model lock, but the cache
 //! engine still needs to hear about it (its recency and reuse history). As in
 //! Caffeine and moka, each thread appends the layer id to one of a few striped
-//! ring buffers (plain loads and stores, no read-modify-write, on a cache line
-//! that thread has to itself while there are no more threads than stripes),
-//! and whoever next holds the model lock — a miss, a prefetch, or a hitting
-//! thread whose buffer is half full and that wins a `try_lock` — drains every
-//! buffer into the engine in order.
+//! ring buffers (one atomic add and one store, on a cache line that thread has
+//! to itself while there are no more threads than stripes), and whoever next
+//! holds the model lock — a miss, a prefetch, or a hitting thread whose buffer
+//! is half full and that wins a `try_lock` — drains every buffer into the
+//! engine in order. When the whole model fits the budget no eviction can ever
+//! happen, so hits are not recorded at all.
 //!
 //! **Lossy**: a hit appended while its ring is full (more than [`RING`] hits
-//! on one stripe since the last drain, e.g. while a long load holds the lock)
-//! overwrites an older, undrained one; a slot being written while a drain
-//! passes it is picked up by a later drain or lost; and two threads that share
-//! a stripe (more threads than [`STRIPES`]) may overwrite each other's
-//! appends. A lost hit only makes the engine's history of that layer slightly
-//! older; it never affects correctness (pins, budget, bytes), nor the hit
-//! count in [`crate::Stats`], which the slots count exactly. The
-//! `tinyai-cache` example `hit_ratios` (its `lossy` rows) shows by simulation
-//! that dropping hits this way does not move hit ratios.
+//! on one stripe since the last drain, e.g. while other threads keep the lock
+//! busy) overwrites an older, undrained one, and a slot being written while a
+//! drain passes it is picked up by a later drain or lost. A lost hit only
+//! makes the engine's history of that layer slightly older; it never affects
+//! correctness (pins, budget, bytes), nor the hit count in [`crate::Stats`],
+//! which the slots count exactly. The `tinyai-cache` example `hit_ratios`
+//! (its `adaptive_lossy` rows: the lock busy for 90% of drain attempts) shows
+//! by simulation that this moves no hit ratio by more than 0.002.
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -83,10 +83,11 @@ impl ReadBuffers {
     #[inline]
     pub(crate) fn record(&self, index: u32) -> DrainHint {
         let stripe = &self.stripes[my_stripe()];
-        // Not a read-modify-write: with one thread per stripe this is exact;
-        // threads sharing a stripe may lose appends (see the module docs).
-        let position = stripe.head.load(Ordering::Relaxed);
-        stripe.head.store(position + 1, Ordering::Relaxed);
+        // A read-modify-write even though a stripe usually has one thread: with
+        // more threads than stripes, plain stores would lose appends (by
+        // simulation that moves hit ratios by up to 0.09). This path only runs
+        // when the policy needs hits (the model does not fit the budget).
+        let position = stripe.head.fetch_add(1, Ordering::Relaxed);
         stripe.entries[position as usize % RING].store(index.wrapping_add(1), Ordering::Release);
         let waiting = position + 1 - stripe.tail.load(Ordering::Relaxed).min(position + 1);
         waiting >= (RING / 2) as u64
