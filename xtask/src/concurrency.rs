@@ -1,0 +1,123 @@
+//! `cargo xtask concurrency`: the store's concurrency checks beyond the stress
+//! tests — loom model tests of the slot state machine, and the store's
+//! multi-threaded tests under ThreadSanitizer.
+//!
+//! - **loom** (`RUSTFLAGS="--cfg loom"`, its own target directory so the main
+//!   build is not invalidated): every interleaving of the pin / unpin / claim /
+//!   reclaim / reload protocol in `tinyai-store/src/slot.rs`. Needs nothing
+//!   beyond the stable toolchain; a failure fails the task.
+//! - **tsan** (nightly, `-Zsanitizer=thread -Zbuild-std`, so the standard
+//!   library is instrumented too): the stress and pinned-marker tests. Needs
+//!   the nightly toolchain with `rust-src`; the task adds the component, and
+//!   prints `SKIP: tsan: <reason>` when it cannot be had. A race report fails
+//!   the task.
+
+use std::process::Command;
+
+use crate::TaskError;
+
+pub const USAGE: &str = "\
+usage: cargo xtask concurrency [loom|tsan|all]
+
+Runs the loom model tests of the store's slot state machine (stable
+toolchain) and the store's multi-threaded tests under ThreadSanitizer
+(nightly with rust-src, added if missing; SKIP with the reason otherwise).
+Default: all.
+";
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(command: &mut Command, what: &str) -> Result<(), TaskError> {
+    println!("== {what}");
+    let status = command
+        .status()
+        .map_err(|error| TaskError::Failed(format!("{what}: cannot start: {error}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(TaskError::Failed(format!("{what}: {status}")))
+    }
+}
+
+fn loom() -> Result<(), TaskError> {
+    let mut command = cargo();
+    command
+        .args(["test", "-p", "tinyai-store", "--lib", "--release", "loom"])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", "target/loom");
+    run(&mut command, "loom model tests of the slot state machine")
+}
+
+fn succeeds(command: &mut Command) -> bool {
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn tsan() -> Result<(), TaskError> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        println!(
+            "SKIP: tsan: the nightly toolchain is not installed (rustup toolchain install nightly)"
+        );
+        return Ok(());
+    }
+    if !succeeds(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ])) {
+        println!(
+            "SKIP: tsan: cannot add rust-src to the nightly toolchain (needed for -Zbuild-std)"
+        );
+        return Ok(());
+    }
+    let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let mut command = Command::new("rustup");
+    command
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "test",
+            "-Zbuild-std",
+            "--target",
+            &target,
+            "-p",
+            "tinyai-store",
+            "--test",
+            "stress",
+            "--test",
+            "pinned_marker_stress",
+            "--test",
+            "core_defects",
+        ])
+        .env("RUSTFLAGS", "-Zsanitizer=thread")
+        .env("RUSTDOCFLAGS", "-Zsanitizer=thread")
+        .env("CARGO_TARGET_DIR", "target/tsan")
+        // Instrumented code is ~10x slower: fewer operations, same mix.
+        .env("TINYAI_STRESS_OPS", "100000")
+        .env("TSAN_OPTIONS", "halt_on_error=1 second_deadlock_stack=1");
+    run(&mut command, "store stress tests under ThreadSanitizer")
+}
+
+pub fn run_task(args: &[String]) -> Result<(), TaskError> {
+    match args.first().map(String::as_str) {
+        None | Some("all") => {
+            loom()?;
+            tsan()
+        }
+        Some("loom") => loom(),
+        Some("tsan") => tsan(),
+        Some("--help" | "-h") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(TaskError::Usage(format!("unknown check {other:?}"))),
+    }
+}
