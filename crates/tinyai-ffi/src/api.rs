@@ -297,10 +297,11 @@ pub unsafe extern "C" fn tinyaiGetLayerDescriptor(
 /// - Mapped backend (the default, and always with `tinyaiOpenMappedModel`): the
 ///   pointer stays valid until `tinyaiCloseMappedModel`, even after the layer
 ///   is evicted or released; pages dropped from memory are read again from the
-///   file when touched. To keep a layer that is in use from being dropped, the
-///   model keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) most recently returned
-///   layers pinned until other layers are fetched or the layer is released, so
-///   memory usage may exceed `maxCacheSize` by up to those layers.
+///   file when touched. To keep a layer that is in use from being dropped, each
+///   thread keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) layers it most recently
+///   got pinned until it gets other layers, releases the layer, or exits (so
+///   one thread's gets never unpin a layer another thread is using); memory
+///   usage may exceed `maxCacheSize` by up to those layers.
 /// - Owned backends (`tinyaiOpenMappedModelEx`): the pointer stays valid until
 ///   `tinyaiReleaseLayerWeights` for this layer (by any thread) or close; the
 ///   layer stays pinned in memory until then.
@@ -323,20 +324,7 @@ pub unsafe extern "C" fn tinyaiGetLayerWeights(
         // SAFETY: the caller's precondition.
         let handle = unsafe { handle(FUNCTION, model) }?;
         let index = handle.index(FUNCTION, layerIndex)?;
-        let guard = handle
-            .store()
-            .get_detached(index)
-            .map_err(store_error(FUNCTION))?;
-        // Mapped backend: a pointer into the private copy-on-write mapping, so C
-        // code that writes into its weights works (on private copies). Owned
-        // backends: the library-owned buffer the guard keeps alive.
-        let pointer = handle
-            .store()
-            .mapped_ptr_mut(index)
-            .unwrap_or_else(|| guard.as_ptr().cast_mut())
-            .cast::<c_void>();
-        handle.pin(guard);
-        Ok(pointer)
+        handle.get_weights(index).map_err(store_error(FUNCTION))
     })
 }
 
@@ -645,15 +633,9 @@ pub unsafe extern "C" fn tinyaiGetTensorData(
                     function: FUNCTION,
                     message: "the tensor name is not valid UTF-8".to_owned(),
                 })?;
-        let guard = handle
-            .store()
-            .get_detached(index)
+        let (pointer, size) = handle
+            .get_tensor(index, name)
             .map_err(store_error(FUNCTION))?;
-        let (pointer, size) = {
-            let tensor = guard.tensor(name).map_err(store_error(FUNCTION))?;
-            (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())
-        };
-        handle.pin(guard);
         if !outSize.is_null() {
             // SAFETY: non-NULL and valid for writes (precondition).
             unsafe { outSize.write(size) };

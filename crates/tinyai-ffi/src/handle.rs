@@ -1,24 +1,51 @@
-//! The state behind a `TinyAIMappedModel *`: the store, the guards that keep
-//! returned pointers valid, and the descriptor snapshots.
+//! The state behind a `TinyAIMappedModel *`: the store, the pins that keep
+//! returned pointers usable, and the descriptor snapshots.
+//!
+//! Pins held for C callers:
+//! - mapped backend: each *thread* keeps its `TINYAI_MAPPED_PINNED_LAYERS` most
+//!   recently returned layers pinned, in a thread-local window (no lock, no
+//!   shared write on the hot path; one thread's gets never unpin a layer
+//!   another thread is still using). A thread's pins go back when it fetches
+//!   other layers, releases the layer, or exits.
+//! - owned backends: every returned layer stays pinned (its buffer alive) until
+//!   it is released or the model closed, whichever thread asks.
 
-use std::cell::UnsafeCell;
-use std::collections::{HashMap, VecDeque};
+use std::cell::{RefCell, UnsafeCell};
+use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
 
-use tinyai_store::{CacheState, LayerGuard, MappedModel};
+use tinyai_store::{CacheState, DetachedPin, LayerGuard, MappedModel, StoreError};
 
 use crate::error::FfiError;
 use crate::types::{TINYAI_MAPPED_PINNED_LAYERS, TinyAILayerDescriptor};
 
-/// Guards held on behalf of C callers (see `tinyaiGetLayerWeights`).
-#[derive(Debug, Default)]
-struct Pins {
-    /// Mapped backend: the most recently returned layers, newest last.
-    recent: VecDeque<LayerGuard<'static>>,
-    /// Owned backends: every returned layer until it is released or the model closed.
-    held: HashMap<u64, LayerGuard<'static>>,
+/// One thread's recently returned layers of one model (mapped backend).
+struct ThreadWindow {
+    /// `Handle::uid` of the model.
+    model: u64,
+    /// The store, to give the pins back when the thread exits (if still open).
+    store: Weak<MappedModel>,
+    /// Newest last.
+    recent: Vec<DetachedPin>,
+}
+
+impl Drop for ThreadWindow {
+    fn drop(&mut self) {
+        // A thread exiting (or a window dropped for a closed model): give the
+        // pins back if the model is still open; a closed model needs nothing.
+        if let Some(store) = self.store.upgrade() {
+            for pin in self.recent.drain(..) {
+                let _ = store.unpin_detached(pin);
+            }
+        }
+    }
+}
+
+thread_local! {
+    static WINDOWS: RefCell<Vec<ThreadWindow>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A descriptor snapshot for one (thread, layer) pair. The C caller reads it
@@ -32,20 +59,23 @@ type Snapshots = HashMap<(ThreadId, u64), Box<DescriptorSlot>>;
 /// The model behind the opaque C handle.
 #[derive(Debug)]
 pub struct Handle {
-    store: MappedModel,
+    store: Arc<MappedModel>,
+    /// Distinguishes handles in the threads' pin windows.
+    uid: u64,
     owned_backend: bool,
-    pins: Mutex<Pins>,
+    /// Owned backends: every returned layer until it is released or the model closed.
+    held: Mutex<HashMap<u64, LayerGuard<'static>>>,
     /// Boxed so that a slot never moves while the map grows: the pointers stay
     /// valid until the handle is dropped.
     snapshots: Mutex<Snapshots>,
 }
 
 // SAFETY: `MappedModel` and the guards are `Send + Sync` (the store is designed
-// for concurrent use); the pins are behind a `Mutex`. The only non-thread-safe
-// parts are the descriptor slots (an `UnsafeCell` holding a raw pointer): Rust
-// writes them only while holding the `snapshots` lock and never reads them, and
-// each slot is written only by the thread it belongs to, so no C read of a slot
-// (made by its own thread, between calls) can overlap a write.
+// for concurrent use); the held guards are behind a `Mutex`. The only
+// non-thread-safe parts are the descriptor slots (an `UnsafeCell` holding a raw
+// pointer): Rust writes them only while holding the `snapshots` lock and never
+// reads them, and each slot is written only by the thread it belongs to, so no
+// C read of a slot (made by its own thread, between calls) can overlap a write.
 unsafe impl Sync for Handle {}
 // SAFETY: as above; nothing in `Handle` is tied to the thread that created it
 // (the raw pointers in the descriptor slots point into the mapping or into
@@ -60,12 +90,27 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The closing thread's own window for this model: its pins die with the
+        // model (other threads' windows see a dead store and drop theirs).
+        let uid = self.uid;
+        let _ = WINDOWS.try_with(|windows| {
+            if let Ok(mut windows) = windows.try_borrow_mut() {
+                windows.retain(|window| window.model != uid);
+            }
+        });
+    }
+}
+
 impl Handle {
     pub(crate) fn new(store: MappedModel, owned_backend: bool) -> Handle {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(0);
         Handle {
-            store,
+            store: Arc::new(store),
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             owned_backend,
-            pins: Mutex::new(Pins::default()),
+            held: Mutex::new(HashMap::new()),
             snapshots: Mutex::new(HashMap::new()),
         }
     }
@@ -87,48 +132,117 @@ impl Handle {
         }
     }
 
-    /// Keeps `guard` so that the pointer just handed out stays usable: mapped,
-    /// among the last `TINYAI_MAPPED_PINNED_LAYERS` returned layers; owned, until
-    /// the layer is released.
-    pub(crate) fn pin(&self, guard: LayerGuard<'static>) {
-        let mut dropped = Vec::new();
-        {
-            let mut pins = lock(&self.pins);
-            if self.owned_backend {
-                dropped.extend(pins.held.insert(guard.index(), guard));
-            } else {
-                let index = guard.index();
-                if let Some(at) = pins.recent.iter().position(|g| g.index() == index) {
-                    dropped.extend(pins.recent.remove(at));
-                }
-                pins.recent.push_back(guard);
-                while pins.recent.len() > TINYAI_MAPPED_PINNED_LAYERS as usize {
-                    dropped.extend(pins.recent.pop_front());
-                }
-            }
+    /// `tinyaiGetLayerWeights`: pins layer `index` for the caller and returns a
+    /// pointer to its bytes (see the function's contract for how long).
+    #[inline]
+    pub(crate) fn get_weights(&self, index: u64) -> Result<*mut c_void, StoreError> {
+        if self.owned_backend {
+            let guard = self.store.get_detached(index)?;
+            let pointer = guard.as_ptr().cast_mut().cast::<c_void>();
+            self.hold(guard);
+            return Ok(pointer);
         }
-        // Unpinning takes the store's lock: do it after releasing ours.
-        drop(dropped);
+        let pin = self.store.pin_detached(index)?;
+        // A pointer into the private copy-on-write mapping, so C code that
+        // writes into its weights works (on private copies).
+        let pointer = self
+            .store
+            .mapped_ptr_mut(index)
+            .unwrap_or(std::ptr::NonNull::<u8>::dangling().as_ptr())
+            .cast::<c_void>();
+        self.keep_in_window(pin);
+        Ok(pointer)
     }
 
-    /// Drops the guards held for layer `index`.
-    pub(crate) fn unpin(&self, index: u64) {
-        let mut dropped = Vec::new();
-        {
-            let mut pins = lock(&self.pins);
-            dropped.extend(pins.held.remove(&index));
-            while let Some(at) = pins.recent.iter().position(|g| g.index() == index) {
-                dropped.extend(pins.recent.remove(at));
+    /// Mapped backend: makes `pin` the calling thread's newest pin of this
+    /// model, giving back the same layer's older pin and the oldest beyond the
+    /// window's size.
+    fn keep_in_window(&self, pin: DetachedPin) {
+        let mut pending = Some(pin);
+        let _ = WINDOWS.try_with(|windows| {
+            let Ok(mut windows) = windows.try_borrow_mut() else {
+                return;
+            };
+            let position = match windows.iter().position(|w| w.model == self.uid) {
+                Some(position) => position,
+                None => {
+                    windows.retain(|window| window.store.strong_count() > 0);
+                    windows.push(ThreadWindow {
+                        model: self.uid,
+                        store: Arc::downgrade(&self.store),
+                        recent: Vec::with_capacity(TINYAI_MAPPED_PINNED_LAYERS as usize + 1),
+                    });
+                    windows.len() - 1
+                }
+            };
+            let recent = &mut windows[position].recent;
+            let Some(pin) = pending.take() else {
+                return;
+            };
+            if let Some(at) = recent.iter().position(|held| held.index() == pin.index()) {
+                let _ = self.store.unpin_detached(recent.remove(at));
             }
+            recent.push(pin);
+            if recent.len() > TINYAI_MAPPED_PINNED_LAYERS as usize {
+                let _ = self.store.unpin_detached(recent.remove(0));
+            }
+        });
+        // No thread-local storage (the thread is exiting): do not keep it.
+        if let Some(pin) = pending {
+            let _ = self.store.unpin_detached(pin);
         }
+    }
+
+    /// Owned backends: keeps `guard` until the layer is released.
+    pub(crate) fn hold(&self, guard: LayerGuard<'static>) {
+        let replaced = lock(&self.held).insert(guard.index(), guard);
+        // Unpinning may take the store's lock: do it after releasing ours.
+        drop(replaced);
+    }
+
+    /// `tinyaiGetTensorData`: pins the layer like `get_weights` and returns a
+    /// pointer to the tensor `name` and its size.
+    pub(crate) fn get_tensor(
+        &self,
+        index: u64,
+        name: &str,
+    ) -> Result<(*const c_void, usize), StoreError> {
+        let guard = self.store.get_detached(index)?;
+        let (pointer, size) = {
+            let tensor = guard.tensor(name)?;
+            (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())
+        };
+        if self.owned_backend {
+            self.hold(guard);
+        } else {
+            let pin = self.store.pin_detached(index)?;
+            drop(guard);
+            self.keep_in_window(pin);
+        }
+        Ok((pointer, size))
+    }
+
+    /// Drops the pins held for layer `index`: owned backends, the held guard;
+    /// mapped, the calling thread's window entry.
+    pub(crate) fn unpin(&self, index: u64) {
+        let dropped = lock(&self.held).remove(&index);
         drop(dropped);
+        let _ = WINDOWS.try_with(|windows| {
+            if let Ok(mut windows) = windows.try_borrow_mut()
+                && let Some(window) = windows.iter_mut().find(|w| w.model == self.uid)
+            {
+                while let Some(at) = window.recent.iter().position(|pin| pin.index() == index) {
+                    let _ = self.store.unpin_detached(window.recent.remove(at));
+                }
+            }
+        });
     }
 
     /// The pointer `cachedWeights` reports for layer `index` in state `state`.
     fn cached_pointer(&self, index: u64, state: CacheState) -> *mut c_void {
         if self.owned_backend {
-            let pins = lock(&self.pins);
-            return pins.held.get(&index).map_or(std::ptr::null_mut(), |guard| {
+            let held = lock(&self.held);
+            return held.get(&index).map_or(std::ptr::null_mut(), |guard| {
                 guard.as_ptr().cast::<c_void>().cast_mut()
             });
         }

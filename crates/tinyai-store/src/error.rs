@@ -116,6 +116,12 @@ pub enum StoreError {
         /// Layer index.
         index: u64,
     },
+    /// A detached pin was given back to a model that did not issue it.
+    #[error("the detached pin of layer {index} belongs to another model")]
+    ForeignPin {
+        /// Layer index.
+        index: u64,
+    },
     /// An internal invariant of the cache engine was violated (a bug; please report).
     #[error("internal cache error: {0}")]
     Cache(#[from] tinyai_cache::CacheError),

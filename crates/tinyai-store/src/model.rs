@@ -64,6 +64,22 @@ pub struct LayerDescriptor {
     pub charge: u64,
 }
 
+/// A pin on a layer held without a guard ([`MappedModel::pin_detached`]).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a detached pin keeps its layer in memory until given back with MappedModel::unpin_detached"]
+pub struct DetachedPin {
+    index: u64,
+    stripe: usize,
+    model: u64,
+}
+
+impl DetachedPin {
+    /// The pinned layer.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+}
+
 /// A model file opened for layer-by-layer access under a memory budget.
 ///
 /// All methods take `&self` and may be called from any number of threads.
@@ -258,6 +274,37 @@ impl MappedModel {
             self.shared.lookahead(index);
         }
         Ok(guard)
+    }
+
+    /// Pins layer `index` like [`get`](MappedModel::get) (loading it if needed,
+    /// with the same lookahead), without a guard: for bindings that keep pins in
+    /// their own structures (the C library keeps each thread's recently returned
+    /// layers this way). Give the pin back with
+    /// [`unpin_detached`](MappedModel::unpin_detached); a pin that is dropped
+    /// instead keeps its layer in memory until the model is closed.
+    #[inline]
+    pub fn pin_detached(&self, index: u64) -> Result<DetachedPin, StoreError> {
+        let stripe = self.shared.pin(index)?;
+        if self.shared.config.prefetch_enabled {
+            self.shared.lookahead(index);
+        }
+        Ok(DetachedPin {
+            index,
+            stripe,
+            model: self.shared.uid,
+        })
+    }
+
+    /// Gives back a pin from [`pin_detached`](MappedModel::pin_detached).
+    /// A pin of another model is refused ([`StoreError::ForeignPin`]) and
+    /// changes nothing.
+    #[inline]
+    pub fn unpin_detached(&self, pin: DetachedPin) -> Result<(), StoreError> {
+        if pin.model != self.shared.uid {
+            return Err(StoreError::ForeignPin { index: pin.index });
+        }
+        self.shared.unpin(pin.index, pin.stripe);
+        Ok(())
     }
 
     /// Starts loading layer `index` in the background (on the prefetch pool; on the

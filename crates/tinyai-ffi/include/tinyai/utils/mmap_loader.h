@@ -323,10 +323,11 @@ const struct TinyAILayerDescriptor *tinyaiGetLayerDescriptor(const struct TinyAI
  * - Mapped backend (the default, and always with `tinyaiOpenMappedModel`): the
  *   pointer stays valid until `tinyaiCloseMappedModel`, even after the layer
  *   is evicted or released; pages dropped from memory are read again from the
- *   file when touched. To keep a layer that is in use from being dropped, the
- *   model keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) most recently returned
- *   layers pinned until other layers are fetched or the layer is released, so
- *   memory usage may exceed `maxCacheSize` by up to those layers.
+ *   file when touched. To keep a layer that is in use from being dropped, each
+ *   thread keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) layers it most recently
+ *   got pinned until it gets other layers, releases the layer, or exits (so
+ *   one thread's gets never unpin a layer another thread is using); memory
+ *   usage may exceed `maxCacheSize` by up to those layers.
  * - Owned backends (`tinyaiOpenMappedModelEx`): the pointer stays valid until
  *   `tinyaiReleaseLayerWeights` for this layer (by any thread) or close; the
  *   layer stays pinned in memory until then.
