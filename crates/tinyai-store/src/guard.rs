@@ -72,10 +72,12 @@ pub struct TensorView<'g> {
 
 impl<'m> LayerGuard<'m> {
     /// Wraps a pin the caller already holds on layer `index`.
+    #[inline(always)]
     pub(crate) fn borrowed(shared: &'m Shared, index: u64, stripe: usize) -> LayerGuard<'m> {
         LayerGuard::with(Holder::Borrowed(shared), index, stripe)
     }
 
+    #[inline(always)]
     fn with(shared: Holder<'m>, index: u64, stripe: usize) -> LayerGuard<'m> {
         let store: &Shared = match &shared {
             Holder::Borrowed(shared) => shared,
@@ -91,6 +93,7 @@ impl<'m> LayerGuard<'m> {
         }
     }
 
+    #[inline(always)]
     fn shared(&self) -> &Shared {
         match &self.shared {
             Holder::Borrowed(shared) => shared,
@@ -208,7 +211,7 @@ impl AsRef<[u8]> for LayerGuard<'_> {
 }
 
 impl Drop for LayerGuard<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         self.shared().unpin(self.index, self.stripe);
     }

@@ -231,7 +231,7 @@ impl Shared {
     /// Automatic prefetch after a demand access of `index` by this thread's stream.
     /// Takes no lock unless the stream's pattern changed or a layer to read
     /// ahead is absent.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lookahead(&self, index: u64) {
         if self.pool.is_none()
             || self.config.lookahead == 0
@@ -242,6 +242,7 @@ impl Shared {
         self.lookahead_slow(index);
     }
 
+    #[inline(never)]
     fn lookahead_slow(&self, index: u64) {
         let seen = streams::observe(self, index);
         let observation = &seen.observation;

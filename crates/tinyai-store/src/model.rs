@@ -157,6 +157,7 @@ impl MappedModel {
             "opened model"
         );
         let stale_after = config.lookahead.max(1) as u64;
+        let source_base = source.mapped_base();
         let shared = Arc::new_cyclic(|this| Shared {
             source,
             tables,
@@ -187,6 +188,7 @@ impl MappedModel {
             closed: AtomicBool::new(false),
             mlock_warned: AtomicBool::new(false),
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            mapped_base: source_base,
             record_hits,
             all_resident: AtomicBool::new(layer_count == 0),
             order_version: AtomicU64::new(0),
@@ -253,7 +255,7 @@ impl MappedModel {
     ///
     /// A hit of a cached layer takes no lock: one atomic update of the layer's
     /// slot, plus bookkeeping the cache engine reads later (see `docs/architecture.md`).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, index: u64) -> Result<LayerGuard<'_>, StoreError> {
         let stripe = self.shared.pin(index)?;
         let guard = LayerGuard::borrowed(&self.shared, index, stripe);

@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) all_resident: AtomicBool,
     /// Bumped whenever the declared order changes (streams re-read it then).
     pub(crate) order_version: AtomicU64,
+    /// Mapped backend: the mapping's base address (see `Source::mapped_base`).
+    pub(crate) mapped_base: Option<usize>,
     /// This `Shared` itself, for background tasks that must keep it alive.
     pub(crate) this: Weak<Shared>,
 }
@@ -225,7 +227,7 @@ impl Shared {
     /// layer, a read of the layer's state word, and (when the policy needs
     /// hits) an append to this thread's read buffer. No lock, no allocation,
     /// no system call.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pin(&self, index: u64) -> Result<usize, StoreError> {
         let Some(slot) = self.slots.get(index as usize) else {
             return Err(StoreError::LayerOutOfRange {
@@ -236,12 +238,11 @@ impl Shared {
         let stripe = crate::hits::my_stripe();
         if let Some(pinned) = slot.try_pin_cached(stripe) {
             slot.touch(self.coarse_ms.load(Ordering::Relaxed));
-            self.note_prefetch_use(pinned);
-            if self.record_hits
-                && self.hits.record(index as u32)
-                && let Ok(mut state) = self.state.try_lock()
-            {
-                self.drain_hits(&mut state);
+            if pinned.first_use_of_prefetch {
+                self.note_prefetch_use(pinned);
+            }
+            if self.record_hits {
+                self.record_hit(index);
             }
             return Ok(stripe);
         }
@@ -249,6 +250,18 @@ impl Shared {
         Ok(stripe)
     }
 
+    /// Appends a lock-free hit to the read buffers; drains them when half a
+    /// buffer waits and the lock is free.
+    #[inline(never)]
+    fn record_hit(&self, index: u64) {
+        if self.hits.record(index as u32)
+            && let Ok(mut state) = self.state.try_lock()
+        {
+            self.drain_hits(&mut state);
+        }
+    }
+
+    #[cold]
     fn note_prefetch_use(&self, pinned: Pinned) {
         if pinned.first_use_of_prefetch {
             self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
@@ -257,6 +270,7 @@ impl Shared {
 
     /// Everything but a lock-free hit: hits of transient layers (which the engine
     /// must hear about, and may now admit), waits for loads and evictions, misses.
+    #[inline(never)]
     fn pin_slow(&self, index: u64, stripe: usize) -> Result<(), StoreError> {
         let id = LayerId(index as u32);
         let slot = self.slots.at(index as usize);
@@ -470,12 +484,19 @@ impl Shared {
     }
 
     /// The bytes of a pinned layer.
+    #[inline(always)]
     pub(crate) fn pinned_bytes(&self, index: u64) -> (*const u8, usize) {
+        let (offset, length) = self.span(index);
+        if let Some(base) = self.mapped_base {
+            // Spans were validated against the file's length at open, and the
+            // mapping covers the whole file, so `offset..offset+length` is inside
+            // it. The address comes from the mapping's exposed provenance.
+            let pointer = std::ptr::with_exposed_provenance::<u8>(base + offset as usize);
+            return (pointer, length as usize);
+        }
         let buffer = self.slots.at(index as usize).buffer();
         if buffer.is_null() {
-            let (offset, length) = self.span(index);
-            let bytes = self.source.mapped(offset, length).unwrap_or(&[]);
-            (bytes.as_ptr(), bytes.len())
+            (std::ptr::NonNull::<u8>::dangling().as_ptr(), 0)
         } else {
             // SAFETY: the caller holds a pin, so the slot is `Cached` or
             // `Transient` and its buffer (published before the pin's Acquire) is
@@ -487,7 +508,7 @@ impl Shared {
     }
 
     /// Called by a guard's drop.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unpin(&self, index: u64, stripe: usize) {
         if self.slots.at(index as usize).unpin(stripe) {
             self.last_transient_unpin(index);
@@ -497,6 +518,7 @@ impl Shared {
     /// A pin of a `Transient` layer went: drop it if that was the last one,
     /// unless the streaming window holds it (read ahead, not yet used) or it
     /// was promoted meanwhile. (The claim sees whether any pin is left.)
+    #[inline(never)]
     fn last_transient_unpin(&self, index: u64) {
         let mut evictions = Evictions::default();
         {

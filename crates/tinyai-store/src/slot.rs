@@ -265,7 +265,7 @@ impl<'a, B> SlotRef<'a, B> {
     /// counter and a read of the state word. Returns `None` (nothing pinned, no
     /// access counted) in any other state or at the pin limit; the caller then
     /// takes the slow path under the lock.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn try_pin_cached(self, stripe: usize) -> Option<Pinned> {
         self.add_pin(stripe, false)?;
         handshake();
@@ -303,7 +303,7 @@ impl<'a, B> SlotRef<'a, B> {
     /// Drops one pin taken on `stripe` (lock-free). Returns `true` if the layer
     /// is `Transient` (or in the middle of a release): the caller must then
     /// take the lock and try to claim it.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn unpin(self, stripe: usize) -> bool {
         // SeqCst (so Release): every read of the layer's bytes through this pin
         // happens before the claim that lets another thread drop them; and the

@@ -207,6 +207,17 @@ impl Source {
         }
     }
 
+    /// Mapped backend: the mapping's base address (provenance exposed at
+    /// creation), for turning validated layer offsets into pointers without a
+    /// lookup; `None` with the owned backend.
+    #[inline]
+    pub(crate) fn mapped_base(&self) -> Option<usize> {
+        match &self.access {
+            Access::Mapped(_, base) => Some(*base),
+            Access::Owned { .. } => None,
+        }
+    }
+
     /// Mapped backend: the bytes `offset..offset+len` of the mapping.
     pub(crate) fn mapped(&self, offset: u64, len: u64) -> Option<&[u8]> {
         match &self.access {
