@@ -489,6 +489,15 @@ fn hot_get_section(runs: &[(Option<Value>, &HotGetGoal)], md: &mut String, detai
                 scaling(run, subject)
             );
         }
+        if goal.subject == "store_get" {
+            let _ = writeln!(
+                table,
+                "| Rust API under memory pressure (`store_get_under_pressure`: 200 MiB budget for the 240 MiB model, gets of the 40 resident layers; every hit recorded for the policy, lookahead per get) | {:.1} | {:.1} | {:.2}× | – | – |",
+                ns_per_get(run, "store_get_under_pressure", 1),
+                ns_per_get(run, "store_get_under_pressure", 2),
+                scaling(run, "store_get_under_pressure")
+            );
+        }
         let _ = writeln!(
             table,
             "| ({} run: {} rounds × {} gets per thread; {} of {} layers resident at the start) | | | | | |",

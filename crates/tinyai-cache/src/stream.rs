@@ -11,10 +11,11 @@
 //!
 //! Each demand access of a stream goes through [`PatternDetector::on_access`],
 //! which compares it with the stream's previous access `last`. With a
-//! declared [`AccessOrder`] the *expected* access is one of the `lookahead`
-//! layers after `last` in the order (usually `order.successor(last)`; a stream
-//! may skip a few layers, whose read-aheads then go stale in the window);
-//! without one it is `(last + 1) % layer_count` (a sequential scan).
+//! declared [`AccessOrder`] the *expected* access is `order.successor(last)`,
+//! or, once the run is at least 2, any of the `lookahead` layers after `last`
+//! (an established stream may skip a few layers; their read-aheads are dropped
+//! from the window); without one it is `(last + 1) % layer_count` (a
+//! sequential scan).
 //!
 //! | access `id` | run | result |
 //! | --- | --- | --- |
@@ -29,11 +30,15 @@
 //!
 //! | declared order | candidates |
 //! | --- | --- |
-//! | some, `id` in it, and the access continued the stream (first access, repeat, or the expected one) | [`AccessOrder::next_after`]`(id, lookahead)` |
-//! | some, the access left the order (it broke, or the run was already broken) | none: a stream that accesses at random under a declared order reads nothing ahead until it follows the order again |
+//! | some, `id` in it, the access was the expected one and `run >= 2` | [`AccessOrder::next_after`]`(id, depth)` |
+//! | some, otherwise | none: a stream that accesses at random under a declared order (say an automatic one left by a first sequential pass) reads nothing ahead |
 //! | some, `id` not in it | none |
-//! | none, `run >= 2` | `(id + 1 ..= id + lookahead) % layer_count`, stopping before `id` |
+//! | none, `run >= 2` | `(id + 1 ..= id + depth) % layer_count`, stopping before `id` |
 //! | none, `run < 2` | none |
+//!
+//! `depth` ramps up with the run: `min(lookahead, 2^(run − 1))`, so 2 layers at
+//! a run of 2, 4 at 3, 8 at 4 (a run of 2 also happens by chance in random
+//! access, and should then read and evict little).
 //!
 //! Automatic cyclic order (the store's "auto order"), per detector:
 //!
@@ -437,18 +442,27 @@ impl PatternDetector {
             }
             self.run = 0;
         }
+        // Read-ahead ramps up with the run, as the kernel's does: 2 layers at a
+        // run of 2, 4 at 3, then the full `lookahead`. A run of 2 happens by
+        // chance in random access (with probability 1/N² per access over N
+        // layers), so a false start reads little and evicts little.
+        let depth = if self.run >= 2 {
+            self.lookahead
+                .min(1usize << self.run.saturating_sub(1).min(20))
+        } else {
+            0
+        };
         observation.lookahead = match declared {
-            // Follow a declared order from a stream's first access and while it
-            // keeps to the order; a stream that jumps elsewhere (random access
-            // under a declared order) proposes nothing until it follows again.
-            Some(order) if expected || previous.is_none() || previous == Some(id) => {
-                order.next_after(id, self.lookahead).collect()
-            }
+            // Follow a declared order once the stream has kept to it for two
+            // steps (as a sequential scan needs without one): a stream that
+            // accesses at random under a declared order (say an automatic one
+            // left by a first sequential pass) must not read ahead.
+            Some(order) if expected && depth > 0 => order.next_after(id, depth).collect(),
             Some(_) => Lookahead::new(),
-            None if self.run >= 2 && u64::from(id.0) < self.layer_count => {
+            None if depth > 0 && u64::from(id.0) < self.layer_count => {
                 let count = self.layer_count;
                 let start = u64::from(id.0);
-                (1..=self.lookahead as u64)
+                (1..=depth as u64)
                     .map(|k| LayerId(((start + k) % count) as u32))
                     .take_while(|&next| next != id)
                     .collect()
@@ -459,16 +473,18 @@ impl PatternDetector {
         observation
     }
 
-    /// Under a declared order: `id` comes after `last` by at most `lookahead`
-    /// positions (a stream may skip a few layers of the order and still follow
-    /// it; what it skipped was read ahead and goes stale in the window).
+    /// Under a declared order: `id` is `last`'s successor, or — once the stream
+    /// has followed the order for two steps — comes after `last` by at most
+    /// `lookahead` positions (an established stream may skip a few layers; what
+    /// it skipped was read ahead and is dropped from the window).
     fn follows(&self, order: &AccessOrder, last: LayerId, id: LayerId) -> bool {
         let (Some(from), Some(to)) = (order.position(last), order.position(id)) else {
             return false;
         };
         let length = order.as_slice().len();
         let distance = (to + length - from) % length;
-        distance >= 1 && distance <= self.lookahead.max(1)
+        // The successor always follows; a skip only once the run is established.
+        distance == 1 || (distance >= 2 && distance <= self.lookahead && self.run >= 2)
     }
 
     /// `id == (last + 1) % layer_count`, for ids of the model.

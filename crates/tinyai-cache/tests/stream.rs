@@ -35,9 +35,14 @@ fn interleaved_sequential_streams_never_break_and_both_look_ahead() {
         assert!(!observation.broke, "stream {stream} broke at {id:?}");
         assert!(!observation.undeclare_cyclic);
         if detectors[stream].clock() > 2 {
-            let expected: Vec<LayerId> = (1..=lookahead as u32)
-                .map(|k| LayerId((id.0 + k) % layers))
-                .collect();
+            // Depth ramps up with the run: 2 at a run of 2, then `lookahead`.
+            let depth = if detectors[stream].run() == 2 {
+                2
+            } else {
+                lookahead as u32
+            };
+            let expected: Vec<LayerId> =
+                (1..=depth).map(|k| LayerId((id.0 + k) % layers)).collect();
             assert_eq!(
                 observation.lookahead.as_slice(),
                 expected,
@@ -208,7 +213,12 @@ fn never_dropping_unused_entries_stalls_streaming() {
     let never_stale = StreamingWindow::new(WINDOW_BUDGET, u64::MAX);
     let passes = stream_through_window(never_stale, 20, false);
     let last = passes.last().unwrap();
-    assert_eq!(last.found, 0, "the naive window should have stalled");
+    assert!(
+        last.found * 2 < last.accesses,
+        "the naive window should have (mostly) stalled: {} of {} found",
+        last.found,
+        last.accesses
+    );
     assert!(passes[0].found > 0, "it streamed before filling up");
 }
 
@@ -336,7 +346,9 @@ fn declared_order_breaks_when_the_stream_leaves_it() {
     let mut detector = PatternDetector::new(5, 2);
     let observations = access(&mut detector, &[4, 2, 2, 0, 3], Some(&order));
     assert!(observations.iter().all(|o| !o.broke));
-    assert_eq!(observations[0].lookahead.as_slice(), ids(&[2, 0]));
+    // Read-ahead starts once the stream has followed the order for two steps.
+    assert!(observations[..3].iter().all(|o| o.lookahead.is_empty()));
+    assert_eq!(observations[3].lookahead.as_slice(), ids(&[3, 1]));
     assert_eq!(observations[4].lookahead.as_slice(), ids(&[1, 4]));
     assert_eq!(detector.run(), 3);
     // Leaving the order (back three positions) breaks and proposes nothing.
@@ -348,35 +360,52 @@ fn declared_order_breaks_when_the_stream_leaves_it() {
     let jumped = detector.on_access(LayerId(1), Some(&order));
     assert!(!jumped.broke && jumped.lookahead.is_empty());
     assert_eq!(detector.epoch(), 1);
-    // Following the order again (1 → 4) proposes its successors.
+    // Following the order again (1 → 4 → 2) proposes after two steps.
     let back = detector.on_access(LayerId(4), Some(&order));
-    assert!(!back.broke);
-    assert_eq!(back.lookahead.as_slice(), ids(&[2, 0]));
-    // Skipping ahead by at most `lookahead` positions (4 → 0) still follows it,
-    // and says what it skipped.
-    assert!(back.skipped.is_empty());
-    let skipped = detector.on_access(LayerId(0), Some(&order));
+    assert!(!back.broke && back.lookahead.is_empty());
+    let again = detector.on_access(LayerId(2), Some(&order));
+    assert_eq!(again.lookahead.as_slice(), ids(&[0, 3]));
+    assert!(again.skipped.is_empty());
+    // An established stream may skip up to `lookahead` positions (2 → 3) and
+    // still follow the order; it says what it skipped.
+    let skipped = detector.on_access(LayerId(3), Some(&order));
     assert!(!skipped.broke);
-    assert_eq!(skipped.lookahead.as_slice(), ids(&[3, 1]));
-    assert_eq!(skipped.skipped.as_slice(), ids(&[2]));
-    assert_eq!(detector.clock(), 9);
+    assert_eq!(skipped.lookahead.as_slice(), ids(&[1, 4]));
+    assert_eq!(skipped.skipped.as_slice(), ids(&[0]));
+    assert_eq!(detector.clock(), 10);
+}
+
+#[test]
+fn random_access_under_a_declared_order_reads_nothing_ahead() {
+    // A stream that jumps around a declared order (say an automatic cyclic one
+    // left by a first sequential pass) sometimes lands a few positions ahead;
+    // that alone must not look like following the order.
+    let order = AccessOrder::cyclic(60);
+    let mut detector = PatternDetector::new(60, 8);
+    let mut random = tinyai_cache::sim::SplitMix64::new(3);
+    let mut proposals = 0;
+    for _ in 0..10_000 {
+        let id = LayerId(random.below(40) as u32);
+        if !detector.on_access(id, Some(&order)).lookahead.is_empty() {
+            proposals += 1;
+        }
+    }
+    assert!(
+        proposals < 50,
+        "{proposals} of 10000 random accesses read ahead"
+    );
 }
 
 #[test]
 fn a_layer_outside_the_declared_order_proposes_nothing() {
     let order = AccessOrder::new(ids(&[0, 1, 2]), 5).unwrap();
     let mut detector = PatternDetector::new(5, 2);
-    let observations = access(&mut detector, &[0, 4, 3, 1], Some(&order));
-    assert!(observations[1].broke, "0 proposed 1 and 2");
-    assert!(observations[1].lookahead.is_empty());
-    assert!(!observations[2].broke, "nothing was proposed since");
-    assert!(!observations[3].broke);
-    assert!(
-        observations[3].lookahead.is_empty(),
-        "re-entering the order by a jump proposes nothing yet"
-    );
-    let following = detector.on_access(LayerId(2), Some(&order));
-    assert_eq!(following.lookahead.as_slice(), ids(&[0, 1]));
+    let observations = access(&mut detector, &[0, 1, 2, 4, 3], Some(&order));
+    assert_eq!(observations[2].lookahead.as_slice(), ids(&[0, 1]));
+    assert!(observations[3].broke, "2 proposed 0 and 1");
+    assert!(observations[3].lookahead.is_empty());
+    assert!(!observations[4].broke, "nothing was proposed since");
+    assert!(observations[4].lookahead.is_empty());
 }
 
 #[test]
@@ -384,13 +413,14 @@ fn sequential_scan_without_an_order() {
     let mut detector = PatternDetector::new(4, 8);
     let observations = access(&mut detector, &[1, 2, 3, 3, 0, 2], None);
     assert!(observations[..2].iter().all(|o| o.lookahead.is_empty()));
-    // Lookahead never wraps around to the accessed layer.
-    assert_eq!(observations[2].lookahead.as_slice(), ids(&[0, 1, 2]));
+    // Depth ramps up with the run (2 at a run of 2, 4 at 3, then 8).
+    assert_eq!(observations[2].lookahead.as_slice(), ids(&[0, 1]));
     assert_eq!(
         observations[3].lookahead.as_slice(),
-        ids(&[0, 1, 2]),
+        ids(&[0, 1]),
         "a repeat continues"
     );
+    // Lookahead never wraps around to the accessed layer.
     assert_eq!(observations[4].lookahead.as_slice(), ids(&[1, 2, 3]));
     assert!(observations[..5].iter().all(|o| !o.broke));
     assert!(observations[5].broke);
