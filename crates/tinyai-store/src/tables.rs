@@ -89,3 +89,39 @@ impl Tables {
         &self.model
     }
 }
+
+/// Run under Miri too (`cargo xtask concurrency miri`): the tables keep a
+/// `Model` that borrows their own buffer, and moving them around must not
+/// invalidate that borrow (an earlier version kept the buffer in a `Box`, whose
+/// move asserts uniqueness under Stacked Borrows while `model` still pointed
+/// into it).
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::config::Backend;
+
+    #[test]
+    fn tables_survive_moves_of_their_owner() {
+        let dir = std::env::temp_dir().join(format!("tinyai-tables-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("tables.tmai");
+        let spec = tinyai_format::fixtures::FixtureSpec::uniform(5, 64, &[100, 300], 2);
+        tinyai_format::fixtures::write_fixture_file(&spec, &path).expect("fixture");
+        let source = Source::open(&path, Backend::Owned { direct_io: false }).expect("open");
+        let tables = Tables::read(&source).expect("tables");
+        // Move the tables (into a Vec, then out of it) before using the model.
+        let mut moved = vec![tables];
+        let tables = moved.pop().expect("one");
+        let boxed = Box::new(tables);
+        assert_eq!(boxed.model().layer_count(), 2);
+        let names: Vec<String> = boxed
+            .model()
+            .layer_tensors(1)
+            .expect("tensors")
+            .map(|t| t.name.to_owned())
+            .collect();
+        assert_eq!(names.len(), 2);
+        drop(boxed);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
