@@ -64,23 +64,32 @@ fn succeeds(command: &mut Command) -> bool {
         .is_ok_and(|status| status.success())
 }
 
-fn tsan() -> Result<(), TaskError> {
+/// Whether the nightly toolchain with `components` can be had; prints
+/// `SKIP: <check>: <reason>` when not.
+fn nightly_with(check: &str, components: &[&str]) -> bool {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
         println!(
-            "SKIP: tsan: the nightly toolchain is not installed (rustup toolchain install nightly)"
+            "SKIP: {check}: the nightly toolchain is not installed (rustup toolchain install nightly)"
         );
-        return Ok(());
+        return false;
     }
-    if !succeeds(Command::new("rustup").args([
-        "component",
-        "add",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ])) {
+    let mut add = Command::new("rustup");
+    add.args(["component", "add"])
+        .args(components)
+        .args(["--toolchain", "nightly"]);
+    if !succeeds(&mut add) {
         println!(
-            "SKIP: tsan: cannot add rust-src to the nightly toolchain (needed for -Zbuild-std)"
+            "SKIP: {check}: cannot add {} to the nightly toolchain",
+            components.join(" and ")
         );
+        return false;
+    }
+    true
+}
+
+fn tsan() -> Result<(), TaskError> {
+    // rust-src: -Zbuild-std instruments the standard library too.
+    if !nightly_with("tsan", &["rust-src"]) {
         return Ok(());
     }
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
@@ -113,21 +122,7 @@ fn tsan() -> Result<(), TaskError> {
 }
 
 fn miri() -> Result<(), TaskError> {
-    if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        println!(
-            "SKIP: miri: the nightly toolchain is not installed (rustup toolchain install nightly)"
-        );
-        return Ok(());
-    }
-    if !succeeds(Command::new("rustup").args([
-        "component",
-        "add",
-        "miri",
-        "rust-src",
-        "--toolchain",
-        "nightly",
-    ])) {
-        println!("SKIP: miri: cannot add the miri component to the nightly toolchain");
+    if !nightly_with("miri", &["miri", "rust-src"]) {
         return Ok(());
     }
     let mut command = Command::new("rustup");

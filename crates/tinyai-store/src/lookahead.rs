@@ -92,13 +92,7 @@ impl Shared {
                 true
             }
         };
-        let started = slot.start_loading();
-        debug_assert!(started, "the slot was Absent under the lock");
-        let meta = &mut state.meta[index as usize];
-        meta.prefetch_only = true;
-        meta.transient_load = transient;
-        meta.origin = origin;
-        let verify = self.config.verify_checksums && !meta.verified;
+        let verify = self.begin_load(state, index, true, transient, origin);
         state.in_flight += 1;
         if self.pool.is_some() {
             state.queued_reads.push_back(index);

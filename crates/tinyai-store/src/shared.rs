@@ -375,13 +375,7 @@ impl Shared {
                 true
             }
         };
-        let started = slot.start_loading();
-        debug_assert!(started, "the slot was Absent under the lock");
-        let meta = &mut state.meta[index as usize];
-        meta.prefetch_only = false;
-        meta.transient_load = transient;
-        meta.origin = None;
-        let verify = self.config.verify_checksums && !meta.verified;
+        let verify = self.begin_load(&mut state, index, false, transient, None);
         slot.count_access(stripe);
         slot.touch(unix_ms());
         drop(state);
@@ -417,6 +411,26 @@ impl Shared {
         drop(state);
         self.changed.notify_all();
         result
+    }
+
+    /// Marks an `Absent` layer `Loading` (under the lock) and notes how: by a
+    /// prefetch (cancellable while no demand waits), into the cache or outside
+    /// it, for which stream. Returns whether the load must verify the checksum.
+    pub(crate) fn begin_load(
+        &self,
+        state: &mut State,
+        index: u64,
+        prefetch: bool,
+        transient: bool,
+        origin: Option<(StreamId, u64)>,
+    ) -> bool {
+        let started = self.slots.at(index as usize).start_loading();
+        debug_assert!(started, "the slot was Absent under the lock");
+        let meta = &mut state.meta[index as usize];
+        meta.prefetch_only = prefetch;
+        meta.transient_load = transient;
+        meta.origin = origin;
+        self.config.verify_checksums && !meta.verified
     }
 
     /// Waits until evicted pages still being dropped no longer push memory over
