@@ -440,6 +440,25 @@ fn threads_share_one_model() {
     );
 }
 
+/// The store-core issue's defect 1 through the C API: markers written into
+/// pinned layers survive concurrent eviction, release and reload (10⁶
+/// operations over eight threads).
+#[test]
+fn markers_in_pinned_layers_survive_eight_threads() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/markers.c", dir.path(), &["-pthread"])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 48, 32 * KIB, 13);
+    run_ok(
+        &exe,
+        &[model.as_os_str(), std::ffi::OsStr::new("1000000")],
+        dir.path(),
+        &[],
+        &["markers: ok".to_owned()],
+    );
+}
+
 #[test]
 fn legacy_file_written_by_the_original_generator() {
     let dir = tempdir();
