@@ -207,19 +207,38 @@ impl Handle {
         index: u64,
         name: &str,
     ) -> Result<(*const c_void, usize), StoreError> {
-        let guard = self.store.get_detached(index)?;
-        let (pointer, size) = {
-            let tensor = guard.tensor(name)?;
-            (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())
-        };
         if self.owned_backend {
+            let guard = self.store.get_detached(index)?;
+            let (pointer, size) = {
+                let tensor = guard.tensor(name)?;
+                (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())
+            };
             self.hold(guard);
-        } else {
-            let pin = self.store.pin_detached(index)?;
-            drop(guard);
-            self.keep_in_window(pin);
+            return Ok((pointer, size));
         }
-        Ok((pointer, size))
+        // Mapped: one pin (one access) in this thread's window; the tensor's
+        // place comes from the tables, its address from the mapping.
+        let pin = self.store.pin_detached(index)?;
+        let located = self.store.tensor_range(index, name).map(|range| {
+            let base = self
+                .store
+                .mapped_ptr_mut(index)
+                .unwrap_or(std::ptr::NonNull::<u8>::dangling().as_ptr());
+            (
+                base.wrapping_add(range.start).cast_const().cast::<c_void>(),
+                range.len(),
+            )
+        });
+        match located {
+            Ok(found) => {
+                self.keep_in_window(pin);
+                Ok(found)
+            }
+            Err(error) => {
+                let _ = self.store.unpin_detached(pin);
+                Err(error)
+            }
+        }
     }
 
     /// Drops the pins held for layer `index`: owned backends, the held guard;

@@ -110,7 +110,8 @@ pub enum StoreError {
         /// Layers requested.
         total: u64,
     },
-    /// A layer is pinned by more live guards than the store counts (2³² − 2).
+    /// A layer is pinned by more live guards on one thread stripe than the store
+    /// counts (2²³ − 1).
     #[error("layer {index} is pinned by too many live guards")]
     TooManyPins {
         /// Layer index.

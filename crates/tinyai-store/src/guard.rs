@@ -150,17 +150,7 @@ impl LayerGuard<'_> {
 
     /// The tensor called `name` in this layer.
     pub fn tensor(&self, name: &str) -> Result<TensorView<'_>, StoreError> {
-        let model = self.shared().tables_model();
-        let info = model
-            .find_tensor(self.index, name)
-            .map_err(|source| StoreError::Format {
-                path: self.shared().source.path().to_path_buf(),
-                source,
-            })?
-            .ok_or_else(|| StoreError::NoSuchTensor {
-                layer: self.index,
-                name: name.to_owned(),
-            })?;
+        let info = self.shared().find_tensor(self.index, name)?;
         self.view(info)
     }
 
@@ -183,15 +173,12 @@ impl LayerGuard<'_> {
     }
 
     fn view<'g>(&'g self, info: TensorInfo<'g>) -> Result<TensorView<'g>, StoreError> {
-        let range = info.range_in_layer();
-        let bytes = self
-            .bytes()
-            .get(range.start as usize..range.end as usize)
-            .ok_or_else(|| StoreError::View {
-                layer: self.index,
-                what: info.name.to_owned(),
-                reason: "tensor range outside the layer".to_owned(),
-            })?;
+        let range = self.shared().tensor_range(self.index, &info)?;
+        let bytes = self.bytes().get(range).ok_or_else(|| StoreError::View {
+            layer: self.index,
+            what: info.name.to_owned(),
+            reason: "tensor range outside the layer".to_owned(),
+        })?;
         Ok(TensorView { info, bytes })
     }
 }

@@ -18,11 +18,10 @@ use crate::guard::LayerGuard;
 use crate::hits::ReadBuffers;
 use crate::lookahead::{Prefetch, window_budget};
 use crate::reclaim::Evictions;
-use crate::shared::{LayerMeta, Shared, State, unix_ms};
+use crate::shared::{EXPLICIT, LayerMeta, Shared, State, unix_ms};
 use crate::slot::{SlotState, Slots};
 use crate::source::{Source, page_size};
 use crate::stats::{Counters, Stats};
-use crate::streams;
 use crate::tables::Tables;
 
 /// Where a layer's bytes are, as far as the cache is concerned.
@@ -173,6 +172,7 @@ impl MappedModel {
                 order: None,
                 auto_order: false,
                 cyclic_streams: 0,
+                demand_clock: 0,
                 stream_epochs: HashMap::new(),
                 in_flight: 0,
                 queued_reads: VecDeque::new(),
@@ -309,6 +309,19 @@ impl MappedModel {
         Ok(())
     }
 
+    /// Where the tensor called `name` lies in layer `index`'s bytes, from the
+    /// tables alone (no load): for bindings that hold a pin and a pointer to the
+    /// layer rather than a guard.
+    pub fn tensor_range(
+        &self,
+        index: u64,
+        name: &str,
+    ) -> Result<std::ops::Range<usize>, StoreError> {
+        self.shared.layer_id(index)?;
+        let info = self.shared.find_tensor(index, name)?;
+        self.shared.tensor_range(index, &info)
+    }
+
     /// Starts loading layer `index` in the background (on the prefetch pool; on the
     /// caller's thread when `prefetch_threads` is 0) and returns at once.
     ///
@@ -317,11 +330,11 @@ impl MappedModel {
     /// pinned or more valuable) and the streaming window had no room either.
     pub fn prefetch(&self, index: u64) -> Result<bool, StoreError> {
         self.shared.layer_id(index)?;
-        let owner = streams::position(&self.shared);
         let mut evictions = Evictions::default();
         let outcome = {
             let mut state = self.shared.lock();
             self.shared.drain_hits(&mut state);
+            let owner = (EXPLICIT, state.demand_clock);
             self.shared
                 .request_prefetch(&mut state, index, None, owner, &mut evictions)
         };

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tinyai_cache::stream::{AccessOrder, StreamId, StreamingWindow};
 use tinyai_cache::{AccessKind, Claims, Decision, Engine, LayerId};
-use tinyai_format::{FormatError, Model};
+use tinyai_format::{FormatError, Model, TensorInfo};
 
 use crate::config::StoreConfig;
 use crate::error::StoreError;
@@ -18,6 +18,12 @@ use crate::slot::{Pinned, SlotState, Slots};
 use crate::source::{AlignedBuf, Source};
 use crate::stats::Counters;
 use crate::tables::Tables;
+
+/// The owner of read-aheads asked for explicitly (`MappedModel::prefetch`,
+/// `tinyaiPrefetchLayerWeights`, a forward pass): they are for whoever uses
+/// them next, so they age by every stream's demand accesses (the store's
+/// demand clock), not by the asking thread's, which may never make one.
+pub(crate) const EXPLICIT: StreamId = StreamId(u32::MAX);
 
 /// Facts about a layer that only change under the state lock.
 #[derive(Debug, Default)]
@@ -57,6 +63,9 @@ pub(crate) struct State {
     pub(crate) auto_order: bool,
     /// Streams whose detector currently declares the cyclic order.
     pub(crate) cyclic_streams: usize,
+    /// Demand accesses seen under the lock (slow paths, and hits as they are
+    /// drained): the clock of [`EXPLICIT`] read-aheads.
+    pub(crate) demand_clock: u64,
     /// Each stream's pattern epoch (bumped when its pattern breaks).
     pub(crate) stream_epochs: HashMap<StreamId, u64>,
     /// Background tasks issued and not finished (close waits for them).
@@ -177,6 +186,36 @@ impl Shared {
         self.tables.model()
     }
 
+    /// Where `info`'s bytes lie in layer `index` (checked against the layer).
+    pub(crate) fn tensor_range(
+        &self,
+        index: u64,
+        info: &TensorInfo<'_>,
+    ) -> Result<std::ops::Range<usize>, StoreError> {
+        let range = info.range_in_layer();
+        let (_, length) = self.span(index);
+        if range.start > range.end || range.end > length {
+            return Err(StoreError::View {
+                layer: index,
+                what: info.name.to_owned(),
+                reason: "tensor range outside the layer".to_owned(),
+            });
+        }
+        Ok(range.start as usize..range.end as usize)
+    }
+
+    /// The table entry of the tensor called `name` in layer `index`.
+    pub(crate) fn find_tensor(&self, index: u64, name: &str) -> Result<TensorInfo<'_>, StoreError> {
+        self.tables
+            .model()
+            .find_tensor(index, name)
+            .map_err(|source| self.format_error(source))?
+            .ok_or_else(|| StoreError::NoSuchTensor {
+                layer: index,
+                name: name.to_owned(),
+            })
+    }
+
     pub(crate) fn charge(&self, state: &State, index: u64) -> u64 {
         state
             .engine
@@ -212,12 +251,19 @@ impl Shared {
 
     /// Feeds buffered hits to the engine. Called with the lock held, before any
     /// decision, so the engine sees accesses in the order each thread made them.
+    ///
+    /// Also advances the demand clock that ages explicit read-aheads (see
+    /// [`EXPLICIT`]): by this call's access and the hits it drains.
     pub(crate) fn drain_hits(&self, state: &mut State) {
         self.coarse_ms.store(unix_ms(), Ordering::Relaxed);
         let now = self.now();
+        let mut drained = 0;
         self.hits.drain(|index| {
             state.engine.record_hit(LayerId(index), now);
+            drained += 1;
         });
+        state.demand_clock += 1 + drained;
+        state.window.observe(EXPLICIT, state.demand_clock);
     }
 
     /// Pins layer `index`, loading it if needed; returns the stripe the pin is
@@ -289,11 +335,12 @@ impl Shared {
                     return Ok(());
                 }
                 SlotState::Transient => {
-                    let mut evictions = Evictions::default();
-                    self.transient_hit(&mut state, index, &mut evictions)?;
+                    // Pin first: if that fails nothing has changed yet.
                     let pinned = slot
                         .pin_locked(stripe)
                         .ok_or(StoreError::TooManyPins { index })?;
+                    let mut evictions = Evictions::default();
+                    self.transient_hit(&mut state, index, &mut evictions);
                     slot.touch(unix_ms());
                     self.note_prefetch_use(pinned);
                     drop(state);
@@ -322,16 +369,16 @@ impl Shared {
     /// any access — its reuse history must see every demand — and may admit it:
     /// then it becomes `Cached` without a read. Otherwise it leaves the window
     /// (a guard now holds it) and stays outside the cache.
-    fn transient_hit(
-        &self,
-        state: &mut State,
-        index: u64,
-        evictions: &mut Evictions,
-    ) -> Result<(), StoreError> {
+    fn transient_hit(&self, state: &mut State, index: u64, evictions: &mut Evictions) {
         let id = LayerId(index as u32);
         let charge = self.charge(state, index);
         state.window.take(id);
-        match self.decide(state, id, AccessKind::Demand)? {
+        // The engine knows every valid layer; an error here would be a bug, and
+        // serving the layer outside the cache is always safe.
+        match self
+            .decide(state, id, AccessKind::Demand)
+            .unwrap_or(Decision::Bypass)
+        {
             Decision::Admit { victims } => {
                 self.evict_victims(state, &victims, evictions);
                 if self
@@ -347,7 +394,6 @@ impl Shared {
             }
             Decision::Hit | Decision::Bypass => {}
         }
-        Ok(())
     }
 
     /// A miss: decide, mark the slot `Loading`, load outside the lock, publish.

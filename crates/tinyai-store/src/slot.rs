@@ -59,7 +59,10 @@ const PIN_MASK: u64 = (1 << 24) - 1;
 const ACCESS_SHIFT: u32 = 24;
 const ACCESS_ONE: u64 = 1 << ACCESS_SHIFT;
 /// The most pins one stripe holds on one layer; a pin beyond it is refused.
-pub(crate) const MAX_PINS: u64 = PIN_MASK - 1;
+/// Half the field: a refused pin is added then taken back, so the field must
+/// have room for every thread that may be adding at once without carrying
+/// into the access count.
+pub(crate) const MAX_PINS: u64 = PIN_MASK >> 1;
 /// Counters per padding line (128 bytes), so stripes never share a line.
 const LINE: usize = 16;
 

@@ -60,9 +60,12 @@ pub(crate) struct Seen {
     pub(crate) observation: Observation,
 }
 
-/// The calling thread's stream id.
+/// The calling thread's stream id (a fresh one during thread teardown).
 pub(crate) fn current() -> StreamId {
-    THREAD_STREAM.with(|id| *id)
+    THREAD_STREAM.try_with(|id| *id).unwrap_or_else(|_| {
+        static TEARDOWN: AtomicU32 = AtomicU32::new(u32::MAX / 2);
+        StreamId(TEARDOWN.fetch_add(1, Ordering::Relaxed))
+    })
 }
 
 /// Feeds a demand access of `index` to the calling thread's detector for `shared`.
@@ -107,29 +110,19 @@ pub(crate) fn observe(shared: &Shared, index: u64) -> Seen {
     };
     // A stream entry dropped inside `observe` (a forgotten model) calls back
     // into its model; do that outside the borrow.
-    STREAMS.with(|streams| match streams.try_borrow_mut() {
-        Ok(mut streams) => observe(&mut streams),
-        Err(_) => observe(&mut Vec::new()),
-    })
-}
-
-/// The calling thread's stream for `shared`: its id and clock (0 if it made no
-/// demand access yet).
-pub(crate) fn position(shared: &Shared) -> (StreamId, u64) {
-    let clock = STREAMS.with(|streams| {
-        streams.try_borrow().ok().and_then(|streams| {
-            streams
-                .iter()
-                .find(|s| s.uid == shared.uid)
-                .map(|s| s.detector.clock())
+    // During thread teardown (a get from another thread-local's destructor) the
+    // table may be gone: observe with a throw-away one.
+    STREAMS
+        .try_with(|streams| match streams.try_borrow_mut() {
+            Ok(mut streams) => observe(&mut streams),
+            Err(_) => observe(&mut Vec::new()),
         })
-    });
-    (current(), clock.unwrap_or(0))
+        .unwrap_or_else(|_| observe(&mut Vec::new()))
 }
 
 /// Notes that the calling thread's stream for `shared` issued read-aheads.
 pub(crate) fn mark_issued(shared: &Shared) {
-    STREAMS.with(|streams| {
+    let _ = STREAMS.try_with(|streams| {
         if let Ok(mut streams) = streams.try_borrow_mut()
             && let Some(stream) = streams.iter_mut().find(|s| s.uid == shared.uid)
         {

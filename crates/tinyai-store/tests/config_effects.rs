@@ -5,20 +5,9 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use common::*;
 use tinyai_store::{Backend, CacheState, MappedModel, PolicyKind, StoreConfig, StoreError};
-
-fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
-    for _ in 0..2000 {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
-}
 
 #[test]
 fn prefetch_enabled_turns_on_sequential_lookahead() {

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Condvar, Mutex};
 
 use common::*;
-use tinyai_store::{Backend, CacheState, MappedModel, PolicyKind, StoreConfig};
+use tinyai_store::{Backend, CacheState, MappedModel, PolicyKind, StoreConfig, StoreError};
 
 const LAYER: u64 = 64 * 1024;
 
@@ -214,4 +214,95 @@ fn a_failed_load_leaves_no_pin_and_nothing_charged() {
         drop(model.get(index).unwrap());
         assert!(model.cached_bytes() <= 2 * LAYER);
     }
+}
+
+/// Read-aheads asked for explicitly by a thread that never gets a layer (a
+/// loader thread) age by everyone's demand accesses: once stale they leave the
+/// streaming window, so they cannot keep it full forever. (Found in review:
+/// they were aged by the asking thread's own accesses, which never came.)
+#[test]
+fn explicit_read_aheads_of_a_thread_that_never_gets_go_stale() {
+    let fixture = fixture(27, &layers(16), 1);
+    let config = StoreConfig {
+        policy: Some(PolicyKind::Lru),
+        ..config(8 * LAYER, Backend::Mapped)
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    // Fill the cache and pin it all, so that the engine declines prefetches
+    // and they go to the window (one layer's worth: budget / 8 = 64 KiB). Not
+    // in sequence, so that lookahead reads nothing ahead meanwhile.
+    let held: Vec<_> = [0, 2, 4, 6, 1, 3, 5]
+        .into_iter()
+        .map(|index| model.get(index).unwrap())
+        .collect();
+    assert_eq!(model.stats().prefetch_issued, 0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            assert!(model.prefetch(10).unwrap(), "read ahead into the window");
+        });
+    });
+    assert!(wait_for(
+        || model.descriptor(10).unwrap().state == CacheState::Transient
+    ));
+    assert!(!model.prefetch(11).unwrap(), "the window is full");
+    // Demand accesses by this thread (hits of the held layers).
+    for _ in 0..40 {
+        for guard in &held {
+            drop(model.get(guard.index()).unwrap());
+        }
+    }
+    assert!(
+        model.prefetch(11).unwrap(),
+        "the stale read-ahead of layer 10 still fills the window"
+    );
+    assert!(wait_for(
+        || model.descriptor(10).unwrap().state == CacheState::NotLoaded
+    ));
+    drop(held);
+}
+
+/// A get refused at the pin limit changes nothing: in particular it does not
+/// leave a layer it was about to evict stuck half-evicted. (Found in review:
+/// the refusal came after the engine's decision, whose evictions were lost.)
+#[test]
+fn a_get_refused_at_the_pin_limit_leaves_no_eviction_behind() {
+    let fixture = fixture(28, &layers(4), 1);
+    let config = StoreConfig {
+        policy: Some(PolicyKind::Lru),
+        prefetch_enabled: false,
+        ..config(2 * LAYER, Backend::Mapped)
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    drop(model.get(0).unwrap());
+    // Pin layer 0 up to the limit (on this thread's stripe).
+    let mut pins = Vec::new();
+    let refused = loop {
+        match model.pin_detached(0) {
+            Ok(pin) => pins.push(pin),
+            Err(error) => break error,
+        }
+    };
+    assert!(matches!(refused, StoreError::TooManyPins { index: 0 }));
+    drop(model.get(1).unwrap());
+    // Layer 0 leaves the cache while pinned (Transient); layer 2 fills it.
+    model.release(0).unwrap();
+    drop(model.get(2).unwrap());
+    // A get of 0 would now be admitted again, evicting 1; but it is refused.
+    assert!(matches!(
+        model.get(0),
+        Err(StoreError::TooManyPins { index: 0 })
+    ));
+    assert_eq!(model.stats().reclaim_pending_bytes, 0);
+    // Every other layer is still usable, from another thread too.
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for index in [1, 2, 3, 1] {
+                assert_layer_matches(&model, &fixture, index);
+            }
+        });
+    });
+    for pin in pins {
+        model.unpin_detached(pin).unwrap();
+    }
+    assert_layer_matches(&model, &fixture, 0);
 }

@@ -60,3 +60,14 @@ pub fn assert_layer_matches(model: &MappedModel, fixture: &Fixture, index: u64) 
 pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
+
+/// Polls `condition` for up to two seconds (background loads land meanwhile).
+pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..2000 {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
+}
