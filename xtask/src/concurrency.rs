@@ -68,8 +68,9 @@ fn succeeds(command: &mut Command) -> bool {
 /// `SKIP: <check>: <reason>` when not.
 fn nightly_with(check: &str, components: &[&str]) -> bool {
     if !succeeds(Command::new("rustup").args(["run", "nightly", "rustc", "--version"])) {
-        println!(
-            "SKIP: {check}: the nightly toolchain is not installed (rustup toolchain install nightly)"
+        tinyai_format::fixtures::skip(
+            check,
+            "the nightly toolchain is not installed (rustup toolchain install nightly)",
         );
         return false;
     }
@@ -78,9 +79,12 @@ fn nightly_with(check: &str, components: &[&str]) -> bool {
         .args(components)
         .args(["--toolchain", "nightly"]);
     if !succeeds(&mut add) {
-        println!(
-            "SKIP: {check}: cannot add {} to the nightly toolchain",
-            components.join(" and ")
+        tinyai_format::fixtures::skip(
+            check,
+            &format!(
+                "cannot add {} to the nightly toolchain",
+                components.join(" and ")
+            ),
         );
         return false;
     }

@@ -107,9 +107,9 @@ fn model_path() -> Option<PathBuf> {
         if path.is_file() {
             return Some(path);
         }
-        println!(
-            "skipped: TINYAI_REAL_MODEL={} does not exist",
-            path.display()
+        tinyai_format::fixtures::skip(
+            "all_minilm_l6_v2_converts_tensor_for_tensor",
+            &format!("TINYAI_REAL_MODEL={} does not exist", path.display()),
         );
         return None;
     }
@@ -128,8 +128,9 @@ fn model_path() -> Option<PathBuf> {
             Some(path)
         }
         Err(reason) => {
-            println!(
-                "skipped: all-MiniLM-L6-v2 is not available and could not be fetched: {reason}"
+            tinyai_format::fixtures::skip(
+                "all_minilm_l6_v2_converts_tensor_for_tensor",
+                &format!("all-MiniLM-L6-v2 is not available and could not be fetched: {reason}"),
             );
             None
         }

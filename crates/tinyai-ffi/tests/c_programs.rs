@@ -504,7 +504,10 @@ fn extensions_backends_tensors_progress_and_stats() {
 fn cxx_translation_unit_includes_the_header() {
     let dir = tempdir();
     if cxx_compiler().is_none() {
-        println!("SKIPPED: no C++ compiler (c++, g++, clang++ or $CXX) found");
+        tinyai_format::fixtures::skip(
+            "cxx_translation_unit_includes_the_header",
+            "no C++ compiler (c++, g++, clang++ or $CXX) found",
+        );
         return;
     }
     let exe = compile(Lang::Cxx, "cpp/header.cpp", dir.path(), &[])
@@ -524,9 +527,12 @@ fn cxx_translation_unit_includes_the_header() {
 fn programs_are_clean_under_address_and_undefined_sanitizers() {
     let dir = tempdir();
     if !sanitizers_available(dir.path()) {
-        println!(
-            "SKIPPED: {} cannot build and run -fsanitize=address,undefined here",
-            c_compiler()
+        tinyai_format::fixtures::skip(
+            "programs_are_clean_under_address_and_undefined_sanitizers",
+            &format!(
+                "{} cannot build and run -fsanitize=address,undefined here",
+                c_compiler()
+            ),
         );
         return;
     }
@@ -625,7 +631,10 @@ fn pkg_config_file_builds_the_seed_example() {
         .output()
         .is_ok_and(|output| output.status.success());
     if !available {
-        println!("SKIPPED: pkg-config not found");
+        tinyai_format::fixtures::skip(
+            "pkg_config_file_builds_the_seed_example",
+            "pkg-config not found",
+        );
         return;
     }
     // A scratch install: <prefix>/{include,lib,lib/pkgconfig}.

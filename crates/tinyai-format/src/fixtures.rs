@@ -591,6 +591,35 @@ pub fn golden_files() -> Result<Vec<(&'static str, Vec<u8>)>, FormatError> {
     ])
 }
 
+/// Name of the environment variable naming the file where [`skip`] records
+/// skipped tests (`.ci/run` sets it and fails on skips not in its allowlist).
+pub const SKIP_LOG_VARIABLE: &str = "TINYAI_SKIP_LOG";
+
+/// Reports that `test` cannot check what it exists for, and why: prints
+/// `SKIP: <test>: <reason>` (to stdout and stderr, so it shows even when the
+/// test harness captures output) and appends the same line to the file named
+/// by [`SKIP_LOG_VARIABLE`], if set. The test then returns without asserting;
+/// CI decides whether that skip is allowed. Shared by every crate's tests.
+pub fn skip(test: &str, reason: &str) {
+    let line = format!("SKIP: {test}: {}", reason.replace('\n', " "));
+    println!("{line}");
+    eprintln!("{line}");
+    if let Some(path) = std::env::var_os(SKIP_LOG_VARIABLE) {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(format!("{line}\n").as_bytes()));
+        if let Err(error) = appended {
+            eprintln!(
+                "cannot record the skip in {}: {error}",
+                path.to_string_lossy()
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

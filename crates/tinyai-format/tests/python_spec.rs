@@ -22,7 +22,7 @@ fn python_available() -> bool {
     match Command::new("python3").arg("--version").output() {
         Ok(out) if out.status.success() => true,
         _ => {
-            println!("skipped: python3 not found");
+            tinyai_format::fixtures::skip("python_spec", "python3 not found");
             false
         }
     }

@@ -55,8 +55,11 @@ fn mapped_resident_pages_follow_the_budget() {
     let model = MappedModel::open(&fixture.path, config(BUDGET, Backend::Mapped)).unwrap();
     let baseline = model.resident_bytes();
     if baseline > MIB {
-        eprintln!(
-            "skipped: the file system keeps the file cached ({baseline} bytes resident before any load)"
+        tinyai_format::fixtures::skip(
+            "mapped_resident_pages_follow_the_budget",
+            &format!(
+                "the file system keeps the file cached ({baseline} bytes resident before any load)"
+            ),
         );
         return;
     }
@@ -118,7 +121,10 @@ fn keep_page_cache_leaves_evicted_pages_cached() {
     };
     let model = MappedModel::open(&fixture.path, config).unwrap();
     if model.resident_bytes() > MIB {
-        eprintln!("skipped: the file system keeps the file cached");
+        tinyai_format::fixtures::skip(
+            "keep_page_cache_leaves_evicted_pages_cached",
+            "the file system keeps the file cached",
+        );
         return;
     }
     for index in 0..model.layer_count() {

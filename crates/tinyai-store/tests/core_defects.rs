@@ -134,7 +134,7 @@ fn resident_pages_stay_within_the_budget_while_reclaim_lags() {
     tinyai_store::evict_file_from_page_cache(&fixture.path).unwrap();
     let model = MappedModel::open(&fixture.path, config(budget, Backend::Mapped)).unwrap();
     if model.resident_bytes() > LAYER {
-        println!("SKIP: {name}: the file system keeps the file cached after eviction");
+        tinyai_format::fixtures::skip(name, "the file system keeps the file cached after eviction");
         return;
     }
     let mut peak = 0;
