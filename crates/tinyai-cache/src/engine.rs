@@ -12,6 +12,28 @@ use crate::policy::{Candidate, Plan, Policy, Slot};
 /// [`Engine::reset_priorities`]): the midpoint of `0.0..=1.0`.
 pub const DEFAULT_PRIORITY: f32 = 0.5;
 
+/// TinyAI's priority scale, as callers of the store and the C API use it: any
+/// finite number, higher kept longer, 1.0 by default.
+pub const TINYAI_DEFAULT_PRIORITY: f32 = 1.0;
+
+/// Maps a priority on TinyAI's unbounded scale to the engine's `0.0..=1.0`:
+/// the logistic `1 / (1 + e^(−2·(p − 1)))`. Strictly increasing, so a higher
+/// priority is never weighed less; TinyAI's default 1.0 maps to the engine's
+/// default 0.5; 2.0 maps to 0.88 and 0.0 to 0.12; beyond about ±4 it
+/// saturates. NaN maps to NaN (callers refuse it first).
+pub fn engine_priority(tinyai_priority: f32) -> f32 {
+    let exponent = -2.0 * (f64::from(tinyai_priority) - 1.0);
+    (1.0 / (1.0 + exponent.exp())) as f32
+}
+
+/// The inverse of [`engine_priority`] on `(0, 1)`, for feeding engine-scale
+/// priorities (the simulator's traces) through the store; 0 and 1 map to the
+/// finite priorities whose images round to them.
+pub fn tinyai_priority(engine_priority: f32) -> f32 {
+    let clamped = f64::from(engine_priority).clamp(1e-6, 1.0 - 1e-6);
+    (1.0 + (clamped / (1.0 - clamped)).ln() / 2.0) as f32
+}
+
 /// How a caller that pins entries outside the engine takes part in victim
 /// choice (see [`Engine::request_claiming`]).
 pub trait Claims {

@@ -399,17 +399,21 @@ pub unsafe extern "C" fn tinyaiGetMappedModelMemoryUsage(model: *const TinyAIMap
     })
 }
 
-/// Sets layer `layerIndex`'s retention priority: 0.0 (evict first) to 1.0
-/// (keep longest); values outside are clamped, NaN means the default 0.5.
+/// Sets layer `layerIndex`'s retention priority, as TinyAI had it: any finite
+/// float, stored as given (the descriptor's `priority` reads it back exactly);
+/// higher is kept longer; the default is 1.0.
 ///
-/// With adaptive caching (the default) priority multiplies the value of
-/// keeping a layer by 2^(6 × priority), in steps of 1/12: of two layers of
-/// the same size and use, the lower priority is evicted first; 1.0 is worth
-/// 8× the default and 64× 0.0 against layers used more often. With
-/// `adaptiveCaching = false` it is weighted 0.6 in TinyAI's classic score.
+/// How it is weighed: the priority p maps to w = 1 / (1 + e^(−2·(p − 1))),
+/// strictly increasing from 0 to 1 (1.0 → 0.5, 2.0 → 0.88, 0.0 → 0.12,
+/// saturating beyond about ±4). With adaptive caching (the default) w
+/// multiplies the value of keeping a layer by 2^(6 × w), in steps of 1/12:
+/// of two layers of the same size and use, the lower priority is evicted
+/// first, and w = 1 is worth 8× the default against layers used more often.
+/// With `adaptiveCaching = false`, w is weighted 0.6 in TinyAI's classic score.
 ///
-/// Does nothing if `model` is NULL or the index is out of range (both set
-/// `tinyaiGetLastError()`).
+/// Does nothing if `model` is NULL, the index is out of range, or `priority`
+/// is NaN or infinite (each sets `tinyaiGetLastError()`; the priority is
+/// unchanged).
 ///
 /// # Safety
 /// `model` is NULL or an open model.
@@ -424,13 +428,6 @@ pub unsafe extern "C" fn tinyaiSetLayerPriority(
         // SAFETY: the caller's precondition.
         let handle = unsafe { handle(FUNCTION, model) }?;
         let index = handle.index(FUNCTION, layerIndex)?;
-        // The store refuses NaN; a void C function cannot report that usefully,
-        // so NaN means "back to the default", as documented.
-        let priority = if priority.is_nan() {
-            tinyai_cache::engine::DEFAULT_PRIORITY
-        } else {
-            priority
-        };
         handle
             .store()
             .set_priority(index, priority)
@@ -438,8 +435,8 @@ pub unsafe extern "C" fn tinyaiSetLayerPriority(
     });
 }
 
-/// Resets every layer's priority to the default (0.5). Does nothing if `model`
-/// is NULL (sets `tinyaiGetLastError()`).
+/// Resets every layer's priority to TinyAI's default, 1.0. Does nothing if
+/// `model` is NULL (sets `tinyaiGetLastError()`).
 ///
 /// # Safety
 /// `model` is NULL or an open model.

@@ -29,7 +29,8 @@ pub struct TinyAILayerDescriptor {
     /// Whether the layer is currently in memory (cached, being loaded, or served
     /// outside the cache to a caller that still holds it).
     pub isActive: bool,
-    /// Retention priority, 0.0 (evict first) to 1.0 (keep); 0.5 by default.
+    /// Retention priority as set by `tinyaiSetLayerPriority` (any finite
+    /// float, higher kept longer); 1.0 by default.
     pub priority: f32,
     /// Milliseconds since the Unix epoch of the last access by
     /// `tinyaiGetLayerWeights` / `tinyaiGetTensorData` (0 if never accessed).

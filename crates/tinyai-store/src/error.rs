@@ -117,6 +117,14 @@ pub enum StoreError {
         /// Layer index.
         index: u64,
     },
+    /// A priority that is not a finite number.
+    #[error("layer {index}: priority {priority} is not a finite number")]
+    InvalidPriority {
+        /// Layer index.
+        index: u64,
+        /// The value refused.
+        priority: f32,
+    },
     /// A detached pin was given back to a model that did not issue it.
     #[error("the detached pin of layer {index} belongs to another model")]
     ForeignPin {

@@ -53,7 +53,7 @@ pub struct LayerDescriptor {
     pub dtype: DType,
     /// Cache state.
     pub state: CacheState,
-    /// Retention priority (0.0..=1.0; default 0.5).
+    /// Retention priority as set ([`MappedModel::set_priority`]; default 1.0).
     pub priority: f32,
     /// Milliseconds since the Unix epoch of the last demand access (0 if never).
     pub last_accessed_ms: u64,
@@ -172,6 +172,7 @@ impl MappedModel {
                 order: None,
                 auto_order: false,
                 cyclic_streams: 0,
+                priorities: vec![tinyai_cache::engine::TINYAI_DEFAULT_PRIORITY; layer_count],
                 demand_clock: 0,
                 stream_epochs: HashMap::new(),
                 in_flight: 0,
@@ -229,7 +230,7 @@ impl MappedModel {
         let slot = self.shared.slots.at(index as usize);
         let (priority, charge) = {
             let state = self.shared.lock();
-            (state.engine.priority(id)?, state.engine.charge(id)?)
+            (state.priorities[index as usize], state.engine.charge(id)?)
         };
         Ok(LayerDescriptor {
             index,
@@ -436,22 +437,33 @@ impl MappedModel {
         self.shared.source.mapped_mut_ptr(offset, length)
     }
 
-    /// Sets layer `index`'s retention priority (clamped to 0.0..=1.0; NaN → default).
-    /// How each policy weighs it: [`tinyai_cache::Engine::set_priority`].
+    /// Sets layer `index`'s retention priority, on TinyAI's scale: any finite
+    /// number, higher kept longer, 1.0 by default. It is stored as given
+    /// ([`LayerDescriptor::priority`] reports it) and weighed by the policy
+    /// through [`tinyai_cache::engine::engine_priority`] (a strictly
+    /// increasing map onto the engine's `0..=1`; see
+    /// [`tinyai_cache::Engine::set_priority`] for how each policy uses that).
+    /// NaN and ±∞ are refused ([`StoreError::InvalidPriority`]), changing nothing.
     pub fn set_priority(&self, index: u64, priority: f32) -> Result<(), StoreError> {
         let id = self.shared.layer_id(index)?;
-        let priority = if priority.is_nan() {
-            tinyai_cache::engine::DEFAULT_PRIORITY
-        } else {
-            priority
-        };
-        self.shared.lock().engine.set_priority(id, priority)?;
+        if !priority.is_finite() {
+            return Err(StoreError::InvalidPriority { index, priority });
+        }
+        let mut state = self.shared.lock();
+        state
+            .engine
+            .set_priority(id, tinyai_cache::engine::engine_priority(priority))?;
+        state.priorities[index as usize] = priority;
         Ok(())
     }
 
-    /// Resets every priority to the default.
+    /// Resets every priority to TinyAI's default, 1.0.
     pub fn reset_priorities(&self) {
-        self.shared.lock().engine.reset_priorities();
+        let mut state = self.shared.lock();
+        state.engine.reset_priorities();
+        state
+            .priorities
+            .fill(tinyai_cache::engine::TINYAI_DEFAULT_PRIORITY);
     }
 
     /// Declares the order in which layers will be accessed (cyclically), or clears it.

@@ -63,6 +63,9 @@ pub(crate) struct State {
     pub(crate) auto_order: bool,
     /// Streams whose detector currently declares the cyclic order.
     pub(crate) cyclic_streams: usize,
+    /// Each layer's priority as set, on TinyAI's scale (the engine holds its
+    /// image under `engine_priority`).
+    pub(crate) priorities: Vec<f32>,
     /// Demand accesses seen under the lock (slow paths, and hits as they are
     /// drained): the clock of [`EXPLICIT`] read-aheads.
     pub(crate) demand_clock: u64,

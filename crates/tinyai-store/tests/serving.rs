@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use tinyai_format::fixtures;
-use tinyai_store::{Backend, CacheState, MappedModel, StoreConfig};
+use tinyai_store::{Backend, CacheState, MappedModel, StoreConfig, StoreError};
 
 #[test]
 fn every_byte_served_equals_the_file_in_every_backend() {
@@ -143,10 +143,21 @@ fn descriptors_track_accesses_and_priorities() {
     assert_eq!(after.access_count, 2);
     assert!(after.last_accessed_ms > 0);
     assert_eq!(after.state, CacheState::Cached);
-    model.set_priority(1, 0.9).unwrap();
-    assert!((model.descriptor(1).unwrap().priority - 0.9).abs() < 1e-6);
+    // Priorities are TinyAI's: any finite value, stored as given, 1.0 by default.
+    assert_eq!(before.priority, 1.0);
+    for priority in [0.9, 100.0, -3.5, 1e30] {
+        model.set_priority(1, priority).unwrap();
+        assert_eq!(model.descriptor(1).unwrap().priority, priority);
+    }
+    for refused in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        assert!(matches!(
+            model.set_priority(1, refused),
+            Err(StoreError::InvalidPriority { index: 1, .. })
+        ));
+        assert_eq!(model.descriptor(1).unwrap().priority, 1e30, "unchanged");
+    }
     model.reset_priorities();
-    assert!((model.descriptor(1).unwrap().priority - before.priority).abs() < 1e-6);
+    assert_eq!(model.descriptor(1).unwrap().priority, 1.0);
     let stats = model.stats();
     assert_eq!((stats.hits, stats.misses), (1, 1));
 }
@@ -177,7 +188,7 @@ fn backend_choice_changes_where_bytes_live() {
 fn high_priority_layer_stays_cached_through_passes() {
     // 16 equal layers, room for 4: on repeated passes the adaptive policy
     // keeps the first layers of a pass and streams the rest, so the last
-    // layer is never kept at the default priority — but is at priority 1.0.
+    // layer is never kept at the default priority (1.0) — but is at 3.0.
     let fixture = fixture(41, &[64 * 1024; 16], 1);
     for prefetch in [false, true] {
         for protect in [false, true] {
@@ -187,7 +198,7 @@ fn high_priority_layer_stays_cached_through_passes() {
             };
             let model = MappedModel::open(&fixture.path, config).unwrap();
             if protect {
-                model.set_priority(15, 1.0).unwrap();
+                model.set_priority(15, 3.0).unwrap();
             }
             for _pass in 0..4 {
                 for index in 0..16 {

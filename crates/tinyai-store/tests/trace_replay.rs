@@ -22,8 +22,10 @@ fn replay_store(trace: &Trace, fixture: &Fixture, policy: PolicyKind, budget: u6
         ..config(budget, Backend::Mapped)
     };
     let model = MappedModel::open(&fixture.path, config).unwrap();
+    // The traces give engine-scale priorities; the store takes TinyAI's scale.
     for &(id, priority) in &trace.priorities {
-        model.set_priority(u64::from(id.0), priority).unwrap();
+        let tinyai = tinyai_cache::engine::tinyai_priority(priority);
+        model.set_priority(u64::from(id.0), tinyai).unwrap();
     }
     let mut hits = Vec::with_capacity(trace.accesses.len());
     let mut before = model.stats().hits;

@@ -156,20 +156,21 @@ static void bad_indices(const char *valid) {
     CHECK(!tinyaiCopyLayerDescriptor(model, 0, NULL));
     CHECK_ERROR_SET();
 
-    /* Priorities are clamped; NaN means the default. */
+    /* Priorities are stored as given; NaN and infinities are refused. */
     tinyaiSetLayerPriority(model, 0, 5.0f);
     CHECK_NO_ERROR();
-    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 1.0f);
+    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 5.0f);
     tinyaiSetLayerPriority(model, 0, -5.0f);
-    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 0.0f);
+    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == -5.0f);
     tinyaiSetLayerPriority(model, 0, NAN);
-    CHECK_NO_ERROR();
-    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 0.5f);
+    CHECK_ERROR_SET();
+    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == -5.0f);
     tinyaiSetLayerPriority(model, 0, INFINITY);
-    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 1.0f);
+    CHECK_ERROR_SET();
+    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == -5.0f);
     tinyaiResetLayerPriorities(model);
     CHECK_NO_ERROR();
-    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 0.5f);
+    CHECK(tinyaiGetLayerDescriptor(model, 0)->priority == 1.0f);
 
     /* Releasing a layer twice, or one never loaded, is fine. */
     tinyaiReleaseLayerWeights(model, 0);
