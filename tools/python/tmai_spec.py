@@ -276,6 +276,9 @@ def _precision_of(dtype, source_type):
 
 
 def _get_string(data, st_off, st_len, off, length, limit, rule, where, what):
+    # Step 8: length limit, then bounds, then UTF-8.
+    if length > limit:
+        raise TmaiError(rule, where, "%s is %d bytes, limit is %d" % (what, length, limit))
     if off + length > st_len:
         raise TmaiError(
             rule,
@@ -283,8 +286,6 @@ def _get_string(data, st_off, st_len, off, length, limit, rule, where, what):
             "%s (offset %d, length %d) lies outside the string table (length %d)"
             % (what, off, length, st_len),
         )
-    if length > limit:
-        raise TmaiError(rule, where, "%s is %d bytes, limit is %d" % (what, length, limit))
     raw = bytes(data[st_off + off : st_off + off + length])
     try:
         return raw.decode("utf-8")
@@ -306,9 +307,13 @@ def parse(data):
     data = memoryview(data)
     size = len(data)
     # ---- 1. magic
-    if size < 8 or bytes(data[:8]) != MAGIC:
-        if size >= 4 and bytes(data[:4]) == LEGACY_MAGIC:
-            return _parse_legacy(data)
+    if size == 0:
+        raise TmaiError("1", "header", "the file is empty (truncated)")
+    if size >= 4 and bytes(data[:4]) == LEGACY_MAGIC:
+        return _parse_legacy(data)
+    if size < 8 and MAGIC.startswith(bytes(data)):
+        raise TmaiError("1", "header", "truncated v2 header: %d bytes, a prefix of the magic" % size)
+    if bytes(data[:8]) != MAGIC:
         raise TmaiError("1", "header", "not a .tmai file (bad magic; not legacy v1 either)")
     # ---- 2. header size / version
     if size < MIN_HEADER_SIZE:
@@ -398,6 +403,62 @@ def parse(data):
             raise TmaiError("8", where, "duplicate metadata key %r" % key)
         metadata[key] = value
     newer_minor = minor > KNOWN_MINOR
+    # ---- 10. tensors of one layer (called right after the layer's step 9 checks)
+    def check_tensors(layer):
+        tnames = set()
+        for j in range(layer["first_tensor"], layer["first_tensor"] + layer["tensor_count"]):
+            e = tensor_table_offset + TENSOR_ENTRY * j
+            name_off, name_len = _u64(data, e), _u32(data, e + 8)
+            dtype, rank = _u16(data, e + 12), _u16(data, e + 14)
+            off, length = _u64(data, e + 16), _u64(data, e + 24)
+            dims = list(struct.unpack_from("<8Q", data, e + 32))
+            source_type = _u32(data, e + 96)
+            where = "layer[%d] %r tensor[%d]" % (layer["index"], layer["name"], j)
+            name = _get_string(data, st_off, st_len, name_off, name_len, MAX_NAME, "10", where, "name")
+            where = "%s %r" % (where, name)
+            if off + length > layer["length"]:
+                raise TmaiError(
+                    "10", where, "range %d..%d (relative) exceeds the layer length %d" % (off, off + length, layer["length"])
+                )
+            if rank > MAX_RANK:
+                raise TmaiError("10", where, "rank %d > 8" % rank)
+            if any(dims[rank:]):
+                raise TmaiError("10", where, "non-zero shape entries past rank %d: %r" % (rank, dims))
+            if dtype == DTYPE_MIXED:
+                raise TmaiError("10", where, "dtype 'mixed' (0xFFFF) is not allowed for a tensor")
+            unknown = dtype not in DTYPES
+            if unknown and not newer_minor:
+                raise TmaiError("10", where, "unknown dtype code %d" % dtype)
+            shape = dims[:rank]
+            # An unknown code (newer minor) is handled as opaque: only the
+            # 128-bit element-count overflow check applies.
+            try:
+                want = expected_length(dtype, source_type, shape)
+            except ValueError as err:
+                raise TmaiError("10", where, "size rule: %s" % err) from None
+            if want is not None and want != length:
+                raise TmaiError(
+                    "10",
+                    where,
+                    "size rule: length %d but %s of shape %r needs %d bytes" % (length, _dtype_name(dtype), shape, want),
+                )
+            # Names compare byte-wise (str equality of decoded UTF-8); checked after the size rule.
+            if name in tnames:
+                raise TmaiError("10", where, "duplicate tensor name %r within the layer" % name)
+            tnames.add(name)
+            t = {
+                "name": name,
+                "dtype": dtype,
+                "dtype_name": _dtype_name(dtype),
+                "shape": shape,
+                "offset": off,
+                "length": length,
+                "source_type": source_type,
+            }
+            if dtype == DTYPE_GGML and source_type in GGML_BLOCKS:
+                t["ggml_type"] = GGML_BLOCKS[source_type][0]
+            layer["tensors"].append(t)
+
     # ---- 9. layers
     layers = []
     seen_names = set()
@@ -465,59 +526,7 @@ def parse(data):
                 "tensors": [],
             }
         )
-    # ---- 10. tensors
-    for layer in layers:
-        tnames = set()
-        for j in range(layer["first_tensor"], layer["first_tensor"] + layer["tensor_count"]):
-            e = tensor_table_offset + TENSOR_ENTRY * j
-            name_off, name_len = _u64(data, e), _u32(data, e + 8)
-            dtype, rank = _u16(data, e + 12), _u16(data, e + 14)
-            off, length = _u64(data, e + 16), _u64(data, e + 24)
-            dims = list(struct.unpack_from("<8Q", data, e + 32))
-            source_type = _u32(data, e + 96)
-            where = "layer[%d] %r tensor[%d]" % (layer["index"], layer["name"], j)
-            name = _get_string(data, st_off, st_len, name_off, name_len, MAX_NAME, "10", where, "name")
-            if name in tnames:
-                raise TmaiError("10", where, "duplicate tensor name %r within the layer" % name)
-            tnames.add(name)
-            where = "%s %r" % (where, name)
-            if off + length > layer["length"]:
-                raise TmaiError(
-                    "10", where, "range %d..%d (relative) exceeds the layer length %d" % (off, off + length, layer["length"])
-                )
-            if rank > MAX_RANK:
-                raise TmaiError("10", where, "rank %d > 8" % rank)
-            if any(dims[rank:]):
-                raise TmaiError("10", where, "non-zero shape entries past rank %d: %r" % (rank, dims))
-            if dtype == DTYPE_MIXED:
-                raise TmaiError("10", where, "dtype 'mixed' (0xFFFF) is not allowed for a tensor")
-            unknown = dtype not in DTYPES
-            if unknown and not newer_minor:
-                raise TmaiError("10", where, "unknown dtype code %d" % dtype)
-            shape = dims[:rank]
-            if not unknown:
-                try:
-                    want = expected_length(dtype, source_type, shape)
-                except ValueError as err:
-                    raise TmaiError("10", where, "size rule: %s" % err) from None
-                if want is not None and want != length:
-                    raise TmaiError(
-                        "10",
-                        where,
-                        "size rule: length %d but %s of shape %r needs %d bytes" % (length, _dtype_name(dtype), shape, want),
-                    )
-            t = {
-                "name": name,
-                "dtype": dtype,
-                "dtype_name": _dtype_name(dtype),
-                "shape": shape,
-                "offset": off,
-                "length": length,
-                "source_type": source_type,
-            }
-            if dtype == DTYPE_GGML and source_type in GGML_BLOCKS:
-                t["ggml_type"] = GGML_BLOCKS[source_type][0]
-            layer["tensors"].append(t)
+        check_tensors(layers[-1])
     # ---- 11. every tensor belongs to a layer
     if expect_first != tensor_count:
         raise TmaiError(
@@ -555,9 +564,13 @@ def _parse_legacy(data):
         raise TmaiError("v1", "header", "legacy magic but version %d (must be 1)" % version)
     n = _u32(data, 8)
     table_end = LEGACY_HEADER + LEGACY_ENTRY * n
+    if LEGACY_ENTRY * n > size:
+        raise TmaiError(
+            "v1", "header", "absurd layer count %d: its table (%d bytes) cannot fit in the %d-byte file" % (n, LEGACY_ENTRY * n, size)
+        )
     if table_end > size:
         raise TmaiError(
-            "v1", "header", "absurd layer count %d: its table (%d bytes) does not fit in the %d-byte file" % (n, table_end, size)
+            "v1", "header", "truncated: header and layer table need %d bytes, the file has %d" % (table_end, size)
         )
     raw_name = bytes(data[16:80])
     nul = raw_name.find(b"\0")
@@ -573,10 +586,10 @@ def _parse_legacy(data):
         off, length, precision = _u32(data, e), _u32(data, e + 4), _u32(data, e + 8)
         where = "layer[%d]" % i
         end = off + length
-        if end > size:
-            raise TmaiError("v1", where, "range %d..%d extends past the file (%d bytes)" % (off, end, size))
         if end >= 1 << 32:
             raise TmaiError("v1", where, "offset + size %d does not fit in 32 bits" % end)
+        if end > size:
+            raise TmaiError("v1", where, "range %d..%d extends past the file (%d bytes)" % (off, end, size))
         if _intersects(off, length, 0, table_end):
             raise TmaiError("v1", where, "range %d..%d intersects the header and table 0..%d" % (off, end, table_end))
         if not (1 <= precision <= 64):
@@ -598,8 +611,9 @@ def _parse_legacy(data):
                 "tensors": [],
             }
         )
-    # no two layers overlap (any order): sort non-empty layers by offset
-    spans = sorted((l["offset"], l["offset"] + l["length"], l["index"]) for l in layers if l["length"])
+    # no two layers overlap (any order): sort by (offset, end, index), compare neighbours;
+    # a zero-length layer strictly inside another's bytes overlaps it
+    spans = sorted((l["offset"], l["offset"] + l["length"], l["index"]) for l in layers)
     for (a0, a1, ai), (b0, b1, bi) in zip(spans, spans[1:]):
         if b0 < a1:
             raise TmaiError("v1", "layer[%d]" % bi, "overlaps layer[%d] (%d..%d vs %d..%d)" % (ai, a0, a1, b0, b1))
