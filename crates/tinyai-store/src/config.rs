@@ -62,8 +62,9 @@ pub struct StoreConfig {
     /// Hard budget of charged cache memory in bytes (default 256 MiB). Charged usage
     /// never exceeds it except by layers held by live guards.
     pub max_cache_size: u64,
-    /// Automatic lookahead prefetch (default true): on a sequential pattern or a
-    /// declared order, the next layers are loaded in the background. Explicit
+    /// Automatic lookahead prefetch (default true): when a thread's gets follow a
+    /// sequential pattern or the declared order (each thread is its own
+    /// stream), the next layers are loaded in the background. Explicit
     /// [`crate::MappedModel::prefetch`] calls work either way.
     pub prefetch_enabled: bool,
     /// Threads of the prefetch pool (default 1, at most 64). 0 means explicit
@@ -71,7 +72,8 @@ pub struct StoreConfig {
     /// dropped on the caller's thread too, and there is no automatic lookahead.
     /// With 1 or more, the store also starts one "reclaim" thread that drops
     /// evicted pages, so that neither the caller nor the prefetch threads wait
-    /// for it.
+    /// for it (pages it has not dropped yet stay charged: a load waits rather
+    /// than push memory over the budget).
     pub prefetch_threads: usize,
     /// `true` (default): the adaptive policy (scan-resistant, frequency- and
     /// priority-aware). `false`: TinyAI's classic score
@@ -90,8 +92,10 @@ pub struct StoreConfig {
     /// `mlock` cached layers (default false). When the limit refuses, a warning is
     /// logged once and the store continues unlocked.
     pub lock_in_memory: bool,
-    /// How many layers ahead automatic prefetch looks (default 8). Prefetches also
-    /// stop at the first one the cache declines, so this is an upper bound.
+    /// How many layers ahead automatic prefetch looks (default 8). Each thread's
+    /// read-ahead ramps up to it (2, 4, then `lookahead` layers as its
+    /// sequential run grows), and prefetches stop at the first one the cache
+    /// declines, so this is an upper bound.
     pub lookahead: usize,
     /// Mapped backend: keep evicted pages in the OS page cache instead of dropping
     /// them (default false: the budget bounds the page cache this model holds too).
@@ -99,7 +103,11 @@ pub struct StoreConfig {
     /// Share of `max_cache_size` reserved for layers that automatic prefetch reads
     /// ahead outside the cache (layers the policy does not keep, streamed through).
     /// `None` (default): `max(budget/8, largest layer)`, at most half the budget,
-    /// when automatic prefetch is on, else 0. `Some(0)` disables the window.
+    /// when automatic prefetch is on and the whole model does not fit the
+    /// budget, else 0 (a model that fits is simply cached). `Some(0)` disables
+    /// the window. Read-aheads in it go stale, oldest first, once their stream
+    /// has moved `lookahead` accesses past them
+    /// ([`tinyai_cache::stream::StreamingWindow`]).
     pub streaming_window: Option<u64>,
     /// Progress/cancel callback for bulk loads.
     pub progress: Option<ProgressCallback>,
