@@ -92,7 +92,7 @@ impl Shared {
                 true
             }
         };
-        let verify = self.begin_load(state, index, true, transient, origin);
+        let verify = self.begin_load(state, index, true, transient);
         state.in_flight += 1;
         if self.pool.is_some() {
             state.queued_reads.push_back(index);
@@ -170,7 +170,8 @@ impl Shared {
         let loaded = if stale {
             None
         } else {
-            Some(self.wait_for_room().and_then(|()| self.load(index, verify)))
+            self.wait_for_room();
+            Some(self.load(index, verify))
         };
         let mut evictions = Evictions::default();
         {

@@ -39,8 +39,6 @@ pub(crate) struct LayerMeta {
     /// While `Loading` into the window: the window let it go meanwhile (its loader
     /// will drop it unless a demand waits), see `State::orphaned_charge`.
     pub(crate) orphaned: bool,
-    /// While `Loading` for a stream's lookahead: that stream and its epoch then.
-    pub(crate) origin: Option<(StreamId, u64)>,
 }
 
 /// Everything behind the state lock.
@@ -424,13 +422,14 @@ impl Shared {
                 true
             }
         };
-        let verify = self.begin_load(&mut state, index, false, transient, None);
+        let verify = self.begin_load(&mut state, index, false, transient);
         slot.count_access(stripe);
         slot.touch(unix_ms());
         drop(state);
         self.finish_evictions(evictions);
 
-        let loaded = self.wait_for_room().and_then(|()| self.load(index, verify));
+        self.wait_for_room();
+        let loaded = self.load(index, verify);
         let mut state = self.lock();
         let result = match loaded {
             Ok(buffer) => {
@@ -464,34 +463,32 @@ impl Shared {
 
     /// Marks an `Absent` layer `Loading` (under the lock) and notes how: by a
     /// prefetch (cancellable while no demand waits), into the cache or outside
-    /// it, for which stream. Returns whether the load must verify the checksum.
+    /// it. Returns whether the load must verify the checksum.
     pub(crate) fn begin_load(
         &self,
         state: &mut State,
         index: u64,
         prefetch: bool,
         transient: bool,
-        origin: Option<(StreamId, u64)>,
     ) -> bool {
         let started = self.slots.at(index as usize).start_loading();
         debug_assert!(started, "the slot was Absent under the lock");
         let meta = &mut state.meta[index as usize];
         meta.prefetch_only = prefetch;
         meta.transient_load = transient;
-        meta.origin = origin;
         self.config.verify_checksums && !meta.verified
     }
 
     /// Waits until evicted pages still being dropped no longer push memory over
     /// the budget (the reclaim thread's backlog is charged, defect 5 of the
     /// store-core issue), so a load never adds its pages on top of them.
-    pub(crate) fn wait_for_room(&self) -> Result<(), StoreError> {
+    pub(crate) fn wait_for_room(&self) {
         let mut state = self.lock();
         loop {
             let charged = state.engine.usage() + state.transient_charge;
             let pending = state.reclaim_pending;
             if pending == 0 || charged + pending <= self.config.max_cache_size {
-                return Ok(());
+                return;
             }
             state = self.wait(state);
         }
