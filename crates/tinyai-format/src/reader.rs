@@ -551,10 +551,27 @@ impl<'a> Model<'a> {
         self.verify_layer_bytes(index, bytes)
     }
 
-    /// Verifies every layer's checksum; stops at the first failure.
-    /// Layers without a checksum (legacy v1) make this return [`FormatError::NoChecksum`].
+    /// Verifies every layer that has a checksum, in table order, and returns
+    /// the first failure (a [`FormatError::ChecksumMismatch`], or any other
+    /// error reading a layer). Only when all of those match does a layer
+    /// without a checksum (every layer of a legacy v1 file) make it return
+    /// [`FormatError::NoChecksum`] for the first such layer, so a layer without
+    /// a checksum never hides corruption in the layers after it.
     pub fn verify_all(&self) -> Result<(), FormatError> {
-        (0..self.layer_count()).try_for_each(|index| self.verify_layer(index))
+        let mut first_unchecked = None;
+        for index in 0..self.layer_count() {
+            match self.verify_layer(index) {
+                Ok(()) => {}
+                Err(FormatError::NoChecksum { layer }) => {
+                    first_unchecked.get_or_insert(layer);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match first_unchecked {
+            Some(layer) => Err(FormatError::NoChecksum { layer }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1102,3 +1102,35 @@ fn an_abandoned_layer_writer_records_nothing() {
     let tensor = model.find_tensor(0, "w").unwrap().unwrap();
     assert_eq!(tensor.length, 2);
 }
+
+/// A layer without a checksum does not hide corruption in the layers after it:
+/// `verify_all` checks every layer that has a checksum, reports the first
+/// mismatch, and only then says that some layer had none.
+#[test]
+fn verify_all_checks_the_layers_after_one_without_a_checksum() {
+    // Layer 0 without a checksum (flag bit 0 clear, table re-sealed).
+    let unchecked = v2(|bytes| {
+        let flags = layer_field(bytes, 0, layer::FLAGS);
+        let value = get_u16(bytes, flags) & !1;
+        put_u16(bytes, flags, value);
+    });
+    let model = Model::parse(&unchecked).unwrap();
+    assert!(matches!(
+        model.verify_layer(0),
+        Err(FormatError::NoChecksum { layer: 0 })
+    ));
+    model.verify_layer(1).unwrap();
+    assert!(matches!(
+        model.verify_all(),
+        Err(FormatError::NoChecksum { layer: 0 })
+    ));
+    // Corrupt layer 1: the mismatch must be found.
+    let mut corrupt = unchecked.clone();
+    let offset = model.layer(1).unwrap().offset as usize;
+    corrupt[offset] ^= 0x55;
+    let corrupt_model = Model::parse(&corrupt).unwrap();
+    assert!(matches!(
+        corrupt_model.verify_all(),
+        Err(FormatError::ChecksumMismatch { layer: 1, .. })
+    ));
+}
