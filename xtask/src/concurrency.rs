@@ -91,18 +91,22 @@ fn nightly_with(check: &str, components: &[&str]) -> bool {
     true
 }
 
+/// `cargo` of the nightly toolchain (through rustup).
+fn nightly_cargo() -> Command {
+    let mut command = Command::new("rustup");
+    command.args(["run", "nightly", "cargo"]);
+    command
+}
+
 fn tsan() -> Result<(), TaskError> {
     // rust-src: -Zbuild-std instruments the standard library too.
     if !nightly_with("tsan", &["rust-src"]) {
         return Ok(());
     }
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let mut command = Command::new("rustup");
+    let mut command = nightly_cargo();
     command
         .args([
-            "run",
-            "nightly",
-            "cargo",
             "test",
             "-Zbuild-std",
             "--target",
@@ -129,18 +133,9 @@ fn miri() -> Result<(), TaskError> {
     if !nightly_with("miri", &["miri", "rust-src"]) {
         return Ok(());
     }
-    let mut command = Command::new("rustup");
+    let mut command = nightly_cargo();
     command
-        .args([
-            "run",
-            "nightly",
-            "cargo",
-            "miri",
-            "test",
-            "-p",
-            "tinyai-store",
-            "--lib",
-        ])
+        .args(["miri", "test", "-p", "tinyai-store", "--lib"])
         // The tables test reads a fixture file.
         .env("MIRIFLAGS", "-Zmiri-disable-isolation");
     run(&mut command, "store unit tests under Miri")

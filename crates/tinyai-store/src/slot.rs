@@ -654,6 +654,11 @@ mod loom_tests {
         changed: Condvar,
     }
 
+    // SAFETY (every `unsafe` on the cells below): loom's `UnsafeCell::with` /
+    // `with_mut` hand out a raw pointer to the cell's value, valid for the
+    // closure; the accesses are plain reads and writes of a `u64`. Whether two
+    // of them can overlap (a data race, e.g. a drop racing a pinned user) is
+    // exactly what loom checks and reports; that is the point of the model.
     fn value_of(layer: usize) -> u64 {
         0xA0 + layer as u64
     }
