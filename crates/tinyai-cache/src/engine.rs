@@ -327,6 +327,64 @@ impl Engine {
         }
     }
 
+    /// Evicts entries in the policy's eviction order until `needed` bytes are
+    /// freed or nothing more can be: for a caller whose memory is over its
+    /// limit for reasons outside the engine (layers it serves outside the
+    /// cache). There is no candidate, so the policy never declines. Each
+    /// victim is claimed through `claims` first; an entry whose claim fails is
+    /// held out and the policy plans again without it. Returns the evicted
+    /// entries (all claimed, all removed), which may free less than `needed`.
+    ///
+    /// `held_out` lists entries the caller already knows it would refuse
+    /// (pinned): they are left out of every plan at once, which saves a plan
+    /// per refusal when many are pinned.
+    pub fn evict_claiming(
+        &mut self,
+        needed: u64,
+        now: u64,
+        held_out: &[LayerId],
+        claims: &mut dyn Claims,
+    ) -> Vec<LayerId> {
+        let mut victims = Vec::new();
+        let mut refused: Vec<u32> = Vec::new();
+        for id in held_out {
+            if let Some(slot) = self.slots.get_mut(id.index()) {
+                slot.pin_count += 1;
+                refused.push(id.0);
+            }
+        }
+        let mut freed = 0u64;
+        while freed < needed {
+            let plan = self.policy.plan(None, needed - freed, now, &self.slots);
+            if plan.victims.is_empty() {
+                break;
+            }
+            for victim in plan.victims {
+                let Some(charge) = self.slots.get(victim as usize).map(|slot| slot.charge) else {
+                    continue;
+                };
+                if claims.claim(LayerId(victim)) {
+                    self.evict(victim);
+                    victims.push(LayerId(victim));
+                    freed = freed.saturating_add(charge);
+                } else {
+                    // Held out of later plans by a temporary pin; plan again.
+                    if let Some(slot) = self.slots.get_mut(victim as usize) {
+                        slot.pin_count += 1;
+                    }
+                    refused.push(victim);
+                    break;
+                }
+            }
+        }
+        for held in refused {
+            if let Some(slot) = self.slots.get_mut(held as usize) {
+                slot.pin_count -= 1;
+            }
+        }
+        victims
+    }
+
     /// Records a demand hit of `id` if it is resident (returns whether it was);
     /// a layer that is not resident any more is ignored. For callers that
     /// learn of hits after the fact (the store's read buffers).

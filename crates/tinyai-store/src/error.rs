@@ -125,9 +125,17 @@ pub enum StoreError {
         /// The value refused.
         priority: f32,
     },
-    /// A detached pin was given back to a model that did not issue it.
-    #[error("the detached pin of layer {index} belongs to another model")]
+    /// A detached or soft pin was given back to a model that did not issue it.
+    #[error("the pin of layer {index} belongs to another model")]
     ForeignPin {
+        /// Layer index.
+        index: u64,
+    },
+    /// Soft pins need the mapped backend (see `MappedModel::pin_soft`).
+    #[error(
+        "layer {index}: soft pins need the mapped backend (an owned buffer could be freed while in use)"
+    )]
+    SoftPinUnsupported {
         /// Layer index.
         index: u64,
     },

@@ -92,6 +92,17 @@ impl Shared {
                 true
             }
         };
+        if state.charged() > self.config.max_cache_size {
+            // Layers served outside the cache for demands fill the rest of the
+            // budget: a read-ahead must not push the total over it.
+            if transient {
+                state.window.remove(id);
+                state.transient_charge -= self.charge(state, index);
+            } else {
+                self.engine_remove(state, id);
+            }
+            return Ok(Prefetch::Declined);
+        }
         let verify = self.begin_load(state, index, true, transient);
         state.in_flight += 1;
         if self.pool.is_some() {
@@ -221,6 +232,9 @@ impl Shared {
         }
         self.finish_evictions(evictions);
         self.changed.notify_all();
+        if self.over_budget.load(Ordering::Relaxed) {
+            self.back_within_budget();
+        }
     }
 
     /// Automatic prefetch after a demand access of `index` by this thread's stream.

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
@@ -79,6 +79,37 @@ impl DetachedPin {
     }
 }
 
+/// A soft pin on a layer ([`MappedModel::pin_soft`]): the layer stays in
+/// memory as long as the budget allows, and gives way only when a demand
+/// access cannot otherwise fit (weak soft pins before strong ones).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a soft pin ranks its layer until given back with MappedModel::unpin_soft"]
+pub struct SoftPin {
+    index: u64,
+    strong: bool,
+    model: u64,
+}
+
+impl SoftPin {
+    /// The soft-pinned layer.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// Whether the pin is still strong (not [weakened](MappedModel::weaken_soft)).
+    pub fn is_strong(&self) -> bool {
+        self.strong
+    }
+
+    fn strength(&self) -> crate::slot::Kept {
+        if self.strong {
+            crate::slot::Kept::Strong
+        } else {
+            crate::slot::Kept::Weak
+        }
+    }
+}
+
 /// A model file opened for layer-by-layer access under a memory budget.
 ///
 /// All methods take `&self` and may be called from any number of threads.
@@ -121,8 +152,18 @@ impl MappedModel {
             .map(|&size| engine_config.charge_for(size))
             .collect();
         let window = window_budget(&config, &charges);
-        engine_config.budget_bytes = config.max_cache_size - window;
         let total_charge = charges.iter().copied().fold(0u64, u64::saturating_add);
+        // Room outside the cache for a demand the policy does not admit (it must
+        // fit in the budget too, see `crate::room`): the streaming window's, or
+        // one layer's when there is no window, so that serving a bypassed layer
+        // does not evict a cached one (which would undo the bypass).
+        let reserve = if total_charge > config.max_cache_size {
+            let largest = charges.iter().copied().max().unwrap_or(0);
+            window.max(largest.min(config.max_cache_size / 2))
+        } else {
+            window
+        };
+        engine_config.budget_bytes = config.max_cache_size - reserve;
         let record_hits = total_charge > engine_config.budget_bytes;
         let engine = Engine::new(engine_config, &sizes)?;
         let start_threads = |count: usize, name: &'static str| {
@@ -176,6 +217,7 @@ impl MappedModel {
                 demand_clock: 0,
                 stream_epochs: HashMap::new(),
                 in_flight: 0,
+                reading: 0,
                 queued_reads: VecDeque::new(),
             }),
             config,
@@ -194,6 +236,9 @@ impl MappedModel {
             all_resident: AtomicBool::new(layer_count == 0),
             order_version: AtomicU64::new(0),
             this: this.clone(),
+            room_waiters: AtomicUsize::new(0),
+            transitional: AtomicUsize::new(0),
+            over_budget: AtomicBool::new(false),
         });
         Ok(MappedModel { shared })
     }
@@ -307,6 +352,61 @@ impl MappedModel {
             return Err(StoreError::ForeignPin { index: pin.index });
         }
         self.shared.unpin(pin.index, pin.stripe);
+        Ok(())
+    }
+
+    /// Accesses layer `index` like [`get`](MappedModel::get) (loading it if
+    /// needed, counting a demand access, reading ahead) and holds it with a
+    /// strong *soft pin* instead of a guard: for bindings that hand out
+    /// addresses into the mapping and want the layer kept while it is likely
+    /// in use, without letting those layers break the budget (the C library's
+    /// per-thread windows).
+    ///
+    /// A soft-pinned layer is never chosen by the eviction policy, but when a
+    /// demand access cannot fit in `max_cache_size` otherwise, soft-pinned
+    /// layers are evicted (weak ones first). Only the [`crate::Backend::Mapped`]
+    /// backend offers this (its bytes stay addressable through
+    /// [`mapped_ptr_mut`](MappedModel::mapped_ptr_mut) after eviction, read
+    /// again from the file); with the owned backends the layer's buffer could
+    /// be freed while in use, so they refuse with
+    /// [`StoreError::SoftPinUnsupported`]: use a guard or
+    /// [`pin_detached`](MappedModel::pin_detached) there.
+    pub fn pin_soft(&self, index: u64) -> Result<SoftPin, StoreError> {
+        if self.shared.mapped_base.is_none() {
+            self.shared.layer_id(index)?;
+            return Err(StoreError::SoftPinUnsupported { index });
+        }
+        self.shared.pin_soft(index)?;
+        if self.shared.config.prefetch_enabled {
+            self.shared.lookahead(index);
+        }
+        Ok(SoftPin {
+            index,
+            strong: true,
+            model: self.shared.uid,
+        })
+    }
+
+    /// Turns a strong soft pin into a weak one (given up before strong ones
+    /// when room is needed). A pin of another model is refused
+    /// ([`StoreError::ForeignPin`]); weakening a weak pin changes nothing.
+    pub fn weaken_soft(&self, pin: &mut SoftPin) -> Result<(), StoreError> {
+        if pin.model != self.shared.uid {
+            return Err(StoreError::ForeignPin { index: pin.index });
+        }
+        if std::mem::replace(&mut pin.strong, false) {
+            self.shared.slots.at(pin.index as usize).weaken();
+        }
+        Ok(())
+    }
+
+    /// Gives back a soft pin from [`pin_soft`](MappedModel::pin_soft). A pin of
+    /// another model is refused ([`StoreError::ForeignPin`]) and changes nothing.
+    pub fn unpin_soft(&self, pin: SoftPin) -> Result<(), StoreError> {
+        if pin.model != self.shared.uid {
+            return Err(StoreError::ForeignPin { index: pin.index });
+        }
+        self.shared.unpin_soft(pin.index, pin.strength());
         Ok(())
     }
 

@@ -27,6 +27,13 @@ pub(crate) struct Evictions {
     mapped: Vec<(u64, u64, bool)>,
 }
 
+impl Evictions {
+    /// Whether there is nothing to drop.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buffers.is_empty() && self.mapped.is_empty()
+    }
+}
+
 impl Shared {
     /// Takes the memory of claimed victims (already removed from the engine).
     pub(crate) fn evict_victims(

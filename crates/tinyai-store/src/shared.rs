@@ -2,19 +2,20 @@
 //! the path of one `get` (the lock-free hit and the miss that loads).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tinyai_cache::stream::{AccessOrder, StreamId, StreamingWindow};
-use tinyai_cache::{AccessKind, Claims, Decision, Engine, LayerId};
+use tinyai_cache::{AccessKind, Decision, Engine, LayerId};
 use tinyai_format::{FormatError, Model, TensorInfo};
 
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::hits::ReadBuffers;
 use crate::reclaim::Evictions;
-use crate::slot::{Pinned, SlotState, Slots};
+use crate::room::{Room, SlotClaims};
+use crate::slot::{Kept, Pinned, SlotState, Slots};
 use crate::source::{AlignedBuf, Source};
 use crate::stats::Counters;
 use crate::tables::Tables;
@@ -71,6 +72,8 @@ pub(crate) struct State {
     pub(crate) stream_epochs: HashMap<StreamId, u64>,
     /// Background tasks issued and not finished (close waits for them).
     pub(crate) in_flight: usize,
+    /// Demand loads reading now (past their wait for room).
+    pub(crate) reading: usize,
     /// Layers whose prefetch task is queued on the pool, oldest first.
     pub(crate) queued_reads: VecDeque<u64>,
 }
@@ -114,32 +117,19 @@ pub(crate) struct Shared {
     pub(crate) mapped_base: Option<usize>,
     /// This `Shared` itself, for background tasks that must keep it alive.
     pub(crate) this: Weak<Shared>,
+    /// Demand misses waiting for room (see [`crate::room`]).
+    pub(crate) room_waiters: AtomicUsize,
+    /// Soft-pinning gets that may hold a hard pin they are about to give back.
+    pub(crate) transitional: AtomicUsize,
+    /// A miss went ahead over the budget because pinned layers filled it: each
+    /// unpin tries to get back within it (see [`crate::room`]).
+    pub(crate) over_budget: AtomicBool,
 }
 
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The store's side of victim choice: a victim must be a `Cached` slot with no
-/// pins, claimed (→ `Evicting`) before the engine drops it.
-struct SlotClaims<'a> {
-    slots: &'a Slots<AlignedBuf>,
-}
-
-impl Claims for SlotClaims<'_> {
-    fn claim(&mut self, id: LayerId) -> bool {
-        self.slots
-            .get(id.index())
-            .is_some_and(|slot| slot.claim(SlotState::Cached))
-    }
-
-    fn release(&mut self, id: LayerId) {
-        if let Some(slot) = self.slots.get(id.index()) {
-            slot.unclaim(SlotState::Cached);
-        }
-    }
 }
 
 impl Shared {
@@ -232,7 +222,10 @@ impl Shared {
         kind: AccessKind,
     ) -> Result<Decision, StoreError> {
         let now = self.now();
-        let mut claims = SlotClaims { slots: &self.slots };
+        let mut claims = SlotClaims {
+            slots: &self.slots,
+            allow: Kept::No,
+        };
         let decision = state.engine.request_claiming(id, kind, now, &mut claims);
         self.note_residency(state);
         Ok(decision?)
@@ -245,7 +238,7 @@ impl Shared {
     }
 
     /// Refreshes `all_resident` after the engine's resident set changed.
-    fn note_residency(&self, state: &State) {
+    pub(crate) fn note_residency(&self, state: &State) {
         let all = state.engine.resident_count() == self.spans.len();
         self.all_resident.store(all, Ordering::Relaxed);
     }
@@ -397,40 +390,61 @@ impl Shared {
         }
     }
 
-    /// A miss: decide, mark the slot `Loading`, load outside the lock, publish.
+    /// A miss: decide and make room, mark the slot `Loading`, load outside the
+    /// lock, publish.
     fn miss(&self, index: u64, stripe: usize) -> Result<(), StoreError> {
         let id = LayerId(index as u32);
         let slot = self.slots.at(index as usize);
         let mut state = self.lock();
-        // Someone may have started loading it while the lock was dropped.
-        if slot.load().state() != SlotState::Absent {
-            drop(state);
-            return self.pin_slow(index, stripe);
-        }
-        self.drain_hits(&mut state);
-        self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        let mut evictions = Evictions::default();
-        let transient = match self.decide(&mut state, id, AccessKind::Demand)? {
-            Decision::Admit { victims } => {
-                self.evict_victims(&mut state, &victims, &mut evictions);
-                false
+        let mut counted = false;
+        let (transient, verify) = loop {
+            // Someone may have started loading it while the lock was dropped.
+            if slot.load().state() != SlotState::Absent {
+                drop(state);
+                return self.pin_slow(index, stripe);
             }
-            Decision::Hit => false,
-            Decision::Bypass => {
-                self.counters.bypasses.fetch_add(1, Ordering::Relaxed);
-                state.transient_charge += self.charge(&state, index);
-                true
+            self.drain_hits(&mut state);
+            if !std::mem::replace(&mut counted, true) {
+                self.counters.misses.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut evictions = Evictions::default();
+            let transient = match self.decide(&mut state, id, AccessKind::Demand)? {
+                Decision::Admit { victims } => {
+                    self.evict_victims(&mut state, &victims, &mut evictions);
+                    false
+                }
+                Decision::Hit => false,
+                Decision::Bypass => {
+                    state.transient_charge += self.charge(&state, index);
+                    true
+                }
+            };
+            match self.room_for_demand(&mut state, index, transient, &mut evictions) {
+                Room::Granted => {
+                    if transient {
+                        self.counters.bypasses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let verify = self.begin_load(&mut state, index, false, transient);
+                    slot.count_access(stripe);
+                    slot.touch(unix_ms());
+                    state.reading += 1;
+                    drop(state);
+                    self.finish_evictions(evictions);
+                    break (transient, verify);
+                }
+                Room::Wait if !evictions.is_empty() => {
+                    drop(state);
+                    self.finish_evictions(evictions);
+                    state = self.lock();
+                }
+                Room::Wait => state = self.wait_for_demand_room(state),
             }
         };
-        let verify = self.begin_load(&mut state, index, false, transient);
-        slot.count_access(stripe);
-        slot.touch(unix_ms());
-        drop(state);
-        self.finish_evictions(evictions);
 
         self.wait_for_room();
         let loaded = self.load(index, verify);
         let mut state = self.lock();
+        state.reading -= 1;
         let result = match loaded {
             Ok(buffer) => {
                 state.meta[index as usize].verified |= verify;
@@ -458,6 +472,9 @@ impl Shared {
         };
         drop(state);
         self.changed.notify_all();
+        if self.over_budget.load(Ordering::Relaxed) {
+            self.back_within_budget();
+        }
         result
     }
 
@@ -570,8 +587,12 @@ impl Shared {
     /// Called by a guard's drop.
     #[inline(always)]
     pub(crate) fn unpin(&self, index: u64, stripe: usize) {
-        if self.slots.at(index as usize).unpin(stripe) {
+        let slot = self.slots.at(index as usize);
+        if slot.unpin(stripe) {
             self.last_transient_unpin(index);
+        }
+        if self.over_budget.load(Ordering::Relaxed) && slot.pins() == 0 {
+            self.back_within_budget();
         }
     }
 
@@ -579,12 +600,14 @@ impl Shared {
     /// unless the streaming window holds it (read ahead, not yet used) or it
     /// was promoted meanwhile. (The claim sees whether any pin is left.)
     #[inline(never)]
-    fn last_transient_unpin(&self, index: u64) {
+    pub(crate) fn last_transient_unpin(&self, index: u64) {
         let mut evictions = Evictions::default();
         {
             let mut state = self.lock();
+            let slot = self.slots.at(index as usize);
             if !state.window.contains(LayerId(index as u32))
-                && self.slots.at(index as usize).claim(SlotState::Transient)
+                && slot.kept() == Kept::No
+                && slot.claim(SlotState::Transient)
             {
                 state.transient_charge -= self.charge(&state, index);
                 self.take_eviction(&mut state, index, &mut evictions);

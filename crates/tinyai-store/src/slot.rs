@@ -35,6 +35,17 @@
 //!   for `Evicting` to become `Absent`), so a reload's pages cannot be dropped
 //!   by an earlier eviction;
 //! - no pin is lost: every successful pin is matched by exactly one unpin.
+//!
+//! **Soft pins** (the C library's per-thread windows of returned layers) are a
+//! separate, advisory count per layer: a *strong* one for a thread's newest
+//! layer, a *weak* one for the older layers it still keeps. They protect
+//! nothing in memory (only the mapped backend uses them, whose bytes stay
+//! addressable after eviction): they rank victims. A claim made to stay
+//! within the budget takes unkept layers first, then weakly kept, then
+//! strongly kept ones (see `Shared::enforce_budget`); ordinary policy
+//! decisions never take a kept layer. Their updates are single atomic adds
+//! with no ordering obligations; a claim that races with one merely ranks
+//! the layer by the value it read.
 
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
@@ -52,6 +63,18 @@ pub(crate) enum SlotState {
 const STATE_MASK: u64 = 0b111;
 /// Set while a prefetched layer has not been used by a demand access yet.
 const PREFETCHED_UNUSED: u64 = 1 << 3;
+
+// A soft-pin counter: bits 0..32 strong, 32..64 weak.
+const STRONG_ONE: u64 = 1;
+const WEAK_ONE: u64 = 1 << 32;
+
+/// How firmly a layer is soft-pinned (see the module doc), weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Kept {
+    No,
+    Weak,
+    Strong,
+}
 
 // A stripe counter: bits 0..24 pins, 24..64 demand accesses.
 const PIN_ONE: u64 = 1;
@@ -121,6 +144,8 @@ struct Slot<B> {
     buffer: AtomicPtr<B>,
     /// Milliseconds since the Unix epoch of the last demand access (coarse).
     last_accessed_ms: AtomicU64,
+    /// Soft pins: strong count in the low half, weak in the high half.
+    kept: AtomicU64,
 }
 
 /// Every layer's slot and the striped pin counters.
@@ -162,6 +187,7 @@ impl<B> Slots<B> {
                     word: AtomicU64::new(Word::new(SlotState::Absent, false).0),
                     buffer: AtomicPtr::new(std::ptr::null_mut()),
                     last_accessed_ms: AtomicU64::new(0),
+                    kept: AtomicU64::new(0),
                 })
                 .collect(),
             counters: (0..stripes * stride).map(|_| AtomicU64::new(0)).collect(),
@@ -222,6 +248,51 @@ impl<'a, B> SlotRef<'a, B> {
         (0..self.slots.stripes)
             .map(|stripe| self.counter(stripe).load(Ordering::SeqCst) & PIN_MASK)
             .sum()
+    }
+
+    /// Adds a soft pin (see the module doc).
+    pub(crate) fn keep(self, strength: Kept) {
+        let one = if strength == Kept::Strong {
+            STRONG_ONE
+        } else {
+            WEAK_ONE
+        };
+        self.slot().kept.fetch_add(one, Ordering::Relaxed);
+    }
+
+    /// Turns one strong soft pin into a weak one.
+    pub(crate) fn weaken(self) {
+        // Wrapping: adds one weak and takes one strong in a single update.
+        let delta = WEAK_ONE.wrapping_sub(STRONG_ONE);
+        let previous = self.slot().kept.fetch_add(delta, Ordering::Relaxed);
+        debug_assert!(
+            previous & (WEAK_ONE - 1) > 0,
+            "weaken without a strong soft pin"
+        );
+    }
+
+    /// Drops a soft pin; returns whether none is left.
+    pub(crate) fn unkeep(self, strength: Kept) -> bool {
+        let one = if strength == Kept::Strong {
+            STRONG_ONE
+        } else {
+            WEAK_ONE
+        };
+        let previous = self.slot().kept.fetch_sub(one, Ordering::Relaxed);
+        debug_assert!(previous >= one, "unkeep without a soft pin");
+        previous == one
+    }
+
+    /// The firmest soft pin on the layer.
+    pub(crate) fn kept(self) -> Kept {
+        let kept = self.slot().kept.load(Ordering::Relaxed);
+        if kept & (WEAK_ONE - 1) != 0 {
+            Kept::Strong
+        } else if kept != 0 {
+            Kept::Weak
+        } else {
+            Kept::No
+        }
     }
 
     /// Demand accesses of this layer.

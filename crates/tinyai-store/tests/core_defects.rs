@@ -26,7 +26,8 @@ fn demand_hits_of_layers_outside_the_cache_reach_the_engine() {
     let config = StoreConfig {
         policy: Some(PolicyKind::Lru),
         prefetch_enabled: false,
-        ..config(2 * LAYER, Backend::Mapped)
+        // Two layers of cache, and one layer's room for layers served outside it.
+        ..config(3 * LAYER, Backend::Mapped)
     };
     let model = MappedModel::open(&fixture.path, config).unwrap();
     let first = model.get(0).unwrap();

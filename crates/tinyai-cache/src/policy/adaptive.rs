@@ -887,12 +887,11 @@ impl Policy for AdaptivePolicy {
                 break;
             }
         }
-        // Push back what the merge popped; the victims' items go stale on eviction anyway.
-        let evicting = !plan.declined && plan.freed >= needed;
+        // Push back everything the merge popped, the victims' items too: the
+        // caller may not evict them all (a claim can fail, see
+        // `Engine::request_claiming`), and an evicted victim's item goes stale
+        // and is dropped by a later `peek`.
         for &Popped { class, heap, item } in popped.iter() {
-            if evicting && plan.victims.contains(&item.id) {
-                continue;
-            }
             let Some(class) = classes.get_mut(class as usize) else {
                 continue;
             };
