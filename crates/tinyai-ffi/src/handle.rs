@@ -3,10 +3,13 @@
 //!
 //! Pins held for C callers:
 //! - mapped backend: each *thread* keeps its `TINYAI_MAPPED_PINNED_LAYERS` most
-//!   recently returned layers pinned, in a thread-local window (no lock, no
-//!   shared write on the hot path; one thread's gets never unpin a layer
-//!   another thread is still using). A thread's pins go back when it fetches
-//!   other layers, releases the layer, or exits.
+//!   recently returned layers soft-pinned (`MappedModel::pin_soft`: the newest
+//!   strongly, older ones weakly), in a thread-local window (no lock, no shared
+//!   write on the hot path; one thread's gets never unpin a layer another
+//!   thread is still using). Soft pins keep the layers in memory while the
+//!   budget allows and give way only when a get could not fit otherwise, so
+//!   the budget holds. A thread's pins go back when it fetches other layers,
+//!   releases the layer, or exits.
 //! - owned backends: every returned layer stays pinned (its buffer alive) until
 //!   it is released or the model closed, whichever thread asks.
 
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
 
-use tinyai_store::{CacheState, DetachedPin, LayerGuard, MappedModel, StoreError};
+use tinyai_store::{CacheState, LayerGuard, MappedModel, SoftPin, StoreError};
 
 use crate::error::FfiError;
 use crate::types::{TINYAI_MAPPED_PINNED_LAYERS, TinyAILayerDescriptor};
@@ -28,8 +31,8 @@ struct ThreadWindow {
     model: u64,
     /// The store, to give the pins back when the thread exits (if still open).
     store: Weak<MappedModel>,
-    /// Newest last.
-    recent: Vec<DetachedPin>,
+    /// Newest last (the only strong one).
+    recent: Vec<SoftPin>,
 }
 
 impl Drop for ThreadWindow {
@@ -38,7 +41,7 @@ impl Drop for ThreadWindow {
         // pins back if the model is still open; a closed model needs nothing.
         if let Some(store) = self.store.upgrade() {
             for pin in self.recent.drain(..) {
-                let _ = store.unpin_detached(pin);
+                let _ = store.unpin_soft(pin);
             }
         }
     }
@@ -142,23 +145,24 @@ impl Handle {
             self.hold(guard);
             return Ok(pointer);
         }
-        let pin = self.store.pin_detached(index)?;
+        self.soft_pin(index)?;
         // A pointer into the private copy-on-write mapping, so C code that
         // writes into its weights works (on private copies).
-        let pointer = self
+        Ok(self
             .store
             .mapped_ptr_mut(index)
             .unwrap_or(std::ptr::NonNull::<u8>::dangling().as_ptr())
-            .cast::<c_void>();
-        self.keep_in_window(pin);
-        Ok(pointer)
+            .cast::<c_void>())
     }
 
-    /// Mapped backend: makes `pin` the calling thread's newest pin of this
-    /// model, giving back the same layer's older pin and the oldest beyond the
-    /// window's size.
-    fn keep_in_window(&self, pin: DetachedPin) {
-        let mut pending = Some(pin);
+    /// Mapped backend: accesses layer `index` and makes it the calling
+    /// thread's newest (strongly) soft-pinned layer of this model: its previous
+    /// newest is weakened first (so that this get may displace it before
+    /// another thread's newest), the same layer's older pin and the oldest
+    /// beyond the window's size are given back.
+    fn soft_pin(&self, index: u64) -> Result<(), StoreError> {
+        let mut result = Ok(());
+        let mut done = false;
         let _ = WINDOWS.try_with(|windows| {
             let Ok(mut windows) = windows.try_borrow_mut() else {
                 return;
@@ -176,21 +180,32 @@ impl Handle {
                 }
             };
             let recent = &mut windows[position].recent;
-            let Some(pin) = pending.take() else {
-                return;
+            if let Some(newest) = recent.last_mut() {
+                let _ = self.store.weaken_soft(newest);
+            }
+            done = true;
+            let pin = match self.store.pin_soft(index) {
+                Ok(pin) => pin,
+                Err(error) => {
+                    result = Err(error);
+                    return;
+                }
             };
-            if let Some(at) = recent.iter().position(|held| held.index() == pin.index()) {
-                let _ = self.store.unpin_detached(recent.remove(at));
+            if let Some(at) = recent.iter().position(|held| held.index() == index) {
+                let _ = self.store.unpin_soft(recent.remove(at));
             }
             recent.push(pin);
             if recent.len() > TINYAI_MAPPED_PINNED_LAYERS as usize {
-                let _ = self.store.unpin_detached(recent.remove(0));
+                let _ = self.store.unpin_soft(recent.remove(0));
             }
         });
-        // No thread-local storage (the thread is exiting): do not keep it.
-        if let Some(pin) = pending {
-            let _ = self.store.unpin_detached(pin);
+        if !done {
+            // No thread-local storage (the thread is exiting): access the layer
+            // without keeping it.
+            let pin = self.store.pin_soft(index)?;
+            let _ = self.store.unpin_soft(pin);
         }
+        result
     }
 
     /// Owned backends: keeps `guard` until the layer is released.
@@ -216,29 +231,18 @@ impl Handle {
             self.hold(guard);
             return Ok((pointer, size));
         }
-        // Mapped: one pin (one access) in this thread's window; the tensor's
+        // Mapped: one access, soft-pinned in this thread's window; the tensor's
         // place comes from the tables, its address from the mapping.
-        let pin = self.store.pin_detached(index)?;
-        let located = self.store.tensor_range(index, name).map(|range| {
-            let base = self
-                .store
-                .mapped_ptr_mut(index)
-                .unwrap_or(std::ptr::NonNull::<u8>::dangling().as_ptr());
-            (
-                base.wrapping_add(range.start).cast_const().cast::<c_void>(),
-                range.len(),
-            )
-        });
-        match located {
-            Ok(found) => {
-                self.keep_in_window(pin);
-                Ok(found)
-            }
-            Err(error) => {
-                let _ = self.store.unpin_detached(pin);
-                Err(error)
-            }
-        }
+        let range = self.store.tensor_range(index, name)?;
+        self.soft_pin(index)?;
+        let base = self
+            .store
+            .mapped_ptr_mut(index)
+            .unwrap_or(std::ptr::NonNull::<u8>::dangling().as_ptr());
+        Ok((
+            base.wrapping_add(range.start).cast_const().cast::<c_void>(),
+            range.len(),
+        ))
     }
 
     /// Drops the pins held for layer `index`: owned backends, the held guard;
@@ -251,7 +255,7 @@ impl Handle {
                 && let Some(window) = windows.iter_mut().find(|w| w.model == self.uid)
             {
                 while let Some(at) = window.recent.iter().position(|pin| pin.index() == index) {
-                    let _ = self.store.unpin_detached(window.recent.remove(at));
+                    let _ = self.store.unpin_soft(window.recent.remove(at));
                 }
             }
         });

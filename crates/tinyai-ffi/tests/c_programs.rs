@@ -452,7 +452,12 @@ fn markers_in_pinned_layers_survive_eight_threads() {
     write_v2(&model, 48, 32 * KIB, 13);
     run_ok(
         &exe,
-        &[model.as_os_str(), std::ffi::OsStr::new("1000000")],
+        &[
+            model.as_os_str(),
+            std::ffi::OsStr::new(
+                &std::env::var("TINYAI_C_MARKER_OPS").unwrap_or_else(|_| "1000000".to_owned()),
+            ),
+        ],
         dir.path(),
         &[],
         &["markers: ok".to_owned()],
@@ -686,4 +691,95 @@ fn pkg_config_file_builds_the_seed_example() {
     std::fs::create_dir(&work).unwrap();
     write_v2(&work.join("model.tmai"), 3, 8 * KIB, 2);
     run_ok(&exe, &[], &work, &[], &seed_lines(3));
+}
+
+/// Issue 12: three threads hold their last layer and write into it while
+/// three others churn; writes survive until each holder's next get and usage
+/// stays within `maxCacheSize` after every call.
+#[test]
+fn holders_keep_their_writes_within_the_budget() {
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/holders.c", dir.path(), &["-pthread"])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 32, 64 * KIB, 19);
+    run_ok(
+        &exe,
+        &[model.as_os_str()],
+        dir.path(),
+        &[],
+        &["holders: ok".to_owned()],
+    );
+}
+
+/// The memory cgroup (v1 or v2) this process may create children in.
+fn cgroup_parent() -> Option<(PathBuf, &'static str, &'static str)> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let relative = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            let dir = Path::new("/sys/fs/cgroup/memory").join(relative);
+            if dir.join("memory.limit_in_bytes").exists() {
+                return Some((dir, "memory.limit_in_bytes", "tasks"));
+            }
+        }
+        if controllers.is_empty() {
+            let dir = Path::new("/sys/fs/cgroup").join(relative);
+            if dir.join("cgroup.subtree_control").exists() {
+                return Some((dir, "memory.max", "cgroup.procs"));
+            }
+        }
+    }
+    None
+}
+
+/// Issue 12: streaming a 256 MiB model under a 64 MiB budget inside a
+/// 160 MiB memory cgroup, usage sampled after every call stays within
+/// `maxCacheSize` (and the process is not killed by the cgroup's limit).
+#[test]
+fn streaming_in_a_memory_cgroup_keeps_usage_within_the_budget() {
+    const TEST: &str = "streaming_in_a_memory_cgroup_keeps_usage_within_the_budget";
+    let Some((parent, limit_file, tasks_file)) = cgroup_parent() else {
+        fixtures::skip(TEST, "no writable memory cgroup (v1 or v2) on this machine");
+        return;
+    };
+    let group = parent.join(format!("tinyai-c-stream-{}", std::process::id()));
+    if let Err(error) = std::fs::create_dir_all(&group)
+        .and_then(|()| std::fs::write(group.join(limit_file), (160 * MIB).to_string()))
+    {
+        fixtures::skip(TEST, &format!("cannot create {}: {error}", group.display()));
+        return;
+    }
+    let dir = tempdir();
+    let exe =
+        compile(Lang::C, "c/stream.c", dir.path(), &[]).unwrap_or_else(|error| panic!("{error}"));
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 64, 4 * MIB, 23);
+    let script = format!(
+        "echo $$ > {} && exec \"$0\" \"$@\"",
+        group.join(tasks_file).display()
+    );
+    let budget = (64 * MIB).to_string();
+    let output = run(
+        Path::new("/bin/sh"),
+        &[
+            OsStr::new("-c"),
+            OsStr::new(&script),
+            exe.as_os_str(),
+            model.as_os_str(),
+            OsStr::new(&budget),
+            OsStr::new("2"),
+        ],
+        dir.path(),
+        &[],
+    );
+    let _ = std::fs::remove_dir(&group);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("stream: ok"),
+        "{}",
+        describe(&exe, &output)
+    );
 }

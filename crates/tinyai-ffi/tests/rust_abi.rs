@@ -101,3 +101,111 @@ fn owned_backend_pins_returned_layers_until_released() {
     // SAFETY: open, unused elsewhere.
     unsafe { tinyaiCloseMappedModel(model) };
 }
+
+/// Three threads each hold the layer they got last and write into it, while
+/// three others churn (gets, prefetches, releases) under a budget of eight of
+/// the model's 32 layers: each holder's writes survive until its next get,
+/// and memory usage never exceeds `maxCacheSize`.
+#[test]
+fn each_threads_last_layer_keeps_its_writes_while_others_churn() {
+    const LAYER: u64 = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = fixture(dir.path(), 32, LAYER);
+    let mut config = tinyaiCreateDefaultMmapConfig();
+    config.maxCacheSize = (8 * LAYER) as usize;
+    config.prefetchThreads = 2;
+    // SAFETY: valid NUL-terminated path and config.
+    let model = unsafe { tinyaiOpenMappedModel(path.as_ptr(), &config) };
+    assert!(!model.is_null());
+    let address = model as usize;
+    let budget = config.maxCacheSize;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let over = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let churners: Vec<_> = (0..3u64)
+            .map(|thread| {
+                let (stop, over) = (&stop, &over);
+                scope.spawn(move || {
+                    let model = address as *mut TinyAIMappedModel;
+                    let mut seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(thread + 1);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        seed = tinyai_format::fixtures::splitmix64(seed);
+                        let index = (seed % 32) as i32;
+                        // SAFETY: the model is open until after the scope.
+                        unsafe {
+                            match seed >> 60 {
+                                0..=9 => assert!(!tinyaiGetLayerWeights(model, index).is_null()),
+                                10..=13 => {
+                                    let _ = tinyaiPrefetchLayerWeights(model, index);
+                                }
+                                _ => tinyaiReleaseLayerWeights(model, index),
+                            }
+                            if tinyaiGetMappedModelMemoryUsage(model) > budget {
+                                over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let holders: Vec<_> = (0..3u64)
+            .map(|thread| {
+                let over = &over;
+                scope.spawn(move || {
+                    let model = address as *mut TinyAIMappedModel;
+                    let mut lost = 0;
+                    for round in 0..300u64 {
+                        let index = ((thread * 11 + round * 7) % 32) as i32;
+                        // SAFETY: the model is open; the pointer covers LAYER bytes.
+                        let weights = unsafe { tinyaiGetLayerWeights(model, index) }.cast::<u8>();
+                        assert!(!weights.is_null());
+                        let marker = (thread << 56 | round).to_le_bytes();
+                        // SAFETY: inside the layer; only this thread writes bytes
+                        // 100 + 8 * thread .. + 8 of any layer.
+                        let at = unsafe { weights.add(100 + 8 * thread as usize) };
+                        // SAFETY: as above.
+                        let original = unsafe { at.cast::<[u8; 8]>().read_volatile() };
+                        // SAFETY: as above.
+                        unsafe { at.cast::<[u8; 8]>().write_volatile(marker) };
+                        std::thread::sleep(std::time::Duration::from_micros(300));
+                        // SAFETY: as above.
+                        if unsafe { at.cast::<[u8; 8]>().read_volatile() } != marker {
+                            lost += 1;
+                        }
+                        // SAFETY: as above (restore the file's bytes).
+                        unsafe { at.cast::<[u8; 8]>().write_volatile(original) };
+                        // SAFETY: the model is open.
+                        if unsafe { tinyaiGetMappedModelMemoryUsage(model) } > budget {
+                            over.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    lost
+                })
+            })
+            .collect();
+        let lost: u64 = holders.into_iter().map(|h| h.join().unwrap()).sum();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for churner in churners {
+            churner.join().unwrap();
+        }
+        assert_eq!(
+            lost, 0,
+            "writes into a thread's last layer were lost before its next get"
+        );
+    });
+    assert_eq!(
+        over.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "usage exceeded maxCacheSize"
+    );
+    let mut stats = TinyAIMmapStats::default();
+    // SAFETY: open model, valid out pointer.
+    assert!(unsafe { tinyaiGetMappedModelStats(model, &mut stats) });
+    assert!(
+        stats.evictions > 100,
+        "too little churn to test anything: {}",
+        stats.evictions
+    );
+    // SAFETY: open model, closed once.
+    unsafe { tinyaiCloseMappedModel(model) };
+}

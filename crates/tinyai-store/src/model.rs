@@ -19,7 +19,7 @@ use crate::hits::ReadBuffers;
 use crate::lookahead::{Prefetch, window_budget};
 use crate::reclaim::Evictions;
 use crate::shared::{EXPLICIT, LayerMeta, Shared, State, unix_ms};
-use crate::slot::{SlotState, Slots};
+use crate::slot::{Kept, SlotState, Slots};
 use crate::source::{Source, page_size};
 use crate::stats::{Counters, Stats};
 use crate::tables::Tables;
@@ -468,13 +468,16 @@ impl MappedModel {
                         .counters
                         .evictions
                         .fetch_add(1, Ordering::Relaxed);
-                    if slot.claim(SlotState::Cached) {
+                    // A layer another thread soft-pins (the C library's windows)
+                    // is kept like a pinned one, so its writes survive.
+                    let kept = slot.kept() != Kept::No;
+                    if !kept && slot.claim(SlotState::Cached) {
                         self.shared.take_eviction(&mut state, index, &mut evictions);
                     } else if slot.retag(SlotState::Cached, SlotState::Transient) {
-                        // Pinned: held outside the cache until the last guard goes
-                        // (the unpin that leaves no pin drops it).
+                        // Pinned: held outside the cache until the last guard or
+                        // soft pin goes (the unpin that leaves none drops it).
                         state.transient_charge += self.shared.charge(&state, index);
-                        if slot.claim(SlotState::Transient) {
+                        if !kept && slot.claim(SlotState::Transient) {
                             // The last guard went in between.
                             state.transient_charge -= self.shared.charge(&state, index);
                             self.shared.take_eviction(&mut state, index, &mut evictions);

@@ -188,7 +188,9 @@ impl Shared {
         transient: bool,
         evictions: &mut Evictions,
     ) -> Room {
-        if self.enforce_budget(state, evictions, Kept::Strong) {
+        // Soft-pinned layers go only when nothing else can make room, not even
+        // waiting for loads in flight (weak ones first).
+        if self.enforce_budget(state, evictions, Kept::No) {
             return Room::Granted;
         }
         let others_converting = self.transitional.load(Ordering::SeqCst)
@@ -202,6 +204,9 @@ impl Shared {
         let waitable = others_converting
             || (!hopeless && (state.in_flight > 0 || state.reading > 0 || !evictions.is_empty()));
         if !waitable {
+            if self.enforce_budget(state, evictions, Kept::Strong) {
+                return Room::Granted;
+            }
             // Whatever becomes evictable later (an unpin, a load landing) is
             // evicted then, until the total fits again.
             self.over_budget.store(true, Ordering::Relaxed);

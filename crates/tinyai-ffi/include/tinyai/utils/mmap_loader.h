@@ -324,14 +324,23 @@ const struct TinyAILayerDescriptor *tinyaiGetLayerDescriptor(const struct TinyAI
  * - Mapped backend (the default, and always with `tinyaiOpenMappedModel`): the
  *   pointer stays valid until `tinyaiCloseMappedModel`, even after the layer
  *   is evicted or released; pages dropped from memory are read again from the
- *   file when touched. To keep a layer that is in use from being dropped, each
- *   thread keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) layers it most recently
- *   got pinned until it gets other layers, releases the layer, or exits (so
- *   one thread's gets never unpin a layer another thread is using); memory
- *   usage may exceed `maxCacheSize` by up to those layers.
+ *   file when touched. Writes last while the layer stays in memory: the
+ *   library keeps the `TINYAI_MAPPED_PINNED_LAYERS` (2) layers each thread
+ *   most recently got (per thread, so one thread's gets never give up a
+ *   layer another thread is using) until that thread gets other layers,
+ *   releases the layer, or exits; a release by another thread leaves them in
+ *   memory too. These layers count against `maxCacheSize`, which holds at
+ *   every moment: they are never chosen by the eviction policy, but when a
+ *   get cannot fit otherwise (not even by waiting for loads in flight), the
+ *   older ones are given up first, then the newest ones. So writes into the
+ *   layer a thread got last survive until that thread's next get as long as
+ *   `maxCacheSize` can hold every thread's newest layer and the layer being
+ *   got; a single layer larger than `maxCacheSize` is served alone.
  * - Owned backends (`tinyaiOpenMappedModelEx`): the pointer stays valid until
  *   `tinyaiReleaseLayerWeights` for this layer (by any thread) or close; the
- *   layer stays pinned in memory until then.
+ *   layer stays pinned in memory until then, so these layers are the
+ *   caller's: memory usage stays within max(`maxCacheSize`, the charges of
+ *   the layers got and not yet released).
  *
  * A layer of size 0 returns a non-NULL pointer that must not be dereferenced.
  *
@@ -379,7 +388,10 @@ void tinyaiReleaseLayerWeights(struct TinyAIMappedModel *model,
  * Returns the memory the model's layer cache holds now, in bytes: cached
  * layers plus layers served outside the cache and still pinned, each charged
  * max(minLayerCacheSize, size rounded up to the page size). It stays at or
- * below `maxCacheSize` except for pinned layers (see `tinyaiGetLayerWeights`).
+ * below `maxCacheSize` at every moment, the layers kept for each thread
+ * included, except that a single layer larger than `maxCacheSize` is served
+ * alone, and, with owned backends, layers got and not yet released are the
+ * caller's (see `tinyaiGetLayerWeights`).
  *
  * Returns 0 if `model` is NULL.
  *
