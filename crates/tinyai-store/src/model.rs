@@ -471,13 +471,13 @@ impl MappedModel {
                     // A layer another thread soft-pins (the C library's windows)
                     // is kept like a pinned one, so its writes survive.
                     let kept = slot.kept() != Kept::No;
-                    if !kept && slot.claim(SlotState::Cached) {
+                    if !kept && slot.claim_unless_kept(SlotState::Cached, Kept::No) {
                         self.shared.take_eviction(&mut state, index, &mut evictions);
                     } else if slot.retag(SlotState::Cached, SlotState::Transient) {
                         // Pinned: held outside the cache until the last guard or
                         // soft pin goes (the unpin that leaves none drops it).
                         state.transient_charge += self.shared.charge(&state, index);
-                        if !kept && slot.claim(SlotState::Transient) {
+                        if !kept && slot.claim_unless_kept(SlotState::Transient, Kept::No) {
                             // The last guard went in between.
                             state.transient_charge -= self.shared.charge(&state, index);
                             self.shared.take_eviction(&mut state, index, &mut evictions);

@@ -63,7 +63,7 @@ impl Claims for SlotClaims<'_> {
     fn claim(&mut self, id: LayerId) -> bool {
         self.slots
             .get(id.index())
-            .is_some_and(|slot| slot.kept() <= self.allow && slot.claim(SlotState::Cached))
+            .is_some_and(|slot| slot.claim_unless_kept(SlotState::Cached, self.allow))
     }
 
     fn release(&mut self, id: LayerId) {

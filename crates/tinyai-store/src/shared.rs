@@ -606,8 +606,7 @@ impl Shared {
             let mut state = self.lock();
             let slot = self.slots.at(index as usize);
             if !state.window.contains(LayerId(index as u32))
-                && slot.kept() == Kept::No
-                && slot.claim(SlotState::Transient)
+                && slot.claim_unless_kept(SlotState::Transient, Kept::No)
             {
                 state.transient_charge -= self.charge(&state, index);
                 self.take_eviction(&mut state, index, &mut evictions);

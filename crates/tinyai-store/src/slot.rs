@@ -419,6 +419,22 @@ impl<'a, B> SlotRef<'a, B> {
         false
     }
 
+    /// [`claim`](Self::claim), refused also when the layer is soft-pinned more
+    /// firmly than `allow`. The soft pins are read after the claim: a soft pin
+    /// is added while its getter still holds a (hard) pin, and that pin's
+    /// release is ordered before the claim that sees zero pins, so a soft pin
+    /// that replaced one is always seen here.
+    pub(crate) fn claim_unless_kept(self, from: SlotState, allow: Kept) -> bool {
+        if !self.claim(from) {
+            return false;
+        }
+        if self.kept() > allow {
+            self.restore(from);
+            return false;
+        }
+        true
+    }
+
     /// Moves an `Evicting` layer back to `to`, keeping its flag.
     fn restore(self, to: SlotState) {
         let slot = self.slot();
