@@ -3,8 +3,8 @@
 //!
 //! Pins held for C callers:
 //! - mapped backend: each *thread* keeps its `TINYAI_MAPPED_PINNED_LAYERS` most
-//!   recently returned layers soft-pinned (`MappedModel::pin_soft`: the newest
-//!   strongly, older ones weakly), in a thread-local window (no lock, no shared
+//!   recently returned layers soft-pinned (`MappedModel::pin_soft`; the newest
+//!   is given up last), in a thread-local window (no lock, no shared
 //!   write on the hot path; one thread's gets never unpin a layer another
 //!   thread is still using). Soft pins keep the layers in memory while the
 //!   budget allows and give way only when a get could not fit otherwise, so
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::ThreadId;
 
-use tinyai_store::{CacheState, LayerGuard, MappedModel, SoftPin, StoreError};
+use tinyai_store::{CacheState, LayerGuard, MappedModel, SoftPin, SoftWindow, StoreError};
 
 use crate::error::FfiError;
 use crate::types::{TINYAI_MAPPED_PINNED_LAYERS, TinyAILayerDescriptor};
@@ -31,7 +31,9 @@ struct ThreadWindow {
     model: u64,
     /// The store, to give the pins back when the thread exits (if still open).
     store: Weak<MappedModel>,
-    /// Newest last (the only strong one).
+    /// The store's side of this window (which layer is the newest).
+    soft: SoftWindow,
+    /// Newest last.
     recent: Vec<SoftPin>,
 }
 
@@ -156,10 +158,9 @@ impl Handle {
     }
 
     /// Mapped backend: accesses layer `index` and makes it the calling
-    /// thread's newest (strongly) soft-pinned layer of this model: its previous
-    /// newest is weakened first (so that this get may displace it before
-    /// another thread's newest), the same layer's older pin and the oldest
-    /// beyond the window's size are given back.
+    /// thread's newest soft-pinned layer of this model (given up last); the
+    /// same layer's older pin and the oldest beyond the window's size are given
+    /// back.
     fn soft_pin(&self, index: u64) -> Result<(), StoreError> {
         let mut result = Ok(());
         let mut done = false;
@@ -174,23 +175,26 @@ impl Handle {
                     windows.push(ThreadWindow {
                         model: self.uid,
                         store: Arc::downgrade(&self.store),
+                        soft: self.store.soft_window(),
                         recent: Vec::with_capacity(TINYAI_MAPPED_PINNED_LAYERS as usize + 1),
                     });
                     windows.len() - 1
                 }
             };
-            let recent = &mut windows[position].recent;
-            if let Some(newest) = recent.last_mut() {
-                let _ = self.store.weaken_soft(newest);
-            }
+            let window = &mut windows[position];
             done = true;
-            let pin = match self.store.pin_soft(index) {
+            let pinned = match self.store.pin_soft_if_cached(index, &window.soft) {
+                Some(pin) => Ok(pin),
+                None => self.store.pin_soft(index, &window.soft),
+            };
+            let pin = match pinned {
                 Ok(pin) => pin,
                 Err(error) => {
                     result = Err(error);
                     return;
                 }
             };
+            let recent = &mut window.recent;
             if let Some(at) = recent.iter().position(|held| held.index() == index) {
                 let _ = self.store.unpin_soft(recent.remove(at));
             }
@@ -202,7 +206,7 @@ impl Handle {
         if !done {
             // No thread-local storage (the thread is exiting): access the layer
             // without keeping it.
-            let pin = self.store.pin_soft(index)?;
+            let pin = self.store.pin_soft(index, &self.store.soft_window())?;
             let _ = self.store.unpin_soft(pin);
         }
         result
@@ -223,13 +227,13 @@ impl Handle {
         name: &str,
     ) -> Result<(*const c_void, usize), StoreError> {
         if self.owned_backend {
+            // The tensor's place from the tables, its address from the guard's
+            // raw pointer: no Rust reference to bytes C callers may be writing.
+            let range = self.store.tensor_range(index, name)?;
             let guard = self.store.get_detached(index)?;
-            let (pointer, size) = {
-                let tensor = guard.tensor(name)?;
-                (tensor.bytes.as_ptr().cast::<c_void>(), tensor.bytes.len())
-            };
+            let pointer = guard.as_ptr().wrapping_add(range.start).cast::<c_void>();
             self.hold(guard);
-            return Ok((pointer, size));
+            return Ok((pointer, range.len()));
         }
         // Mapped: one access, soft-pinned in this thread's window; the tensor's
         // place comes from the tables, its address from the mapping.

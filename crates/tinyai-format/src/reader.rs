@@ -545,6 +545,39 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// Verifies layer `index`'s checksum over its bytes as `feed` supplies
+    /// them: `feed` calls the function it is given with consecutive chunks of
+    /// the layer, in order (for callers that read the layer piecewise rather
+    /// than holding it as one slice). Errors as
+    /// [`verify_layer_bytes`](Self::verify_layer_bytes); fewer or more bytes
+    /// than the layer's length are a mismatch.
+    pub fn verify_layer_chunks(
+        &self,
+        index: u64,
+        feed: impl FnOnce(&mut dyn FnMut(&[u8])),
+    ) -> Result<(), FormatError> {
+        let info = self.layer(index)?;
+        let stored = info
+            .checksum
+            .ok_or(FormatError::NoChecksum { layer: index })?;
+        let mut computed = 0u32;
+        let mut length = 0u64;
+        feed(&mut |chunk: &[u8]| {
+            computed = crc32c::crc32c_append(computed, chunk);
+            length += chunk.len() as u64;
+        });
+        if computed != stored || length != info.length {
+            return Err(FormatError::ChecksumMismatch {
+                layer: index,
+                stored,
+                computed,
+                offset: info.offset,
+                length: info.length,
+            });
+        }
+        Ok(())
+    }
+
     /// Verifies layer `index`'s checksum against the data this model was parsed from.
     pub fn verify_layer(&self, index: u64) -> Result<(), FormatError> {
         let bytes = self.layer_bytes(index)?;

@@ -115,6 +115,18 @@ impl LayerGuard<'_> {
         self.index
     }
 
+    /// The address of the layer's bytes, as a raw pointer that makes no
+    /// reference to them: for bindings (the C library) whose callers may write
+    /// into the layer, so that no Rust `&[u8]` of those bytes exists
+    /// meanwhile. With the owned backends the pointer carries the buffer's
+    /// write permission; with the mapped backend, that of the private mapping
+    /// (see [`crate::MappedModel::mapped_ptr_mut`]). Valid while the guard lives
+    /// (mapped: until the model is dropped).
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.bytes.as_ptr()
+    }
+
     /// The layer's bytes.
     #[inline]
     pub fn bytes(&self) -> &[u8] {

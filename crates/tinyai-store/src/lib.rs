@@ -62,7 +62,7 @@ pub use config::{Backend, Progress, ProgressCallback, StoreConfig};
 pub use error::StoreError;
 pub use forward::ForwardPass;
 pub use guard::{Element, LayerGuard, TensorView};
-pub use model::{CacheState, DetachedPin, LayerDescriptor, MappedModel, SoftPin};
+pub use model::{CacheState, DetachedPin, LayerDescriptor, MappedModel, SoftPin, SoftWindow};
 pub use source::evict_file_from_page_cache;
 pub use stats::Stats;
 pub use tinyai_cache::PolicyKind;

@@ -19,7 +19,7 @@ use crate::hits::ReadBuffers;
 use crate::lookahead::{Prefetch, window_budget};
 use crate::reclaim::Evictions;
 use crate::shared::{EXPLICIT, LayerMeta, Shared, State, unix_ms};
-use crate::slot::{Kept, SlotState, Slots};
+use crate::slot::{SlotState, Slots};
 use crate::source::{Source, page_size};
 use crate::stats::{Counters, Stats};
 use crate::tables::Tables;
@@ -81,12 +81,13 @@ impl DetachedPin {
 
 /// A soft pin on a layer ([`MappedModel::pin_soft`]): the layer stays in
 /// memory as long as the budget allows, and gives way only when a demand
-/// access cannot otherwise fit (weak soft pins before strong ones).
+/// access cannot otherwise fit (layers that are not their window's newest
+/// first).
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a soft pin ranks its layer until given back with MappedModel::unpin_soft"]
 pub struct SoftPin {
     index: u64,
-    strong: bool,
+    stripe: usize,
     model: u64,
 }
 
@@ -95,19 +96,14 @@ impl SoftPin {
     pub fn index(&self) -> u64 {
         self.index
     }
+}
 
-    /// Whether the pin is still strong (not [weakened](MappedModel::weaken_soft)).
-    pub fn is_strong(&self) -> bool {
-        self.strong
-    }
-
-    fn strength(&self) -> crate::slot::Kept {
-        if self.strong {
-            crate::slot::Kept::Strong
-        } else {
-            crate::slot::Kept::Weak
-        }
-    }
+/// One thread's window of soft pins ([`MappedModel::soft_window`]): the layer
+/// it soft-pinned last through this window is given up after all others.
+#[derive(Debug)]
+pub struct SoftWindow {
+    register: Arc<crate::room::WindowRegister>,
+    model: u64,
 }
 
 /// A model file opened for layer-by-layer access under a memory budget.
@@ -239,6 +235,7 @@ impl MappedModel {
             room_waiters: AtomicUsize::new(0),
             transitional: AtomicUsize::new(0),
             over_budget: AtomicBool::new(false),
+            soft_windows: Mutex::new(Vec::new()),
         });
         Ok(MappedModel { shared })
     }
@@ -355,58 +352,93 @@ impl MappedModel {
         Ok(())
     }
 
+    /// A window of soft pins for one thread (see [`pin_soft`](MappedModel::pin_soft)).
+    pub fn soft_window(&self) -> SoftWindow {
+        let register = Arc::new(crate::room::WindowRegister::default());
+        self.shared
+            .soft_windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::downgrade(&register));
+        SoftWindow {
+            register,
+            model: self.shared.uid,
+        }
+    }
+
     /// Accesses layer `index` like [`get`](MappedModel::get) (loading it if
     /// needed, counting a demand access, reading ahead) and holds it with a
-    /// strong *soft pin* instead of a guard: for bindings that hand out
-    /// addresses into the mapping and want the layer kept while it is likely
-    /// in use, without letting those layers break the budget (the C library's
-    /// per-thread windows).
+    /// *soft pin* instead of a guard, as `window`'s newest layer: for
+    /// bindings that hand out addresses into the mapping and want the layer
+    /// kept while it is likely in use, without letting those layers break the
+    /// budget (the C library's per-thread windows).
     ///
     /// A soft-pinned layer is never chosen by the eviction policy, but when a
-    /// demand access cannot fit in `max_cache_size` otherwise, soft-pinned
-    /// layers are evicted (weak ones first). Only the [`crate::Backend::Mapped`]
+    /// demand access cannot fit in `max_cache_size` otherwise (not even by
+    /// waiting for loads in flight), soft-pinned layers are evicted: those that
+    /// are not their window's newest first. Only the [`crate::Backend::Mapped`]
     /// backend offers this (its bytes stay addressable through
     /// [`mapped_ptr_mut`](MappedModel::mapped_ptr_mut) after eviction, read
     /// again from the file); with the owned backends the layer's buffer could
     /// be freed while in use, so they refuse with
     /// [`StoreError::SoftPinUnsupported`]: use a guard or
-    /// [`pin_detached`](MappedModel::pin_detached) there.
-    pub fn pin_soft(&self, index: u64) -> Result<SoftPin, StoreError> {
+    /// [`pin_detached`](MappedModel::pin_detached) there. A window of another
+    /// model is refused ([`StoreError::ForeignPin`]).
+    ///
+    /// A hit costs one read-modify-write on the thread's own counter, like a
+    /// guard's; give the pin back from the same thread.
+    #[inline]
+    pub fn pin_soft(&self, index: u64, window: &SoftWindow) -> Result<SoftPin, StoreError> {
         if self.shared.mapped_base.is_none() {
             self.shared.layer_id(index)?;
             return Err(StoreError::SoftPinUnsupported { index });
         }
-        self.shared.pin_soft(index)?;
+        if window.model != self.shared.uid {
+            return Err(StoreError::ForeignPin { index });
+        }
+        let stripe = self.shared.pin_soft(index)?;
+        window.register.newest.store(index + 1, Ordering::Relaxed);
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }
         Ok(SoftPin {
             index,
-            strong: true,
+            stripe,
             model: self.shared.uid,
         })
     }
 
-    /// Turns a strong soft pin into a weak one (given up before strong ones
-    /// when room is needed). A pin of another model is refused
-    /// ([`StoreError::ForeignPin`]); weakening a weak pin changes nothing.
-    pub fn weaken_soft(&self, pin: &mut SoftPin) -> Result<(), StoreError> {
-        if pin.model != self.shared.uid {
-            return Err(StoreError::ForeignPin { index: pin.index });
+    /// The lock-free hit path of [`pin_soft`](MappedModel::pin_soft) alone:
+    /// `Some` if layer `index` was cached (the access counted and read ahead
+    /// as `pin_soft` does), `None` in every other case (not cached, another
+    /// backend, a window of another model, out of range), when the caller
+    /// should call `pin_soft`. For bindings whose hot path must not build a
+    /// `Result<_, StoreError>`.
+    #[inline]
+    pub fn pin_soft_if_cached(&self, index: u64, window: &SoftWindow) -> Option<SoftPin> {
+        if self.shared.mapped_base.is_none() || window.model != self.shared.uid {
+            return None;
         }
-        if std::mem::replace(&mut pin.strong, false) {
-            self.shared.slots.at(pin.index as usize).weaken();
+        let stripe = self.shared.keep_if_cached(index)?;
+        window.register.newest.store(index + 1, Ordering::Relaxed);
+        if self.shared.config.prefetch_enabled {
+            self.shared.lookahead(index);
         }
-        Ok(())
+        Some(SoftPin {
+            index,
+            stripe,
+            model: self.shared.uid,
+        })
     }
 
     /// Gives back a soft pin from [`pin_soft`](MappedModel::pin_soft). A pin of
     /// another model is refused ([`StoreError::ForeignPin`]) and changes nothing.
+    #[inline]
     pub fn unpin_soft(&self, pin: SoftPin) -> Result<(), StoreError> {
         if pin.model != self.shared.uid {
             return Err(StoreError::ForeignPin { index: pin.index });
         }
-        self.shared.unpin_soft(pin.index, pin.strength());
+        self.shared.unpin_soft(pin.index, pin.stripe);
         Ok(())
     }
 
@@ -470,14 +502,14 @@ impl MappedModel {
                         .fetch_add(1, Ordering::Relaxed);
                     // A layer another thread soft-pins (the C library's windows)
                     // is kept like a pinned one, so its writes survive.
-                    let kept = slot.kept() != Kept::No;
-                    if !kept && slot.claim_unless_kept(SlotState::Cached, Kept::No) {
+                    let kept = slot.soft_pins() > 0;
+                    if !kept && slot.claim_if(SlotState::Cached, |soft| soft == 0) {
                         self.shared.take_eviction(&mut state, index, &mut evictions);
                     } else if slot.retag(SlotState::Cached, SlotState::Transient) {
                         // Pinned: held outside the cache until the last guard or
                         // soft pin goes (the unpin that leaves none drops it).
                         state.transient_charge += self.shared.charge(&state, index);
-                        if !kept && slot.claim_unless_kept(SlotState::Transient, Kept::No) {
+                        if !kept && slot.claim_if(SlotState::Transient, |soft| soft == 0) {
                             // The last guard went in between.
                             state.transient_charge -= self.shared.charge(&state, index);
                             self.shared.take_eviction(&mut state, index, &mut evictions);

@@ -52,18 +52,36 @@ thread_local! {
 }
 
 /// The store's side of victim choice: a victim must be a `Cached` slot with no
-/// pins, and soft-pinned no more firmly than `allow`, claimed (→ `Evicting`)
-/// before the engine drops it.
+/// pins, and soft-pinned no more firmly than `allow` (`strong[i]`: layer `i`
+/// is some thread's newest), claimed (→ `Evicting`) before the engine drops it.
 pub(crate) struct SlotClaims<'a> {
     pub(crate) slots: &'a Slots<AlignedBuf>,
     pub(crate) allow: Kept,
+    pub(crate) strong: &'a [bool],
+}
+
+impl SlotClaims<'_> {
+    /// Whether a layer with `soft` soft pins may go at this level.
+    fn allows(&self, index: usize, soft: u64) -> bool {
+        kept_level(soft, self.strong.get(index).copied().unwrap_or(false)) <= self.allow
+    }
+}
+
+/// How firmly a layer with `soft` soft pins is kept.
+fn kept_level(soft: u64, newest: bool) -> Kept {
+    match (soft, newest) {
+        (0, _) => Kept::No,
+        (_, true) => Kept::Strong,
+        (_, false) => Kept::Weak,
+    }
 }
 
 impl Claims for SlotClaims<'_> {
     fn claim(&mut self, id: LayerId) -> bool {
+        let index = id.index();
         self.slots
-            .get(id.index())
-            .is_some_and(|slot| slot.claim_unless_kept(SlotState::Cached, self.allow))
+            .get(index)
+            .is_some_and(|slot| slot.claim_if(SlotState::Cached, |soft| self.allows(index, soft)))
     }
 
     fn release(&mut self, id: LayerId) {
@@ -71,6 +89,13 @@ impl Claims for SlotClaims<'_> {
             slot.unclaim(SlotState::Cached);
         }
     }
+}
+
+/// One thread's window of soft pins on one model ([`crate::SoftWindow`]): the
+/// layer it soft-pinned last, plus one (0: none), written only by its thread.
+#[derive(Debug, Default)]
+pub(crate) struct WindowRegister {
+    pub(crate) newest: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -105,9 +130,10 @@ impl Shared {
         if over(state) == 0 {
             return true;
         }
+        let strong = self.newest_soft_pins();
         // Read-aheads waiting in the window share the room outside the cache
         // with demands the policy did not admit: they give way first.
-        self.evict_outside_cache(state, evictions, |kept, in_window| {
+        self.evict_outside_cache(state, evictions, &strong, |kept, in_window| {
             in_window && kept == Kept::No
         });
         for allow in [Kept::No, Kept::Weak, Kept::Strong] {
@@ -121,11 +147,12 @@ impl Shared {
             let mut claims = SlotClaims {
                 slots: &self.slots,
                 allow,
+                strong: &strong,
             };
             let held_out: Vec<LayerId> = (0..self.spans.len())
                 .filter(|&i| {
                     let slot = self.slots.at(i);
-                    slot.kept() > allow || slot.pins() > 0
+                    slot.pins() > 0 || !claims.allows(i, slot.soft_pins())
                 })
                 .map(|i| LayerId(i as u32))
                 .collect();
@@ -135,7 +162,7 @@ impl Shared {
             self.note_residency(state);
             self.evict_victims(state, &victims, evictions);
             if allow > Kept::No {
-                self.evict_outside_cache(state, evictions, |kept, in_window| {
+                self.evict_outside_cache(state, evictions, &strong, |kept, in_window| {
                     !in_window && kept == allow
                 });
             }
@@ -149,6 +176,7 @@ impl Shared {
         &self,
         state: &mut State,
         evictions: &mut Evictions,
+        strong: &[bool],
         eligible: impl Fn(Kept, bool) -> bool,
     ) {
         let budget = self.config.max_cache_size;
@@ -168,7 +196,12 @@ impl Shared {
             }
             let id = LayerId(index as u32);
             let slot = self.slots.at(index as usize);
-            if eligible(slot.kept(), state.window.contains(id)) && slot.claim(SlotState::Transient)
+            let newest = strong.get(index as usize).copied().unwrap_or(false);
+            let kept = kept_level(slot.soft_pins(), newest);
+            if eligible(kept, state.window.contains(id))
+                && slot.claim_if(SlotState::Transient, |soft| {
+                    kept_level(soft, newest) <= kept
+                })
             {
                 state.window.remove(id);
                 state.transient_charge -= self.charge(state, index);
@@ -263,16 +296,76 @@ impl Shared {
         state
     }
 
-    /// Pins layer `index` (loading it if needed) and turns the pin into a
-    /// strong soft pin.
-    pub(crate) fn pin_soft(&self, index: u64) -> Result<(), crate::StoreError> {
+    /// Which layers are some live window's newest soft pin.
+    pub(crate) fn newest_soft_pins(&self) -> Vec<bool> {
+        let mut strong = vec![false; self.spans.len()];
+        let mut windows = self
+            .soft_windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.retain(|window| window.strong_count() > 0);
+        for window in windows.iter().filter_map(std::sync::Weak::upgrade) {
+            let newest = window.newest.load(Ordering::Relaxed);
+            if let Some(flag) = newest
+                .checked_sub(1)
+                .and_then(|index| strong.get_mut(index as usize))
+            {
+                *flag = true;
+            }
+        }
+        strong
+    }
+
+    /// Accesses layer `index` (loading it if needed) and holds it with a soft
+    /// pin on this thread's stripe (returned). A hit takes the soft pin
+    /// directly; otherwise the layer is pinned as for a guard and the pin then
+    /// turned into a soft one (counted in `transitional` meanwhile, so that a
+    /// miss waiting for room waits for it rather than going over the budget).
+    #[inline]
+    pub(crate) fn pin_soft(&self, index: u64) -> Result<usize, crate::StoreError> {
+        let Some(slot) = self.slots.get(index as usize) else {
+            return Err(crate::StoreError::LayerOutOfRange {
+                index,
+                count: self.spans.len() as u64,
+            });
+        };
+        let _ = slot;
+        match self.keep_if_cached(index) {
+            Some(stripe) => Ok(stripe),
+            None => self.pin_soft_slow(index),
+        }
+    }
+
+    /// The hit path of [`pin_soft`](Self::pin_soft): a soft pin and a demand
+    /// access of a `Cached` layer, no hard pin to hand over; `None` otherwise.
+    #[inline(always)]
+    pub(crate) fn keep_if_cached(&self, index: u64) -> Option<usize> {
+        let slot = self.slots.get(index as usize)?;
+        let stripe = crate::hits::my_stripe();
+        let pinned = slot.try_keep_cached(stripe)?;
+        slot.touch(self.coarse_ms.load(Ordering::Relaxed));
+        if pinned.first_use_of_prefetch {
+            self.counters.prefetch_used.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.record_hits {
+            self.record_hit(index);
+        }
+        Some(stripe)
+    }
+
+    #[inline(never)]
+    fn pin_soft_slow(&self, index: u64) -> Result<usize, crate::StoreError> {
         self.transitional.fetch_add(1, Ordering::SeqCst);
         SOFT_GET.with(|flag| flag.set(true));
-        let pinned = self.pin(index);
-        if let Ok(stripe) = pinned {
-            self.slots.at(index as usize).keep(Kept::Strong);
+        let pinned = self.pin(index).and_then(|stripe| {
+            let kept = self.slots.at(index as usize).keep(stripe);
             self.unpin(index, stripe);
-        }
+            if kept {
+                Ok(stripe)
+            } else {
+                Err(crate::StoreError::TooManyPins { index })
+            }
+        });
         SOFT_GET.with(|flag| flag.set(false));
         self.transitional.fetch_sub(1, Ordering::SeqCst);
         // A miss may be waiting for this hard pin to become soft.
@@ -280,14 +373,15 @@ impl Shared {
             drop(self.lock());
             self.changed.notify_all();
         }
-        pinned.map(|_| ())
+        pinned
     }
 
-    /// Drops a soft pin; a layer outside the cache that nothing holds any more
-    /// goes.
-    pub(crate) fn unpin_soft(&self, index: u64, strength: Kept) {
+    /// Drops a soft pin taken on `stripe`; a layer outside the cache that
+    /// nothing holds any more goes.
+    #[inline]
+    pub(crate) fn unpin_soft(&self, index: u64, stripe: usize) {
         let slot = self.slots.at(index as usize);
-        if slot.unkeep(strength) && slot.load().state() == SlotState::Transient {
+        if slot.unkeep(stripe) {
             self.last_transient_unpin(index);
         }
     }

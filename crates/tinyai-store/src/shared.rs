@@ -26,6 +26,9 @@ use crate::tables::Tables;
 /// demand clock), not by the asking thread's, which may never make one.
 pub(crate) const EXPLICIT: StreamId = StreamId(u32::MAX);
 
+/// Bytes read at a time when verifying a mapped layer from the file.
+const VERIFY_CHUNK: u64 = 1 << 20;
+
 /// Facts about a layer that only change under the state lock.
 #[derive(Debug, Default)]
 pub(crate) struct LayerMeta {
@@ -121,6 +124,8 @@ pub(crate) struct Shared {
     pub(crate) room_waiters: AtomicUsize,
     /// Soft-pinning gets that may hold a hard pin they are about to give back.
     pub(crate) transitional: AtomicUsize,
+    /// Every live `SoftWindow`'s register (see [`crate::room`]).
+    pub(crate) soft_windows: Mutex<Vec<Weak<crate::room::WindowRegister>>>,
     /// A miss went ahead over the budget because pinned layers filled it: each
     /// unpin tries to get back within it (see [`crate::room`]).
     pub(crate) over_budget: AtomicBool,
@@ -225,6 +230,7 @@ impl Shared {
         let mut claims = SlotClaims {
             slots: &self.slots,
             allow: Kept::No,
+            strong: &[],
         };
         let decision = state.engine.request_claiming(id, kind, now, &mut claims);
         self.note_residency(state);
@@ -293,7 +299,7 @@ impl Shared {
     /// Appends a lock-free hit to the read buffers; drains them when half a
     /// buffer waits and the lock is free.
     #[inline(never)]
-    fn record_hit(&self, index: u64) {
+    pub(crate) fn record_hit(&self, index: u64) {
         if self.hits.record(index as u32)
             && let Ok(mut state) = self.state.try_lock()
         {
@@ -529,11 +535,39 @@ impl Shared {
             Some(Box::new(self.source.read_owned(index, offset, length)?))
         };
         if verify {
-            let bytes = match &data {
-                Some(buffer) => buffer.as_slice(),
-                None => self.source.mapped(offset, length).unwrap_or(&[]),
+            let verified = match &data {
+                // Not published yet: no C caller can be writing to it.
+                Some(buffer) => self
+                    .tables
+                    .model()
+                    .verify_layer_bytes(index, buffer.as_slice()),
+                // The mapping's pages may be written by C callers holding
+                // pointers from earlier loads (private copies): verify the
+                // file's bytes, read piecewise, never a slice of the mapping.
+                None => {
+                    let mut failed = None;
+                    let verified = self.tables.model().verify_layer_chunks(index, |sink| {
+                        let mut scratch = vec![0u8; VERIFY_CHUNK.min(length) as usize];
+                        let mut done = 0u64;
+                        while done < length {
+                            let n = VERIFY_CHUNK.min(length - done) as usize;
+                            if let Err(error) =
+                                self.source.read_exact_at(offset + done, &mut scratch[..n])
+                            {
+                                failed = Some(error);
+                                return;
+                            }
+                            sink(&scratch[..n]);
+                            done += n as u64;
+                        }
+                    });
+                    if let Some(error) = failed {
+                        return Err(error);
+                    }
+                    verified
+                }
             };
-            if let Err(error) = self.tables.model().verify_layer_bytes(index, bytes)
+            if let Err(error) = verified
                 && matches!(error, FormatError::ChecksumMismatch { .. })
             {
                 self.counters
@@ -577,10 +611,11 @@ impl Shared {
         } else {
             // SAFETY: the caller holds a pin, so the slot is `Cached` or
             // `Transient` and its buffer (published before the pin's Acquire) is
-            // not freed until a claim, which needs zero pins. The buffer is never
-            // mutated after publication, so shared reads from any thread are fine.
-            let bytes = unsafe { (*buffer).as_slice() };
-            (bytes.as_ptr(), bytes.len())
+            // not freed until a claim, which needs zero pins. Only the buffer's
+            // fields are read (no reference to its bytes is made here); the
+            // pointer keeps the allocation's write permission for C callers.
+            let (pointer, len) = unsafe { ((*buffer).as_ptr(), (*buffer).len()) };
+            (pointer.cast_const(), len)
         }
     }
 
@@ -606,7 +641,7 @@ impl Shared {
             let mut state = self.lock();
             let slot = self.slots.at(index as usize);
             if !state.window.contains(LayerId(index as u32))
-                && slot.claim_unless_kept(SlotState::Transient, Kept::No)
+                && slot.claim_if(SlotState::Transient, |soft| soft == 0)
             {
                 state.transient_charge -= self.charge(&state, index);
                 self.take_eviction(&mut state, index, &mut evictions);

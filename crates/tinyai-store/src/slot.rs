@@ -36,16 +36,13 @@
 //!   by an earlier eviction;
 //! - no pin is lost: every successful pin is matched by exactly one unpin.
 //!
-//! **Soft pins** (the C library's per-thread windows of returned layers) are a
-//! separate, advisory count per layer: a *strong* one for a thread's newest
-//! layer, a *weak* one for the older layers it still keeps. They protect
+//! **Soft pins** (the C library's per-thread windows of returned layers) are
+//! counted in their own field of the same stripe counters. They protect
 //! nothing in memory (only the mapped backend uses them, whose bytes stay
-//! addressable after eviction): they rank victims. A claim made to stay
-//! within the budget takes unkept layers first, then weakly kept, then
-//! strongly kept ones (see `Shared::enforce_budget`); ordinary policy
-//! decisions never take a kept layer. Their updates are single atomic adds
-//! with no ordering obligations; a claim that races with one merely ranks
-//! the layer by the value it read.
+//! addressable after eviction): they rank victims. Ordinary policy decisions
+//! never claim a soft-pinned layer; a claim made to stay within the budget
+//! may (see `crate::room`). A soft pin and a claim that refuses soft-pinned
+//! layers form the same handshake as a pin and a claim.
 
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 
@@ -64,10 +61,6 @@ const STATE_MASK: u64 = 0b111;
 /// Set while a prefetched layer has not been used by a demand access yet.
 const PREFETCHED_UNUSED: u64 = 1 << 3;
 
-// A soft-pin counter: bits 0..32 strong, 32..64 weak.
-const STRONG_ONE: u64 = 1;
-const WEAK_ONE: u64 = 1 << 32;
-
 /// How firmly a layer is soft-pinned (see the module doc), weakest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kept {
@@ -76,16 +69,21 @@ pub(crate) enum Kept {
     Strong,
 }
 
-// A stripe counter: bits 0..24 pins, 24..64 demand accesses.
+// A stripe counter: bits 0..12 pins, 12..24 soft pins, 24..64 demand accesses.
 const PIN_ONE: u64 = 1;
-const PIN_MASK: u64 = (1 << 24) - 1;
+const PIN_MASK: u64 = (1 << 12) - 1;
+const SOFT_SHIFT: u32 = 12;
+const SOFT_ONE: u64 = 1 << SOFT_SHIFT;
+const SOFT_MASK: u64 = PIN_MASK << SOFT_SHIFT;
 const ACCESS_SHIFT: u32 = 24;
 const ACCESS_ONE: u64 = 1 << ACCESS_SHIFT;
 /// The most pins one stripe holds on one layer; a pin beyond it is refused.
 /// Half the field: a refused pin is added then taken back, so the field must
 /// have room for every thread that may be adding at once without carrying
-/// into the access count.
+/// into the next field.
 pub(crate) const MAX_PINS: u64 = PIN_MASK >> 1;
+/// The same limit for soft pins.
+const MAX_SOFT: u64 = MAX_PINS;
 /// Counters per padding line (128 bytes), so stripes never share a line.
 const LINE: usize = 16;
 
@@ -144,8 +142,6 @@ struct Slot<B> {
     buffer: AtomicPtr<B>,
     /// Milliseconds since the Unix epoch of the last demand access (coarse).
     last_accessed_ms: AtomicU64,
-    /// Soft pins: strong count in the low half, weak in the high half.
-    kept: AtomicU64,
 }
 
 /// Every layer's slot and the striped pin counters.
@@ -187,7 +183,6 @@ impl<B> Slots<B> {
                     word: AtomicU64::new(Word::new(SlotState::Absent, false).0),
                     buffer: AtomicPtr::new(std::ptr::null_mut()),
                     last_accessed_ms: AtomicU64::new(0),
-                    kept: AtomicU64::new(0),
                 })
                 .collect(),
             counters: (0..stripes * stride).map(|_| AtomicU64::new(0)).collect(),
@@ -250,49 +245,49 @@ impl<'a, B> SlotRef<'a, B> {
             .sum()
     }
 
-    /// Adds a soft pin (see the module doc).
-    pub(crate) fn keep(self, strength: Kept) {
-        let one = if strength == Kept::Strong {
-            STRONG_ONE
-        } else {
-            WEAK_ONE
-        };
-        self.slot().kept.fetch_add(one, Ordering::Relaxed);
+    /// Soft pins over all stripes (a snapshot; `SeqCst`, the claim side of
+    /// the handshake in [`try_keep_cached`](Self::try_keep_cached)).
+    pub(crate) fn soft_pins(self) -> u64 {
+        (0..self.slots.stripes)
+            .map(|stripe| (self.counter(stripe).load(Ordering::SeqCst) & SOFT_MASK) >> SOFT_SHIFT)
+            .sum()
     }
 
-    /// Turns one strong soft pin into a weak one.
-    pub(crate) fn weaken(self) {
-        // Wrapping: adds one weak and takes one strong in a single update.
-        let delta = WEAK_ONE.wrapping_sub(STRONG_ONE);
-        let previous = self.slot().kept.fetch_add(delta, Ordering::Relaxed);
-        debug_assert!(
-            previous & (WEAK_ONE - 1) > 0,
-            "weaken without a strong soft pin"
-        );
-    }
-
-    /// Drops a soft pin; returns whether none is left.
-    pub(crate) fn unkeep(self, strength: Kept) -> bool {
-        let one = if strength == Kept::Strong {
-            STRONG_ONE
-        } else {
-            WEAK_ONE
-        };
-        let previous = self.slot().kept.fetch_sub(one, Ordering::Relaxed);
-        debug_assert!(previous >= one, "unkeep without a soft pin");
-        previous == one
-    }
-
-    /// The firmest soft pin on the layer.
-    pub(crate) fn kept(self) -> Kept {
-        let kept = self.slot().kept.load(Ordering::Relaxed);
-        if kept & (WEAK_ONE - 1) != 0 {
-            Kept::Strong
-        } else if kept != 0 {
-            Kept::Weak
-        } else {
-            Kept::No
+    /// Adds a soft pin on `stripe` (a layer this thread already pins hard);
+    /// `false` at the limit.
+    pub(crate) fn keep(self, stripe: usize) -> bool {
+        let counter = self.counter(stripe);
+        let previous = counter.fetch_add(SOFT_ONE, Ordering::SeqCst);
+        if (previous & SOFT_MASK) >> SOFT_SHIFT >= MAX_SOFT {
+            counter.fetch_sub(SOFT_ONE, Ordering::SeqCst);
+            return false;
         }
+        true
+    }
+
+    /// Drops a soft pin taken on `stripe`. Returns `true` if the layer is
+    /// `Transient` (the caller then drops it if nothing holds it any more).
+    #[inline]
+    pub(crate) fn unkeep(self, stripe: usize) -> bool {
+        let previous = self.counter(stripe).fetch_sub(SOFT_ONE, Ordering::SeqCst);
+        debug_assert!(previous & SOFT_MASK != 0, "unkeep without a soft pin");
+        Word(self.slot().word.load(Ordering::SeqCst)).state() == SlotState::Transient
+    }
+
+    /// [`claim`](Self::claim), refused also when `soft_ok` rejects the layer's
+    /// soft-pin count, read after the claim: a soft pin taken while its getter
+    /// held a hard pin is ordered before that pin's release, and a soft pin
+    /// taken on the fast path before its state read (the handshake of
+    /// [`try_keep_cached`](Self::try_keep_cached)), so a claim never misses one.
+    pub(crate) fn claim_if(self, from: SlotState, soft_ok: impl FnOnce(u64) -> bool) -> bool {
+        if !self.claim(from) {
+            return false;
+        }
+        if !soft_ok(self.soft_pins()) {
+            self.restore(from);
+            return false;
+        }
+        true
     }
 
     /// Demand accesses of this layer.
@@ -352,6 +347,29 @@ impl<'a, B> SlotRef<'a, B> {
         }
         self.counter(stripe)
             .fetch_sub(PIN_ONE + ACCESS_ONE, Ordering::SeqCst);
+        None
+    }
+
+    /// The soft-pin fast path: adds a soft pin and a demand access on
+    /// `stripe` (one read-modify-write) and keeps them if the layer is
+    /// `Cached`; otherwise takes them back and returns `None`. No hard pin.
+    ///
+    /// The soft pin and a claim form the same handshake as a pin and a claim
+    /// (write, then read the other side, both `SeqCst`): a claim that refuses
+    /// soft-pinned layers either sees this one, or this read sees `Evicting`.
+    /// A claim allowed to take soft-pinned layers (the budget needs them) may
+    /// proceed: the layer's bytes stay addressable (mapped backend only).
+    #[inline(always)]
+    pub(crate) fn try_keep_cached(self, stripe: usize) -> Option<Pinned> {
+        let counter = self.counter(stripe);
+        let step = SOFT_ONE + ACCESS_ONE;
+        let previous = counter.fetch_add(step, Ordering::SeqCst);
+        handshake();
+        let word = Word(self.slot().word.load(Ordering::SeqCst));
+        if word.state() == SlotState::Cached && (previous & SOFT_MASK) >> SOFT_SHIFT < MAX_SOFT {
+            return Some(self.take_prefetch_flag(word));
+        }
+        counter.fetch_sub(step, Ordering::SeqCst);
         None
     }
 
@@ -417,22 +435,6 @@ impl<'a, B> SlotRef<'a, B> {
         }
         self.restore(from);
         false
-    }
-
-    /// [`claim`](Self::claim), refused also when the layer is soft-pinned more
-    /// firmly than `allow`. The soft pins are read after the claim: a soft pin
-    /// is added while its getter still holds a (hard) pin, and that pin's
-    /// release is ordered before the claim that sees zero pins, so a soft pin
-    /// that replaced one is always seen here.
-    pub(crate) fn claim_unless_kept(self, from: SlotState, allow: Kept) -> bool {
-        if !self.claim(from) {
-            return false;
-        }
-        if self.kept() > allow {
-            self.restore(from);
-            return false;
-        }
-        true
     }
 
     /// Moves an `Evicting` layer back to `to`, keeping its flag.

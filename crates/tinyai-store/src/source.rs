@@ -23,32 +23,80 @@ pub(crate) fn page_size() -> u64 {
     })
 }
 
-/// A heap buffer whose first byte is aligned to `align` (safe: over-allocates a `Vec`).
+/// A zeroed heap buffer whose first byte is aligned to `align`, owned through
+/// a raw pointer: C callers of the owned backend may write into a layer's
+/// bytes (TinyAI's API hands out `void *`), so the bytes are never owned
+/// through a Rust reference, and the pointer handed out
+/// ([`as_ptr`](AlignedBuf::as_ptr)) carries the allocation's write
+/// permission. Rust code makes a `&[u8]` of them ([`as_slice`](AlignedBuf::as_slice))
+/// only where no C caller can hold a pointer: while loading and verifying,
+/// before the layer is published, and for guards of Rust callers (the C
+/// library never makes one of a layer it has handed out; see
+/// `tinyai-ffi`'s `Handle`).
 #[derive(Debug)]
 pub(crate) struct AlignedBuf {
-    storage: Vec<u8>,
-    start: usize,
+    ptr: std::ptr::NonNull<u8>,
+    /// The allocation's layout (size 0: nothing allocated, `ptr` dangling).
+    layout: std::alloc::Layout,
     len: usize,
 }
 
+// SAFETY: the buffer owns its allocation exclusively (no other handle to it
+// exists); it holds plain bytes with no thread affinity.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access from several threads only reads through `as_slice`
+// (plain bytes) or hands out the raw pointer; writes through that pointer are
+// the C caller's, under the contract above.
+unsafe impl Sync for AlignedBuf {}
+
 impl AlignedBuf {
-    /// A zeroed buffer of `capacity` usable bytes, of which the first `len` are the payload.
-    fn zeroed(len: usize, capacity: usize, align: usize) -> AlignedBuf {
-        let storage = vec![0u8; capacity + align];
-        let start = storage.as_ptr().align_offset(align).min(align);
-        AlignedBuf {
-            storage,
-            start,
-            len,
-        }
+    /// A zeroed buffer of `capacity` usable bytes, of which the first `len` are
+    /// the payload; `None` if the allocation fails or the sizes are invalid.
+    fn zeroed(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(capacity.max(len), align).ok()?;
+        let ptr = if layout.size() == 0 {
+            // An aligned, dangling, never dereferenced pointer for an empty layer.
+            std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
+        } else {
+            // SAFETY: the layout's size is non-zero.
+            std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
+        };
+        Some(AlignedBuf { ptr, layout, len })
     }
 
+    /// The payload as a slice. See the type's doc for when this may be called.
     pub(crate) fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
+        // SAFETY: `ptr` is valid for `len <= layout.size()` initialised (zeroed
+        // or read) bytes for as long as `self`; no `&mut` to them exists while
+        // `&self` is borrowed, and writers through `as_ptr` are excluded while
+        // such a slice lives (the type's doc).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The payload's address, with the allocation's read and write permission.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The payload length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     fn usable_mut(&mut self, capacity: usize) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + capacity]
+        let capacity = capacity.min(self.layout.size());
+        // SAFETY: `ptr` is valid for `layout.size()` zeroed bytes; `&mut self`
+        // is exclusive and the buffer is not published yet (only loads call this).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), capacity) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if self.layout.size() != 0 {
+            // SAFETY: allocated in `zeroed` with this layout, freed only here.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        }
     }
 }
 
@@ -377,7 +425,8 @@ impl Source {
             && len > 0
         {
             let rounded = len.next_multiple_of(page) as usize;
-            let mut buffer = AlignedBuf::zeroed(len_usize, rounded, page as usize);
+            let mut buffer = AlignedBuf::zeroed(len_usize, rounded, page as usize)
+                .ok_or_else(|| self.out_of_memory(len))?;
             match read_fully(direct, offset, buffer.usable_mut(rounded)) {
                 Ok(read) if read >= len_usize => return Ok(buffer),
                 Ok(read) => return Err(self.short_read(layer, offset, len, read)),
@@ -387,13 +436,25 @@ impl Source {
             }
         }
         self.start_read(offset, len);
-        let mut buffer = AlignedBuf::zeroed(len_usize, len_usize, page as usize);
+        let mut buffer = AlignedBuf::zeroed(len_usize, len_usize, page as usize)
+            .ok_or_else(|| self.out_of_memory(len))?;
         let read = read_fully(&self.file, offset, buffer.usable_mut(len_usize))
             .map_err(io_error(&self.path, "read"))?;
         if read < len_usize {
             return Err(self.short_read(layer, offset, len, read));
         }
         Ok(buffer)
+    }
+
+    fn out_of_memory(&self, len: u64) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            action: "allocate a buffer for",
+            source: std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes"),
+            ),
+        }
     }
 
     fn short_read(&self, layer: u64, offset: u64, expected: u64, read: usize) -> StoreError {
@@ -469,4 +530,28 @@ pub fn evict_file_from_page_cache(path: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use super::AlignedBuf;
+
+    /// The owned backend hands C callers a writable pointer to a layer's
+    /// buffer: writing through it must be allowed (Miri checks the pointer's
+    /// permission; a pointer made from a `&[u8]` would not have it).
+    #[test]
+    fn a_c_caller_may_write_through_an_owned_buffers_pointer() {
+        let buffer = AlignedBuf::zeroed(16, 32, 64).expect("16 bytes");
+        let pointer = buffer.as_ptr();
+        assert_eq!(pointer as usize % 64, 0);
+        // SAFETY: inside the 16-byte payload; no slice of the buffer is alive.
+        unsafe { pointer.add(3).write(7) };
+        assert_eq!(
+            buffer.as_slice(),
+            &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let empty = AlignedBuf::zeroed(0, 0, 4096).expect("nothing to allocate");
+        assert!(empty.as_slice().is_empty());
+        assert_eq!(empty.as_ptr() as usize % 4096, 0);
+    }
 }
