@@ -396,8 +396,10 @@ impl MappedModel {
         if window.model != self.shared.uid {
             return Err(StoreError::ForeignPin { index });
         }
-        let stripe = self.shared.pin_soft(index)?;
+        // The register first: the soft pin's update (a release) follows it, so
+        // a claim that reads the soft pin (an acquire) sees this store too.
         window.register.newest.store(index + 1, Ordering::Relaxed);
+        let stripe = self.shared.pin_soft(index)?;
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }
@@ -419,8 +421,9 @@ impl MappedModel {
         if self.shared.mapped_base.is_none() || window.model != self.shared.uid {
             return None;
         }
-        let stripe = self.shared.keep_if_cached(index)?;
+        // Before the soft pin: see `pin_soft`.
         window.register.newest.store(index + 1, Ordering::Relaxed);
+        let stripe = self.shared.keep_if_cached(index)?;
         if self.shared.config.prefetch_enabled {
             self.shared.lookahead(index);
         }

@@ -57,13 +57,22 @@ thread_local! {
 pub(crate) struct SlotClaims<'a> {
     pub(crate) slots: &'a Slots<AlignedBuf>,
     pub(crate) allow: Kept,
-    pub(crate) strong: &'a [bool],
+    /// Where to read which layers are some window's newest (only needed when
+    /// `allow` is `Weak`).
+    pub(crate) registers: Option<&'a Shared>,
 }
 
 impl SlotClaims<'_> {
-    /// Whether a layer with `soft` soft pins may go at this level.
+    /// Whether a layer with `soft` soft pins may go at this level (read after
+    /// the claim, so fresh: see `Shared::is_newest_soft_pin`).
     fn allows(&self, index: usize, soft: u64) -> bool {
-        kept_level(soft, self.strong.get(index).copied().unwrap_or(false)) <= self.allow
+        match (soft, self.allow) {
+            (0, _) | (_, Kept::Strong) => true,
+            (_, Kept::No) => false,
+            (_, Kept::Weak) => !self
+                .registers
+                .is_some_and(|shared| shared.is_newest_soft_pin(index as u64)),
+        }
     }
 }
 
@@ -147,12 +156,12 @@ impl Shared {
             let mut claims = SlotClaims {
                 slots: &self.slots,
                 allow,
-                strong: &strong,
+                registers: Some(self),
             };
             let held_out: Vec<LayerId> = (0..self.spans.len())
                 .filter(|&i| {
                     let slot = self.slots.at(i);
-                    slot.pins() > 0 || !claims.allows(i, slot.soft_pins())
+                    slot.pins() > 0 || kept_level(slot.soft_pins(), strong[i]) > allow
                 })
                 .map(|i| LayerId(i as u32))
                 .collect();
@@ -200,7 +209,7 @@ impl Shared {
             let kept = kept_level(slot.soft_pins(), newest);
             if eligible(kept, state.window.contains(id))
                 && slot.claim_if(SlotState::Transient, |soft| {
-                    kept_level(soft, newest) <= kept
+                    kept_level(soft, self.is_newest_soft_pin(index)) <= kept
                 })
             {
                 state.window.remove(id);
@@ -296,7 +305,24 @@ impl Shared {
         state
     }
 
-    /// Which layers are some live window's newest soft pin.
+    /// Whether layer `index` is some live window's newest soft pin (a fresh
+    /// read of every register: a getter stores its register before the
+    /// read-modify-write that takes its soft pin, a release; a claim reads
+    /// the soft pins with `SeqCst`, an acquire, before calling this, so once it
+    /// has seen the soft pin it sees the register too).
+    pub(crate) fn is_newest_soft_pin(&self, index: u64) -> bool {
+        let windows = self
+            .soft_windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|window| window.newest.load(Ordering::SeqCst) == index + 1)
+    }
+
+    /// Which layers are some live window's newest soft pin (for planning; the
+    /// claim itself re-reads with [`is_newest_soft_pin`](Self::is_newest_soft_pin)).
     pub(crate) fn newest_soft_pins(&self) -> Vec<bool> {
         let mut strong = vec![false; self.spans.len()];
         let mut windows = self

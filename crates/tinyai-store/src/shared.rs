@@ -230,7 +230,7 @@ impl Shared {
         let mut claims = SlotClaims {
             slots: &self.slots,
             allow: Kept::No,
-            strong: &[],
+            registers: None,
         };
         let decision = state.engine.request_claiming(id, kind, now, &mut claims);
         self.note_residency(state);
