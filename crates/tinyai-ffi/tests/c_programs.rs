@@ -750,6 +750,55 @@ fn programs_are_clean_under_address_and_undefined_sanitizers() {
     );
 }
 
+/// Proves the ThreadSanitizer run can fail: a C program with a data race,
+/// built the way every program is under `TINYAI_C_SANITIZE=thread`, is
+/// reported and exits with `TSAN_OPTIONS`' exit code. Only meaningful in
+/// that mode: `cargo xtask sanitize tsan` runs it with `--include-ignored`.
+#[test]
+#[ignore = "needs TINYAI_C_SANITIZE=thread: run by cargo xtask sanitize tsan"]
+fn thread_sanitizer_reports_a_race_in_a_c_program() {
+    assert!(
+        thread_sanitizer_runtime().is_some(),
+        "run with TINYAI_C_SANITIZE=thread (cargo xtask sanitize tsan)"
+    );
+    let dir = tempdir();
+    let source = dir.path().join("race.c");
+    std::fs::write(
+        &source,
+        "#define _POSIX_C_SOURCE 200809L\n\
+         #include <pthread.h>\n\
+         #include <stdio.h>\n\
+         #include <tinyai/utils/mmap_loader.h>\n\
+         static long shared;\n\
+         static void *worker(void *argument) { (void)argument; shared++; return NULL; }\n\
+         int main(void) {\n\
+             TinyAIMmapConfig config = tinyaiCreateDefaultMmapConfig();\n\
+             pthread_t first, second;\n\
+             pthread_create(&first, NULL, worker, NULL);\n\
+             pthread_create(&second, NULL, worker, NULL);\n\
+             pthread_join(first, NULL);\n\
+             pthread_join(second, NULL);\n\
+             printf(\"%ld %d\\n\", shared, config.prefetchThreads);\n\
+             return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let exe = compile(Lang::C, source.to_str().unwrap(), dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let output = run(
+        &exe,
+        &[],
+        dir.path(),
+        &[("TSAN_OPTIONS", "halt_on_error=1 exitcode=66")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code() == Some(66) && stderr.contains("ThreadSanitizer: data race"),
+        "the race was not reported: {}",
+        describe(&exe, &output)
+    );
+}
+
 #[test]
 fn pkg_config_file_builds_the_seed_example() {
     if thread_sanitizer_runtime().is_some() {
