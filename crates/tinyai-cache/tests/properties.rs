@@ -28,6 +28,23 @@ fn op(layers: u32) -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Longest operation sequence: 200, or 40 under Miri.
+const MAX_OPS: usize = if cfg!(miri) { 40 } else { 200 };
+
+/// 200 cases; under Miri, which interprets every step and has no file access,
+/// 4 cases and no regression file.
+fn proptest_config() -> ProptestConfig {
+    if cfg!(miri) {
+        ProptestConfig {
+            cases: 4,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    } else {
+        ProptestConfig::with_cases(200)
+    }
+}
+
 fn policy() -> impl Strategy<Value = PolicyKind> {
     prop::sample::select(PolicyKind::ALL.to_vec())
 }
@@ -104,14 +121,14 @@ fn replay(engine: &mut Engine, layers: u32, ops: &[Op]) -> Vec<String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(proptest_config())]
 
     #[test]
     fn invariants_hold(
         policy in policy(),
         sizes in prop::collection::vec(0u64..70_000, 1..24),
         budget in 4096u64..200_000,
-        ops in prop::collection::vec(op(24), 0..200),
+        ops in prop::collection::vec(op(24), 0..MAX_OPS),
     ) {
         let layers = sizes.len() as u32;
         let ops: Vec<Op> = ops.into_iter().map(|o| clamp(o, layers)).collect();
@@ -124,7 +141,7 @@ proptest! {
         policy in policy(),
         sizes in prop::collection::vec(0u64..70_000, 1..24),
         budget in 4096u64..200_000,
-        ops in prop::collection::vec(op(24), 0..200),
+        ops in prop::collection::vec(op(24), 0..MAX_OPS),
     ) {
         let layers = sizes.len() as u32;
         let ops: Vec<Op> = ops.into_iter().map(|o| clamp(o, layers)).collect();

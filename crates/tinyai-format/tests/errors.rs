@@ -64,7 +64,14 @@ fn variant_name(error: &FormatError) -> String {
 
 /// A valid v2 file: alignment 64; layer 0 "a" = tensors "w" (f32 [4]) and "b"
 /// (u8 [3]); layer 1 "b" = tensor "w" (f32 [2, 2]); metadata general.name=x, k2=v2.
+/// Written once per test binary (the writer is deterministic; under Miri,
+/// writing it for each of the cases would take most of the run).
 fn base_v2() -> Vec<u8> {
+    static BASE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BASE.get_or_init(write_base_v2).clone()
+}
+
+fn write_base_v2() -> Vec<u8> {
     let mut writer = Writer::new(Cursor::new(Vec::new()), WriterOptions { alignment: 64 }).unwrap();
     writer.add_metadata("general.name", "x").unwrap();
     writer.add_metadata("k2", "v2").unwrap();

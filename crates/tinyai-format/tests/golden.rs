@@ -12,6 +12,10 @@ fn golden_dir() -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the committed files in fixtures/ (Miri runs with isolation)"
+)]
 fn writer_output_matches_the_golden_files() {
     let mut failures = Vec::new();
     for (name, bytes) in fixtures::golden_files().unwrap() {
@@ -47,6 +51,10 @@ fn writer_output_matches_the_golden_files() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the committed files in fixtures/ (Miri runs with isolation)"
+)]
 fn golden_files_parse_and_hold_the_fixture_content() {
     let tiny = std::fs::read(golden_dir().join("tiny.tmai")).unwrap();
     let model = Model::parse(&tiny).unwrap();
@@ -99,6 +107,10 @@ fn golden_files_parse_and_hold_the_fixture_content() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "reads the committed files in fixtures/ (Miri runs with isolation)"
+)]
 fn golden_files_stay_small() {
     let total: u64 = std::fs::read_dir(golden_dir())
         .unwrap()

@@ -58,6 +58,10 @@ fn golden_files() -> Vec<PathBuf> {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs python3 and reads and writes files (Miri runs with isolation)"
+)]
 fn python_reader_accepts_golden_files() {
     if !python_available() {
         return;
@@ -97,6 +101,10 @@ fn python_reader_accepts_golden_files() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs python3 and reads and writes files (Miri runs with isolation)"
+)]
 fn python_reader_rejects_a_corrupted_golden_file() {
     if !python_available() {
         return;
@@ -134,6 +142,10 @@ fn python_reader_rejects_a_corrupted_golden_file() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "runs python3 and reads and writes files (Miri runs with isolation)"
+)]
 fn python_writer_output_parses_and_verifies() {
     if !python_available() {
         return;

@@ -22,6 +22,7 @@ impl<R: Read> Read for Trickle<R> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "writes and reads files (Miri runs with isolation)")]
 fn a_64_mib_layer_streams_from_a_lazy_reader() {
     const SIZE: u64 = 64 << 20;
     let dir = tempfile::tempdir().unwrap();
@@ -79,6 +80,7 @@ fn a_64_mib_layer_streams_from_a_lazy_reader() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "writes and reads files (Miri runs with isolation)")]
 fn an_abandoned_file_writer_leaves_the_destination_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.tmai");
@@ -95,6 +97,7 @@ fn an_abandoned_file_writer_leaves_the_destination_alone() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "writes and reads files (Miri runs with isolation)")]
 fn large_fixture_spec_is_varied_and_streams() {
     let spec = fixtures::large(40 << 20);
     assert_eq!(spec.data_bytes().unwrap(), 40 << 20);
@@ -121,6 +124,10 @@ fn large_fixture_spec_is_varied_and_streams() {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "builds and checks 10 MiB of layer data: too slow under Miri"
+)]
 fn the_c_test_generators_file_opens() {
     let spec = legacy_c_test_model();
     let bytes = fixtures::legacy_bytes(&spec).unwrap();
