@@ -183,16 +183,16 @@ impl Handle {
             };
             let window = &mut windows[position];
             done = true;
-            let pinned = match self.store.pin_soft_if_cached(index, &window.soft) {
-                Some(pin) => Ok(pin),
-                None => self.store.pin_soft(index, &window.soft),
-            };
-            let pin = match pinned {
-                Ok(pin) => pin,
-                Err(error) => {
-                    result = Err(error);
-                    return;
-                }
+            // The hit path builds no `Result<_, StoreError>`.
+            let pin = match self.store.pin_soft_if_cached(index, &window.soft) {
+                Some(pin) => pin,
+                None => match self.store.pin_soft(index, &window.soft) {
+                    Ok(pin) => pin,
+                    Err(error) => {
+                        result = Err(error);
+                        return;
+                    }
+                },
             };
             let recent = &mut window.recent;
             if let Some(at) = recent.iter().position(|held| held.index() == index) {
