@@ -63,6 +63,8 @@ pub use error::StoreError;
 pub use forward::ForwardPass;
 pub use guard::{Element, LayerGuard, TensorView};
 pub use model::{CacheState, DetachedPin, LayerDescriptor, MappedModel, SoftPin, SoftWindow};
+#[doc(hidden)]
+pub use source::InjectedFault;
 pub use source::evict_file_from_page_cache;
 pub use stats::Stats;
 pub use tinyai_cache::PolicyKind;

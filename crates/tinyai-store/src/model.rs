@@ -352,6 +352,22 @@ impl MappedModel {
         Ok(())
     }
 
+    /// Test seam (not part of the supported API): the next `times` reads of
+    /// layer `index` from the file fail with `fault`, as a failing disk would
+    /// (0 clears it). For tests of error paths.
+    #[doc(hidden)]
+    pub fn inject_read_fault(
+        &self,
+        index: u64,
+        fault: crate::source::InjectedFault,
+        times: u32,
+    ) -> Result<(), StoreError> {
+        self.shared.layer_id(index)?;
+        let (offset, _) = self.shared.span(index);
+        self.shared.source.inject_fault(offset, fault, times);
+        Ok(())
+    }
+
     /// A window of soft pins for one thread (see [`pin_soft`](MappedModel::pin_soft)).
     pub fn soft_window(&self) -> SoftWindow {
         let register = Arc::new(crate::room::WindowRegister::default());

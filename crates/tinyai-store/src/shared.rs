@@ -529,7 +529,7 @@ impl Shared {
         let started = Instant::now();
         self.source.check_unchanged()?;
         let data = if self.source.is_mapped() {
-            self.source.populate(offset, length);
+            self.source.populate(index, offset, length)?;
             None
         } else {
             Some(Box::new(self.source.read_owned(index, offset, length)?))

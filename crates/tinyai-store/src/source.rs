@@ -110,6 +110,24 @@ enum Access {
     },
 }
 
+/// A read failure a test makes happen ([`crate::MappedModel::inject_read_fault`]).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The read fails with `EIO`.
+    Eio,
+    /// The read ends early (as if the file were shorter than its tables say).
+    ShortRead,
+}
+
+/// Injected faults by the byte offset of the read they hit, with how many
+/// reads they still fail.
+#[derive(Debug, Default)]
+struct Faults {
+    armed: std::sync::atomic::AtomicBool,
+    pending: std::sync::Mutex<Vec<(u64, InjectedFault, u32)>>,
+}
+
 /// An open model file.
 #[derive(Debug)]
 pub(crate) struct Source {
@@ -118,6 +136,7 @@ pub(crate) struct Source {
     length: u64,
     inode: (u64, u64),
     access: Access,
+    faults: Faults,
 }
 
 fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -189,6 +208,7 @@ impl Source {
             length,
             inode: (metadata.dev(), metadata.ino()),
             access,
+            faults: Faults::default(),
         })
     }
 
@@ -301,33 +321,95 @@ impl Source {
         }
     }
 
-    /// Mapped backend: makes the pages of a range resident.
-    pub(crate) fn populate(&self, offset: u64, len: u64) {
+    /// Test seam: the next `times` reads starting at `offset` fail with `fault`.
+    pub(crate) fn inject_fault(&self, offset: u64, fault: InjectedFault, times: u32) {
+        let mut pending = self
+            .faults
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        pending.retain(|&(at, ..)| at != offset);
+        if times > 0 {
+            pending.push((offset, fault, times));
+        }
+        self.faults
+            .armed
+            .store(!pending.is_empty(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// The injected failure of a read of `len` bytes at `offset`, if one is due.
+    fn injected(&self, layer: u64, offset: u64, len: u64) -> Result<(), StoreError> {
+        if !self.faults.armed.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut pending = self
+            .faults
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(at) = pending.iter().position(|&(start, ..)| start == offset) else {
+            return Ok(());
+        };
+        let fault = pending[at].1;
+        pending[at].2 -= 1;
+        if pending[at].2 == 0 {
+            pending.remove(at);
+        }
+        match fault {
+            InjectedFault::Eio => Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "read",
+                source: std::io::Error::from_raw_os_error(libc::EIO),
+            }),
+            InjectedFault::ShortRead => {
+                Err(self.short_read(layer, offset, len, (len / 2) as usize))
+            }
+        }
+    }
+
+    /// Mapped backend: makes the pages of layer `layer`'s range resident, or
+    /// says why it cannot (an I/O error reading the file: touching those pages
+    /// would raise SIGBUS, so the layer is not served).
+    pub(crate) fn populate(&self, layer: u64, offset: u64, len: u64) -> Result<(), StoreError> {
         let Access::Mapped(map, _) = &self.access else {
-            return;
+            return Ok(());
         };
         if len == 0 {
-            return;
+            return Ok(());
         }
+        self.injected(layer, offset, len)?;
         // Start large asynchronous reads of exactly this range, then wait for the
         // pages. (MADV_POPULATE_READ alone is a little faster here, but its faults
         // trigger read-ahead past the layer's end, so resident memory overshoots the
         // budget; WILLNEED first means the faults find their pages present.)
         let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
-        if map
-            .advise_range(Advice::PopulateRead, offset as usize, len as usize)
-            .is_ok()
-        {
-            return;
+        match map.advise_range(Advice::PopulateRead, offset as usize, len as usize) {
+            Ok(()) => return Ok(()),
+            // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ); touch below.
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
+            // EFAULT / EIO: a page could not be read from the file.
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    action: "read (populate)",
+                    source,
+                });
+            }
         }
-        // Kernels before 5.14: touch one byte per page.
-        if let Some(bytes) = map.get(offset as usize..(offset + len) as usize) {
+        // Touch one byte per page, through the raw mapping (C callers may be
+        // writing other bytes of these pages: no slice of them is made).
+        if let Some(base) = self.mapped_mut_ptr(offset, len) {
             let mut sum = 0u8;
-            for byte in bytes.iter().step_by(page_size() as usize) {
-                sum = sum.wrapping_add(*byte);
+            for at in (0..len).step_by(page_size() as usize) {
+                // SAFETY: `at < len` and the range lies inside the mapping
+                // (`mapped_mut_ptr` checked it); a volatile byte read of a
+                // mapped page is a plain load, racing only with other loads or
+                // with C callers' byte writes to their private copies.
+                sum = sum.wrapping_add(unsafe { base.add(at as usize).read_volatile() });
             }
             std::hint::black_box(sum);
         }
+        Ok(())
     }
 
     /// Mapped backend: drops the pages that lie entirely inside a range (pages
@@ -412,6 +494,7 @@ impl Source {
         offset: u64,
         len: u64,
     ) -> Result<AlignedBuf, StoreError> {
+        self.injected(layer, offset, len)?;
         let page = page_size();
         let len_usize = usize::try_from(len).map_err(|_| {
             StoreError::InvalidConfig(format!(
