@@ -528,21 +528,7 @@ impl<'a> Model<'a> {
     /// Checks `bytes` (the layer's content, obtained however the caller likes)
     /// against layer `index`'s stored CRC-32C.
     pub fn verify_layer_bytes(&self, index: u64, bytes: &[u8]) -> Result<(), FormatError> {
-        let info = self.layer(index)?;
-        let stored = info
-            .checksum
-            .ok_or(FormatError::NoChecksum { layer: index })?;
-        let computed = crc32c(bytes);
-        if computed != stored || bytes.len() as u64 != info.length {
-            return Err(FormatError::ChecksumMismatch {
-                layer: index,
-                stored,
-                computed,
-                offset: info.offset,
-                length: info.length,
-            });
-        }
-        Ok(())
+        self.verify_layer_chunks(index, |sink| sink(bytes))
     }
 
     /// Verifies layer `index`'s checksum over its bytes as `feed` supplies
