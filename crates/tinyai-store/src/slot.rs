@@ -946,6 +946,50 @@ mod loom_tests {
         ]);
     }
 
+    /// A soft pin taken on the hit path (no hard pin) and a claim that
+    /// refuses soft-pinned layers (an ordinary policy decision) never both
+    /// succeed: either the soft getter sees `Evicting` and backs off, or the
+    /// claim sees the soft pin and gives the layer back.
+    #[test]
+    fn loom_a_soft_pin_and_a_policy_claim_never_both_win() {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(|| {
+            let store = Arc::new(Store::new());
+            store.get_use_drop(0, 0);
+            let getter = {
+                let store = Arc::clone(&store);
+                loom::thread::spawn(move || store.slots.at(0).try_keep_cached(1).is_some())
+            };
+            let claimer = {
+                let store = Arc::clone(&store);
+                loom::thread::spawn(move || {
+                    let _budget = store.lock.lock().unwrap();
+                    store
+                        .slots
+                        .at(0)
+                        .claim_if(SlotState::Cached, |soft| soft == 0)
+                })
+            };
+            let kept = getter.join().unwrap();
+            let claimed = claimer.join().unwrap();
+            assert!(
+                !(kept && claimed),
+                "a soft-pinned layer was claimed by a claim that refuses soft pins"
+            );
+            let slot = store.slots.at(0);
+            assert_eq!(slot.soft_pins(), u64::from(kept));
+            assert_eq!(
+                slot.load().state(),
+                if claimed {
+                    SlotState::Evicting
+                } else {
+                    SlotState::Cached
+                }
+            );
+        });
+    }
+
     #[test]
     fn loom_three_threads_contend_for_a_one_layer_budget() {
         model(vec![
