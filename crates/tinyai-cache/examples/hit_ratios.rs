@@ -1,7 +1,7 @@
 //! Hit ratios of every policy (and two real peers) on the standard traces.
 //!
 //! ```text
-//! cargo run --release -p tinyai-cache --example hit_ratios -- [--quick] [--seed N] [--peer-seed N] --out target/bench/cache.json
+//! cargo run --release -p tinyai-cache --example hit_ratios -- [--quick] [--seed N] [--peer-seed N] [--bound-segment N] --out target/bench/cache.json
 //! ```
 //!
 //! Prints a table and writes a JSON list of
@@ -19,7 +19,9 @@
 //! Size-aware references (issue 18, see `tinyai_cache::offline`): the
 //! `upper_bound` column is an upper bound on the byte hit ratio of any policy
 //! (the exact LP optimum on traces up to `offline::EXACT_REQUESTS` requests,
-//! the segmented relaxation, higher but still valid, beyond); `flow_schedule`
+//! the segmented relaxation, higher but still valid, beyond, in segments of
+//! `--bound-segment N` requests, default `offline::SEGMENT_REQUESTS`: longer
+//! is tighter and slower); `flow_schedule`
 //! is a feasible offline schedule replayed as a real cache under the budget.
 //! The report prints the lowest adaptive / upper bound over all cells (not a
 //! goal yet) and the cells where the size-oblivious Belady beats the
@@ -245,6 +247,9 @@ struct Args {
     peer_seed: u64,
     check: bool,
     out: Option<PathBuf>,
+    /// Segment length of the upper bound on traces longer than
+    /// `offline::EXACT_REQUESTS` (longer: tighter and slower).
+    bound_segment: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -254,6 +259,7 @@ fn parse_args() -> Result<Args, String> {
         peer_seed: 0,
         check: false,
         out: None,
+        bound_segment: offline::SEGMENT_REQUESTS,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -274,6 +280,13 @@ fn parse_args() -> Result<Args, String> {
                     .ok_or("--peer-seed needs a number")?
                     .parse()
                     .map_err(|e| format!("--peer-seed: {e}"))?;
+            }
+            "--bound-segment" => {
+                args.bound_segment = it
+                    .next()
+                    .ok_or("--bound-segment needs a number")?
+                    .parse()
+                    .map_err(|e| format!("--bound-segment: {e}"))?;
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -314,7 +327,12 @@ fn real_main() -> Result<(), String> {
         for &fraction in &sim::BUDGET_FRACTIONS {
             let mut line = format!("{:<17} {:>6.2}  ", trace.name, fraction);
             let mut cell = Cell::default();
-            let bound = offline::solve(trace, &trace.config(PolicyKind::Lru, fraction));
+            let config = trace.config(PolicyKind::Lru, fraction);
+            let bound = if trace.accesses.len() <= offline::EXACT_REQUESTS {
+                offline::solve(trace, &config)
+            } else {
+                offline::solve_in_segments(trace, &config, args.bound_segment)
+            };
             for policy in POLICIES {
                 let hasher = PeerHasher {
                     seed: args.peer_seed,
