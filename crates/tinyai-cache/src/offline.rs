@@ -72,14 +72,20 @@
 //! evicts only layers it will not hit again (at admissions, like the
 //! engine), and never exceeds the budget (it would bypass instead and count
 //! an [`overflows`](FlowSchedule::overflows), which the tests require to be
-//! 0). Its byte hit ratio is therefore achievable, and lies between the old
-//! Belady's (usually) and the upper bound.
+//! 0). Its byte hit ratio is therefore achievable. It is not always above
+//! the size-oblivious Belady's (also a feasible schedule): on long random
+//! traces the greedy packing loses up to ~0.016 to it (see the `hit_ratios`
+//! example's report); it wins where sizes matter (tests/offline_bound.rs).
 //!
 //! # Cost
 //!
-//! `O(A · (T + n) log T)` for `A` augmenting paths (in practice about the
-//! number of layers that fit, times a small factor) over `T` requests and `n`
-//! intervals; seconds on the standard traces in release builds. Evaluation
+//! Successive shortest paths take about one Dijkstra per reuse interval the
+//! LP keeps (values `size/charge` differ per layer, so paths rarely tie):
+//! `O(n · T log T)` for `n` intervals over `T` requests. Well under a second
+//! on the 10,000-request traces; too slow on the 100,000-request ones, so
+//! [`solve`] splits traces longer than [`EXACT_REQUESTS`] into segments
+//! ([`solve_in_segments`]: a further relaxation, valid but looser, most on
+//! traces whose reuse distances are long compared with a segment). Evaluation
 //! only: nothing here is used by the engine.
 
 use std::cmp::Reverse;

@@ -162,6 +162,20 @@ fn bound_and_schedule_bracket_the_exact_optimum() {
                 offline::upper_bound(&trace, &config(budget, PolicyKind::Lru)),
                 upper
             );
+            // The segmented relaxation only drops constraints: never below.
+            for segment in [1, 3, 5] {
+                let segmented =
+                    offline::solve_in_segments(&trace, &config(budget, PolicyKind::Lru), segment);
+                assert!(
+                    segmented.byte_hit_ratio() + TOLERANCE >= upper,
+                    "segment {segment}: {} < {upper}, {place}",
+                    segmented.byte_hit_ratio()
+                );
+                let mut schedule = segmented.schedule(&trace, &config(budget, PolicyKind::Lru));
+                let result = sim::simulate(&trace, &mut schedule);
+                assert_eq!(schedule.overflows(), 0);
+                assert!(result.byte_hit_ratio() <= exact + TOLERANCE, "{place}");
+            }
             if upper > exact + 1e-6 {
                 strictly_below_bound += 1;
             }
