@@ -31,8 +31,14 @@ pub enum PolicyKind {
     /// recency/frequency policy on skewed random access. See
     /// [`policy::adaptive`](crate::policy::adaptive).
     Adaptive,
-    /// Belady's furthest-next-use rule given the future trace
-    /// ([`Engine::set_future_trace`](crate::Engine::set_future_trace)); evaluation only.
+    /// Furthest next use, **size-oblivious** ("Belady, unsized"), given the
+    /// future trace ([`Engine::set_future_trace`](crate::Engine::set_future_trace));
+    /// evaluation only. Optimal only when all layers have the same charge;
+    /// with unequal sizes it is a heuristic, not an optimum: compare against
+    /// [`offline::upper_bound`](crate::offline::upper_bound) (a true upper
+    /// bound on byte hit ratio) and [`offline::FlowSchedule`](crate::offline::FlowSchedule)
+    /// (a feasible size-aware offline schedule). The variant keeps its name
+    /// because `tinyai-store` and the reports refer to it.
     Belady,
 }
 

@@ -3,7 +3,7 @@
 use crate::config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
 use crate::error::CacheError;
 use crate::policy::adaptive::AdaptivePolicy;
-use crate::policy::belady::BeladyPolicy;
+use crate::policy::belady::UnsizedBeladyPolicy;
 use crate::policy::classic::ClassicPolicy;
 use crate::policy::lru::LruPolicy;
 use crate::policy::{Candidate, Plan, Policy, Slot};
@@ -117,7 +117,7 @@ impl Engine {
             PolicyKind::Lru => Box::new(LruPolicy::new()),
             PolicyKind::TinyAiClassic => Box::new(ClassicPolicy::new(n)),
             PolicyKind::Adaptive => Box::new(AdaptivePolicy::new(n)),
-            PolicyKind::Belady => Box::new(BeladyPolicy::new(n)),
+            PolicyKind::Belady => Box::new(UnsizedBeladyPolicy::new(n)),
         };
         Ok(Engine {
             config,

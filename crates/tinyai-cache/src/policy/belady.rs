@@ -1,12 +1,21 @@
-//! Belady's rule with the future known: evict the entry whose next use is
-//! furthest away, and bypass a candidate whose next use is further than that
-//! of every victim it would displace. Evaluation only.
+//! Furthest next use, **size-oblivious** (Belady's rule for equal sizes),
+//! driven by a known future: evict the entry whose next use is furthest
+//! away, and bypass a candidate whose next use is further than that of every
+//! victim it would displace. Evaluation only; exposed as
+//! [`PolicyKind::Belady`](crate::PolicyKind::Belady) (name kept for the
+//! store and the reports; read it as "Belady, unsized").
 //!
 //! The future is given by [`Engine::set_future_trace`](crate::Engine::set_future_trace);
 //! the `n`-th demand request after that call is assumed to be `trace[n]`
 //! (the `now` argument is ignored). Entries never used again are evicted
-//! first. With layers of different sizes this furthest-first rule is the
-//! usual heuristic (exact optimum is NP-hard); priorities are ignored.
+//! first; priorities are ignored.
+//!
+//! **Not an optimum when layer sizes differ**: it counts requests, not bytes,
+//! so it may keep one large layer where several smaller ones with the same
+//! reuse would fit (a 1 GB embedding plus 6 blocks of 0.4 GB at a budget
+//! where 9 blocks fit). The size-aware references — an upper bound on the
+//! byte hit ratio of any policy and a feasible offline schedule — are in
+//! [`offline`](crate::offline); state goals against those.
 
 use std::collections::BTreeSet;
 
@@ -15,9 +24,9 @@ use crate::config::AccessKind;
 
 const NEVER: u64 = u64::MAX;
 
-/// Furthest-next-use eviction driven by a known future trace.
+/// Furthest-next-use eviction driven by a known future trace, ignoring sizes.
 #[derive(Debug)]
-pub(crate) struct BeladyPolicy {
+pub(crate) struct UnsizedBeladyPolicy {
     /// `positions[offsets[i]..offsets[i + 1]]`: sorted trace positions of layer `i`.
     offsets: Vec<u32>,
     positions: Vec<u64>,
@@ -28,9 +37,9 @@ pub(crate) struct BeladyPolicy {
     by_next_use: BTreeSet<(u64, u32)>,
 }
 
-impl BeladyPolicy {
+impl UnsizedBeladyPolicy {
     pub(crate) fn new(layer_count: usize) -> Self {
-        BeladyPolicy {
+        UnsizedBeladyPolicy {
             offsets: vec![0; layer_count + 1],
             positions: Vec::new(),
             cursor: 0,
@@ -63,7 +72,7 @@ impl BeladyPolicy {
     }
 }
 
-impl Policy for BeladyPolicy {
+impl Policy for UnsizedBeladyPolicy {
     fn on_hit(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
         let next = self.next_use_from(id, self.cursor.saturating_add(1));
         self.cursor = self.cursor.saturating_add(1);

@@ -13,7 +13,7 @@
 //! | `Lru` | [`lru`] | `lru::LruCache` linked hash map | O(1) |
 //! | `TinyAiClassic` | [`classic`] | none (scores depend on `now`) | O(1) hit, O(r log r) eviction |
 //! | `Adaptive` | [`adaptive`] | (priority, size) classes × (intrusive LRU list + lazy-deletion binary heaps by reuse distance and due time) | amortised O(log r) |
-//! | `Belady` | [`belady`] | `BTreeSet` by next use | O(log r) |
+//! | `Belady` (furthest next use, size-oblivious) | [`belady`] | `BTreeSet` by next use | O(log r) |
 
 pub mod adaptive;
 pub mod belady;
