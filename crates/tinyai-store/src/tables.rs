@@ -90,7 +90,7 @@ impl Tables {
     }
 }
 
-/// Run under Miri too (`cargo xtask concurrency miri`): the tables keep a
+/// Run under Miri too (`cargo xtask sanitize miri`): the tables keep a
 /// `Model` that borrows their own buffer, and moving them around must not
 /// invalidate that borrow (an earlier version kept the buffer in a `Box`, whose
 /// move asserts uniqueness under Stacked Borrows while `model` still pointed
