@@ -15,7 +15,7 @@ use crate::args::workspace_root;
 pub const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--no-criterion] [SUITE...]
 
-Suites (default: all): format, cache, store, ffi.
+Suites (default: all): format, cache, store, ffi, candle.
   format  .tmai open + validate vs the safetensors crate's header parse (10, 1k, 100k tensors)
   cache   policy hit ratios on synthetic traces (lru, tinyai_classic, adaptive, belady, moka, quick_cache)
   store   cold load vs plain sequential read, streaming vs the lower bound and a naive mmap,
@@ -23,6 +23,9 @@ Suites (default: all): format, cache, store, ffi.
           hot get through the Rust API (60 resident 4 MiB layers, random order, 1 and 2
           threads) beside floors: Vec<Arc<[u8]>> index, moka get, RwLock<HashMap> get
   ffi     the same hot get through the C API (tinyaiGetLayerWeights), beside the same floors
+  candle  all-MiniLM-L6-v2 sentence embeddings: candle-transformers' BertModel with every
+          weight in memory vs ours fully cached vs ours at a third of the model (sentences/s,
+          time to first embedding, peak RSS; each run its own process, rounds interleaved)
 
 Every ratio is measured in one run, interleaving the two sides and quoting medians.
 Writes target/bench/report.md, target/bench/*.json and target/bench/*.svg; criterion's
@@ -32,7 +35,7 @@ HTML reports (full runs) stay under target/criterion/.
          and fails the run if adaptive misses them.
 ";
 
-const SUITES: [&str; 4] = ["format", "cache", "store", "ffi"];
+const SUITES: [&str; 5] = ["format", "cache", "store", "ffi", "candle"];
 
 struct Runner {
     root: PathBuf,
@@ -88,6 +91,31 @@ impl Runner {
         args.push(&out);
         args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
+    }
+
+    /// The candle suite. `--quick` runs it in the dev profile that `cargo
+    /// test` already built (candle's kernels are optimised there; the store
+    /// is not), so that CI's smoke run does not build candle a second time.
+    fn candle(&self) -> Result<(), TaskError> {
+        let out = self.out.join("candle.json");
+        let out = out.to_string_lossy().into_owned();
+        let mut args = vec!["run", "--quiet"];
+        if !self.quick {
+            args.push("--release");
+        }
+        args.extend([
+            "-p",
+            "tinyai-candle",
+            "--example",
+            "bench_candle",
+            "--",
+            "--out",
+            &out,
+        ]);
+        if self.quick {
+            args.push("--quick");
+        }
+        self.cargo(&args, "tinyai-candle bench_candle")
     }
 
     fn criterion(&self, package: &str, bench: &str) -> Result<(), TaskError> {
@@ -181,6 +209,7 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
                 }
             }
             "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json", runner.size_args())?,
+            "candle" => runner.candle()?,
             _ => {}
         }
     }
@@ -405,11 +434,75 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
     if let Some(cache) = load(&out.join("cache.json")) {
         cache_section(&cache, out, &mut md, &mut details)?;
     }
+    if let Some(candle) = load(&out.join("candle.json")) {
+        candle_section(&candle, &mut md, &mut details);
+    }
     md.push_str(&details);
     let path = out.join("report.md");
     write_file(&path, &md)?;
     print!("{md}");
     Ok(path)
+}
+
+/// The candle suite: MiniLM embeddings, ours (cached, a third) vs
+/// candle-transformers' `BertModel` with every weight in memory.
+fn candle_section(candle: &Value, md: &mut String, details: &mut String) {
+    let variants: Vec<&Value> = candle["variants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let find = |name: &str| variants.iter().find(|v| v["variant"] == name).copied();
+    let Some(reference) = find("reference") else {
+        return;
+    };
+    for (name, label) in [
+        ("cached", "fully cached"),
+        ("third", "at a third of the model"),
+    ] {
+        let Some(ours) = find(name) else { continue };
+        let _ = writeln!(
+            md,
+            "| MiniLM sentences/s, ours {label} (vs candle BertModel, all weights in memory) | {:.1} | {:.1} | {:.2} |",
+            num(ours, "sentences_per_s"),
+            num(reference, "sentences_per_s"),
+            num(ours, "sentences_per_s") / num(reference, "sentences_per_s")
+        );
+        let _ = writeln!(
+            md,
+            "| MiniLM peak RSS, ours {label} (vs candle BertModel) | {} | {} | {:.2} |",
+            mib(num(ours, "peak_rss_bytes")),
+            mib(num(reference, "peak_rss_bytes")),
+            num(ours, "peak_rss_bytes") / num(reference, "peak_rss_bytes")
+        );
+    }
+    let _ = writeln!(
+        details,
+        "\n## Candle details\n\nall-MiniLM-L6-v2 ({}), {} sentences in batches of {}, {} round(s) \
+         interleaving the three variants, each in its own process; medians. Build: {}.\n\n\
+         | variant | budget | sentences/s | time to first embedding | peak RSS |\n|---|---|---|---|---|",
+        mib(num(candle, "model_bytes")),
+        candle["sentences"],
+        candle["batch"],
+        candle["rounds"],
+        candle["profile"].as_str().unwrap_or("?")
+    );
+    for variant in &variants {
+        let budget = num(variant, "budget_bytes");
+        let _ = writeln!(
+            details,
+            "| {} | {} | {:.1} | {} | {} |",
+            variant["variant"].as_str().unwrap_or("?"),
+            if budget.is_nan() {
+                "all in memory".to_owned()
+            } else {
+                mib(budget)
+            },
+            num(variant, "sentences_per_s"),
+            ms(num(variant, "ttfe_ms") / 1e3),
+            mib(num(variant, "peak_rss_bytes"))
+        );
+    }
 }
 
 /// One API's hot-get run (its JSON comes from the shared harness in

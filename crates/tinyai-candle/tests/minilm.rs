@@ -48,12 +48,7 @@ fn minilm_streamed_under_a_third_equals_candle_bert() {
     let device = Device::Cpu;
     let file_size = std::fs::metadata(&minilm.tmai).unwrap().len();
     let budget = file_size / 3;
-    let config = StoreConfig {
-        max_cache_size: budget,
-        verify_checksums: true,
-        ..StoreConfig::default()
-    };
-    let model = MappedModel::open(&minilm.tmai, config).unwrap();
+    let model = minilm.open(budget).unwrap();
     let streamed = StreamedBert::new(&model, minilm.config.clone(), &device).unwrap();
     let reference = minilm.reference_model(&device).unwrap();
     let tokenizer = minilm.tokenizer();

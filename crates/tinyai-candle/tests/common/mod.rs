@@ -49,6 +49,21 @@ pub fn minilm() -> std::result::Result<MiniLm, String> {
 }
 
 impl MiniLm {
+    /// The converted model opened under `budget`, checksums verified on first load.
+    pub fn open(
+        &self,
+        budget: u64,
+    ) -> std::result::Result<tinyai_store::MappedModel, tinyai_store::StoreError> {
+        tinyai_store::MappedModel::open(
+            &self.tmai,
+            tinyai_store::StoreConfig {
+                max_cache_size: budget,
+                verify_checksums: true,
+                ..tinyai_store::StoreConfig::default()
+            },
+        )
+    }
+
     pub fn tokenizer(&self) -> tokenizers::Tokenizer {
         bert::load_tokenizer(&self.dir.join("tokenizer.json"), 256).unwrap()
     }
@@ -103,4 +118,28 @@ pub fn sentences() -> Vec<String> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
+}
+
+/// This process's peak resident set (`VmHWM`), in bytes (0 where unknown).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Cosine similarity of two L2-normalised embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
