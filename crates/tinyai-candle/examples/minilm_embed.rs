@@ -107,7 +107,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mib = |bytes: u64| bytes as f64 / 1048576.0;
     println!(
         "model {} ({:.1} MiB), budget {:.1} MiB, checksums verified on first load",
-        minilm.tmai.display(),
+        std::env::current_dir()
+            .ok()
+            .and_then(|cwd| minilm.tmai.strip_prefix(cwd).ok())
+            .unwrap_or(&minilm.tmai)
+            .display(),
         mib(file_size),
         mib(budget)
     );
