@@ -349,13 +349,12 @@ impl Shared {
     /// miss waiting for room waits for it rather than going over the budget).
     #[inline]
     pub(crate) fn pin_soft(&self, index: u64) -> Result<usize, crate::StoreError> {
-        let Some(slot) = self.slots.get(index as usize) else {
+        if self.slots.get(index as usize).is_none() {
             return Err(crate::StoreError::LayerOutOfRange {
                 index,
                 count: self.spans.len() as u64,
             });
-        };
-        let _ = slot;
+        }
         match self.keep_if_cached(index) {
             Some(stripe) => Ok(stripe),
             None => self.pin_soft_slow(index),
