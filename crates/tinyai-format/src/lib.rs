@@ -48,6 +48,7 @@ pub mod fixtures;
 pub mod limits;
 pub mod raw;
 pub mod reader;
+pub mod real_model;
 pub mod writer;
 
 pub use dtype::DType;

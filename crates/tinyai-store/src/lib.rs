@@ -27,6 +27,8 @@
 //! - `shared` (private): the state behind the lock and the path of one `get`.
 //! - `hits` (private): striped, lossy read buffers that feed hits to the engine.
 //! - `reclaim` (private): dropping evicted memory; `mlock`.
+//! - `partial` (private): bytes of a layer without loading it
+//!   ([`MappedModel::read_tensor_bytes`], [`MappedModel::verify_layer_from_file`]).
 //! - `lookahead`, `streams` (private): prefetch, per-thread access streams and the
 //!   streaming window (decisions from `tinyai_cache::stream`).
 //! - `source` (private): the only code that touches the file, the mapping and page advice.
@@ -48,6 +50,7 @@ pub mod guard;
 mod hits;
 mod lookahead;
 pub mod model;
+mod partial;
 mod reclaim;
 mod room;
 mod shared;

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use tinyai_cache::stream::{AccessOrder, StreamingWindow};
 use tinyai_cache::{Engine, EngineConfig, LayerId};
-use tinyai_format::{DType, Model};
+use tinyai_format::{DType, FormatError, Model};
 
 use crate::config::{Backend, Progress, StoreConfig};
 use crate::error::StoreError;
@@ -114,7 +114,7 @@ pub struct SoftWindow {
 /// [`MappedModel::get_detached`] keep the store's internals alive instead).
 #[derive(Debug)]
 pub struct MappedModel {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl MappedModel {
@@ -671,12 +671,15 @@ impl MappedModel {
     }
 
     /// Verifies layer `index`'s checksum by reading its bytes (through the cache).
+    /// A layer without a checksum (legacy v1) is an error here
+    /// ([`tinyai_format::FormatError::NoChecksum`]).
     pub fn verify_layer(&self, index: u64) -> Result<(), StoreError> {
         let stripe = self.shared.pin(index)?;
         let guard = LayerGuard::borrowed(&self.shared, index, stripe);
-        self.format()
-            .verify_layer_bytes(index, &guard)
-            .map_err(|source| self.shared.format_error(source))
+        match self.format().verify_layer_bytes(index, &guard) {
+            Err(error @ FormatError::NoChecksum { .. }) => Err(self.shared.format_error(error)),
+            verified => self.shared.count_verification(index, verified),
+        }
     }
 
     /// Loads every layer in order (through the cache, so with a budget smaller than

@@ -535,48 +535,20 @@ impl Shared {
             Some(Box::new(self.source.read_owned(index, offset, length)?))
         };
         if verify {
-            let verified = match &data {
+            match &data {
                 // Not published yet: no C caller can be writing to it.
-                Some(buffer) => self
-                    .tables
-                    .model()
-                    .verify_layer_bytes(index, buffer.as_slice()),
+                Some(buffer) => {
+                    let verified = self
+                        .tables
+                        .model()
+                        .verify_layer_bytes(index, buffer.as_slice());
+                    self.count_verification(index, verified)?;
+                }
                 // The mapping's pages may be written by C callers holding
                 // pointers from earlier loads (private copies): verify the
                 // file's bytes, read piecewise, never a slice of the mapping.
-                None => {
-                    let mut failed = None;
-                    let verified = self.tables.model().verify_layer_chunks(index, |sink| {
-                        let mut scratch = vec![0u8; VERIFY_CHUNK.min(length) as usize];
-                        let mut done = 0u64;
-                        while done < length {
-                            let n = VERIFY_CHUNK.min(length - done) as usize;
-                            if let Err(error) =
-                                self.source.read_exact_at(offset + done, &mut scratch[..n])
-                            {
-                                failed = Some(error);
-                                return;
-                            }
-                            sink(&scratch[..n]);
-                            done += n as u64;
-                        }
-                    });
-                    if let Some(error) = failed {
-                        return Err(error);
-                    }
-                    verified
-                }
-            };
-            if let Err(error) = verified
-                && matches!(error, FormatError::ChecksumMismatch { .. })
-            {
-                self.counters
-                    .checksum_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(layer = index, %error, "checksum mismatch");
-                return Err(self.format_error(error));
+                None => self.verify_from_file(index)?,
             }
-            // No checksum (legacy v1): nothing to verify.
         }
         let elapsed = started.elapsed();
         self.counters
@@ -592,6 +564,59 @@ impl Shared {
             "loaded layer"
         );
         Ok(data)
+    }
+
+    /// Verifies layer `index`'s checksum against the file's bytes, read in
+    /// chunks of [`VERIFY_CHUNK`] (so neither the layer nor the mapping is
+    /// touched, and nothing is charged). Layers without a checksum (legacy
+    /// v1) pass.
+    pub(crate) fn verify_from_file(&self, index: u64) -> Result<(), StoreError> {
+        let (offset, length) = self.span(index);
+        let mut failed = None;
+        let verified = self.tables.model().verify_layer_chunks(index, |sink| {
+            let mut scratch = vec![0u8; VERIFY_CHUNK.min(length) as usize];
+            let mut done = 0u64;
+            while done < length {
+                let n = VERIFY_CHUNK.min(length - done) as usize;
+                if let Err(error) = self.source.read_exact_at(offset + done, &mut scratch[..n]) {
+                    failed = Some(error);
+                    return;
+                }
+                sink(&scratch[..n]);
+                done += n as u64;
+            }
+        });
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        self.count_verification(index, verified)
+    }
+
+    /// Counts a checksum verification's outcome; a mismatch (or another
+    /// format error) becomes the error, a layer without a checksum passes.
+    pub(crate) fn count_verification(
+        &self,
+        index: u64,
+        verified: Result<(), FormatError>,
+    ) -> Result<(), StoreError> {
+        match verified {
+            Ok(()) => {
+                self.counters
+                    .checksums_verified
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error @ FormatError::ChecksumMismatch { .. }) => {
+                self.counters
+                    .checksum_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(layer = index, %error, "checksum mismatch");
+                Err(self.format_error(error))
+            }
+            // No checksum (legacy v1): nothing to verify.
+            Err(FormatError::NoChecksum { .. }) => Ok(()),
+            Err(error) => Err(self.format_error(error)),
+        }
     }
 
     /// The bytes of a pinned layer.

@@ -14,6 +14,7 @@ pub(crate) struct Counters {
     pub(crate) prefetch_wasted: AtomicU64,
     pub(crate) prefetch_cancelled: AtomicU64,
     pub(crate) checksum_failures: AtomicU64,
+    pub(crate) checksums_verified: AtomicU64,
     pub(crate) load_nanos: AtomicU64,
 }
 
@@ -41,6 +42,10 @@ pub struct Stats {
     pub prefetch_cancelled: u64,
     /// Layers that failed checksum verification.
     pub checksum_failures: u64,
+    /// Checksum verifications that passed (on load with
+    /// `verify_checksums`, and by [`crate::MappedModel::verify_layer`] or
+    /// [`crate::MappedModel::verify_layer_from_file`]).
+    pub checksums_verified: u64,
     /// Time spent loading layers (summed over threads).
     pub load_time: Duration,
     /// Charged bytes of cached layers at the time of the snapshot.
@@ -80,6 +85,7 @@ impl Counters {
             prefetch_wasted: get(&self.prefetch_wasted),
             prefetch_cancelled: get(&self.prefetch_cancelled),
             checksum_failures: get(&self.checksum_failures),
+            checksums_verified: get(&self.checksums_verified),
             load_time: Duration::from_nanos(get(&self.load_nanos)),
             cached_bytes,
             transient_bytes,

@@ -120,15 +120,6 @@ fn absurd_configs_are_rejected() {
     }
 }
 
-fn flip_byte_in_layer(fixture: &Fixture, layer: u64, at: u64) {
-    let bytes = file_bytes(&fixture.path);
-    let model = tinyai_format::Model::parse(&bytes).unwrap();
-    let offset = model.layer(layer).unwrap().offset + at;
-    let mut bytes = bytes.clone();
-    bytes[offset as usize] ^= 0x40;
-    std::fs::write(&fixture.path, bytes).unwrap();
-}
-
 #[test]
 fn a_flipped_byte_is_reported_by_checksum_verification() {
     let fixture = fixture(4, &[50_000, 60_000, 70_000], 2);

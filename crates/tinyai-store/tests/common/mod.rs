@@ -61,6 +61,19 @@ pub fn file_bytes(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// Flips one bit of byte `at` of layer `layer` in the fixture's file.
+pub fn flip_byte_in_layer(fixture: &Fixture, layer: u64, at: u64) {
+    let mut bytes = file_bytes(&fixture.path);
+    let offset = tinyai_format::Model::parse(&bytes)
+        .unwrap()
+        .layer(layer)
+        .unwrap()
+        .offset
+        + at;
+    bytes[offset as usize] ^= 0x40;
+    std::fs::write(&fixture.path, bytes).unwrap();
+}
+
 /// Polls `condition` for up to two seconds (background loads land meanwhile).
 pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
     for _ in 0..2000 {
