@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use tinyai_store::{Backend, CacheState, LayerDescriptor as StoreDescriptor, MappedModel, Stats};
 
 use crate::errors::{Kind, StoreResultExt, error};
@@ -162,6 +162,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<
     dict.set_item("prefetch_wasted", stats.prefetch_wasted)?;
     dict.set_item("prefetch_cancelled", stats.prefetch_cancelled)?;
     dict.set_item("checksum_failures", stats.checksum_failures)?;
+    dict.set_item("checksums_verified", stats.checksums_verified)?;
     dict.set_item("load_time", stats.load_time.as_secs_f64())?;
     dict.set_item("cached_bytes", stats.cached_bytes)?;
     dict.set_item("transient_bytes", stats.transient_bytes)?;
@@ -228,6 +229,37 @@ impl Model {
         let index = layer_index(py, index, model.layer_count())?;
         let descriptor = model.descriptor(index).py_err(py)?;
         Ok(LayerDescriptor::from(descriptor))
+    }
+
+    /// `length` bytes of tensor `name` of layer `index`, starting `start`
+    /// bytes into the tensor, read from the file: the layer is neither loaded
+    /// nor charged against the budget. For gathering a few rows of a table
+    /// larger than the budget (row `r` of a row-major `[rows, width]` f32
+    /// tensor starts at `r * width * 4`). Checksums are not checked here (see
+    /// `verify_layer_from_file`).
+    fn read_tensor_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        index: i64,
+        name: &str,
+        start: u64,
+        length: usize,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let model = self.handle(py)?;
+        let index = layer_index(py, index, model.layer_count())?;
+        let mut buffer = vec![0u8; length];
+        py.detach(|| model.read_tensor_bytes(index, name, start, &mut buffer))
+            .py_err(py)?;
+        Ok(PyBytes::new(py, &buffer))
+    }
+
+    /// Checks layer `index`'s checksum against the file without loading or
+    /// charging it (so it works for a layer larger than the budget); raises
+    /// `ChecksumError` on a mismatch.
+    fn verify_layer_from_file(&self, py: Python<'_>, index: i64) -> PyResult<()> {
+        let model = self.handle(py)?;
+        let index = layer_index(py, index, model.layer_count())?;
+        py.detach(|| model.verify_layer_from_file(index)).py_err(py)
     }
 
     /// A snapshot of the counters since open, as a dict.
