@@ -12,6 +12,7 @@ views is safe (they keep the file's mapping alive until they die).
 """
 
 import os
+from pathlib import Path
 from types import TracebackType
 from typing import Dict, Iterator, List, Literal, Optional, Sequence, Type, Union
 
@@ -182,7 +183,8 @@ class Model:
     @property
     def backend(self) -> _Backend: ...
     @property
-    def path(self) -> str: ...
+    def path(self) -> Path:
+        """The path the model was opened from (a pathlib.Path)."""
     @property
     def closed(self) -> bool: ...
     def tensor_names(self, layer: Optional[int] = None) -> List[str]: ...

@@ -134,7 +134,9 @@ impl Model {
     fn get(&self, py: Python<'_>, index: i64) -> PyResult<Layer> {
         let model = self.handle(py)?;
         let index = layer_index(py, index, model.layer_count())?;
-        let guard = py.detach(|| model.get_detached(index)).py_err(py)?;
+        // The closure owns the handle: if close() ran meanwhile, the model is
+        // dropped (waiting for loads in flight) with the GIL released.
+        let guard = py.detach(move || model.get_detached(index)).py_err(py)?;
         Layer::new(py, guard)
     }
 }
@@ -198,7 +200,7 @@ impl Model {
     fn prefetch(&self, py: Python<'_>, index: i64) -> PyResult<bool> {
         let model = self.handle(py)?;
         let index = layer_index(py, index, model.layer_count())?;
-        py.detach(|| model.prefetch(index)).py_err(py)
+        py.detach(move || model.prefetch(index)).py_err(py)
     }
 
     /// Drops layer `index` from the cache (at once if unpinned; otherwise when
@@ -206,7 +208,7 @@ impl Model {
     fn release(&self, py: Python<'_>, index: i64) -> PyResult<()> {
         let model = self.handle(py)?;
         let index = layer_index(py, index, model.layer_count())?;
-        py.detach(|| model.release(index)).py_err(py)
+        py.detach(move || model.release(index)).py_err(py)
     }
 
     /// Sets layer `index`'s retention priority (any finite number, higher kept
@@ -247,8 +249,13 @@ impl Model {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let model = self.handle(py)?;
         let index = layer_index(py, index, model.layer_count())?;
-        let mut buffer = vec![0u8; length];
-        py.detach(|| model.read_tensor_bytes(index, name, start, &mut buffer))
+        let buffer = py
+            .detach(move || {
+                let mut buffer = vec![0u8; length];
+                model
+                    .read_tensor_bytes(index, name, start, &mut buffer)
+                    .map(|()| buffer)
+            })
             .py_err(py)?;
         Ok(PyBytes::new(py, &buffer))
     }
@@ -259,7 +266,8 @@ impl Model {
     fn verify_layer_from_file(&self, py: Python<'_>, index: i64) -> PyResult<()> {
         let model = self.handle(py)?;
         let index = layer_index(py, index, model.layer_count())?;
-        py.detach(|| model.verify_layer_from_file(index)).py_err(py)
+        py.detach(move || model.verify_layer_from_file(index))
+            .py_err(py)
     }
 
     /// A snapshot of the counters since open, as a dict.
@@ -335,7 +343,7 @@ impl Model {
             None => (0..count).collect(),
         };
         let declared = order.clone();
-        py.detach(|| model.set_access_order(Some(declared)))
+        py.detach(move || model.set_access_order(Some(declared)))
             .py_err(py)?;
         Ok(ForwardPass {
             model: slf.unbind(),
@@ -500,7 +508,7 @@ impl ForwardPass {
         let index = self.order[position];
         let upcoming = &self.order[position + 1..];
         let guard = py
-            .detach(|| {
+            .detach(move || {
                 let guard = model.get_detached(index);
                 model.prefetch_upcoming(upcoming);
                 guard

@@ -179,3 +179,14 @@ def test_metadata_descriptor_and_inspect(fixture_dir):
         model.release(0)
         assert model.descriptor(0).state == "not_loaded"
         assert model.memory_usage == 0
+
+
+def test_forward_pass_prefetches_ahead(fixture_dir):
+    path = fixture_dir / "large.tmai"
+    with tinyai.open(path, max_cache_size=64 * MIB, prefetch=False, prefetch_threads=1) as model:
+        indices = [layer.index for layer in model.forward_pass()]
+        stats = model.stats()
+    assert indices == list(range(len(indices)))
+    # prefetch=False turns off automatic lookahead only: what was prefetched came from the pass.
+    assert stats["prefetch_issued"] >= len(indices) - 1
+    assert stats["hits"] + stats["misses"] == len(indices)
