@@ -15,6 +15,7 @@
 //! - [`demo`]: the main job — stream a generated fixture through the store.
 //! - [`embed`]: all-MiniLM-L6-v2 sentence embeddings streamed through the store (candle).
 //! - [`fetch_model`]: download the real model used by the CLI's real-model test.
+//! - [`py`]: build the Python module's wheel and run its pytest suite.
 
 mod args;
 mod bench;
@@ -23,6 +24,7 @@ mod embed;
 mod fetch_model;
 mod fixtures;
 mod fuzz;
+mod py;
 mod sanitize;
 
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ commands:
              --update-golden rewrites the committed golden files in fixtures/
   fuzz       run the parser fuzz target for a while (needs nightly and cargo-fuzz)
   help       print this message
+  py-test    build the Python module tinyai (maturin) into the venv target/py-venv
+             and run its pytest suite (SKIP without python3 or PyPI)
   sanitize   [loom|tsan|miri|all] loom model tests of the store's slot state
              machine; the store's threaded tests and the C thread programs under
              ThreadSanitizer; the format and cache crates' tests and the store's
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Some("demo") => (demo::run(&rest), demo::USAGE),
         Some("bench") => (bench::run(&rest), bench::USAGE),
         Some("embed") => (embed::run(&rest), embed::USAGE),
+        Some("py-test") => (py::run(&rest), py::USAGE),
         Some("sanitize" | "concurrency") => (sanitize::run_task(&rest), sanitize::USAGE),
         Some("fetch-model") => (
             fetch_model::run(&rest).map_err(TaskError::Failed),

@@ -35,15 +35,7 @@ impl<'m> Iterator for ForwardPass<'m> {
         let &layer = self.order.get(self.position)?;
         self.position += 1;
         let guard = self.model.get(layer);
-        if self.model.config().prefetch_threads > 0 {
-            let lookahead = self.model.config().lookahead.max(1);
-            for &next in self.order.iter().skip(self.position).take(lookahead) {
-                match self.model.prefetch(next) {
-                    Ok(true) => {}
-                    _ => break,
-                }
-            }
-        }
+        self.model.prefetch_upcoming(&self.order[self.position..]);
         Some(guard)
     }
 

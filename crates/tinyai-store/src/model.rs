@@ -708,6 +708,24 @@ impl MappedModel {
         Ok(bytes)
     }
 
+    /// What [`ForwardPass`](crate::ForwardPass) does after each layer, for
+    /// bindings that drive their own pass: asks for the first `lookahead`
+    /// layers of `upcoming` to be prefetched, stopping at the first one the
+    /// cache declines (or that is out of range). Does nothing when
+    /// `prefetch_threads` is 0.
+    pub fn prefetch_upcoming(&self, upcoming: &[u64]) {
+        if self.shared.config.prefetch_threads == 0 {
+            return;
+        }
+        let lookahead = self.shared.config.lookahead.max(1);
+        for &next in upcoming.iter().take(lookahead) {
+            match self.prefetch(next) {
+                Ok(true) => {}
+                _ => break,
+            }
+        }
+    }
+
     /// Iterates layers in `order`, prefetching the next ones while the caller works
     /// on the current one (TinyAI's forward-pass scheduler). The order is declared
     /// to the cache for the duration of the iterator.
