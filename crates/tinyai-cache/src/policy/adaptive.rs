@@ -139,6 +139,9 @@ struct Entry {
     /// Exponentially weighted mean of all reuse distances, × 16 (0 = none yet).
     ewma: u64,
     mode: Mode,
+    /// The layer occurs once in the declared access order
+    /// ([`Policy::set_access_order`]): only such layers are periodic.
+    declared: bool,
     /// Recency list links (memoryless residents only).
     prev: u32,
     next: u32,
@@ -159,6 +162,7 @@ impl Entry {
         samples: [UNKNOWN; 4],
         ewma: 0,
         mode: Mode::Memoryless,
+        declared: false,
         prev: NIL,
         next: NIL,
         class: NIL,
@@ -182,7 +186,7 @@ impl Entry {
     #[inline]
     fn expected_distance(&self, clock: u64) -> u64 {
         match self.mode {
-            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last)),
+            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> AGE_SHIFT),
             Mode::Periodic => self.key.abs_diff(clock),
         }
     }
@@ -198,6 +202,7 @@ impl Entry {
 
     /// Takes `period` as every known reuse distance (the access-order hint).
     fn hint_period(&mut self, period: u32) {
+        self.declared = true;
         self.samples = [period; 4];
         self.ewma = u64::from(period) * 16;
         self.classify();
@@ -216,7 +221,7 @@ impl Entry {
             None
         };
         match period {
-            Some(p) if self.last != 0 => {
+            Some(p) if self.last != 0 && self.declared => {
                 self.mode = Mode::Periodic;
                 self.key = self.last.saturating_add(u64::from(p));
             }
@@ -335,12 +340,19 @@ const QUARTERS_PER_PRIORITY_STEP: i32 = 2;
 /// Size exponent of the rank of memoryless entries, in quarters: `size^0.75`
 /// trades hit ratio (which favours small entries, exponent 1) against byte
 /// hit ratio (exponent 0).
-const MEMORYLESS_SIZE_QUARTERS: i32 = 3;
+const MEMORYLESS_SIZE_QUARTERS: i32 = 1;
 
 /// Size exponent of the rank of periodic entries, in quarters (exponent 1):
 /// a scan's byte hits do not depend on which layers make up the stable set,
 /// so the smallest are kept (the most hits per byte).
-const PERIODIC_SIZE_QUARTERS: i32 = 4;
+const PERIODIC_SIZE_QUARTERS: i32 = 1;
+
+/// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
+/// expected distance `max(m, age / 8)`.
+const AGE_SHIFT: u32 = 3;
+
+/// A candidate is admitted only if its rank × this is below every victim's.
+const ADMISSION_MARGIN: f64 = 1.5;
 
 /// The size class (bit length) at which both size weights are 1 (64 KiB).
 const REFERENCE_SIZE_CLASS: i32 = 16;
@@ -663,7 +675,7 @@ fn peek(
         if let Some(e) = entries.get(class.cursor as usize) {
             consider(
                 &mut best,
-                clock.saturating_sub(e.last),
+                clock.saturating_sub(e.last) >> AGE_SHIFT,
                 weight_m,
                 class.cursor,
             );
@@ -803,6 +815,30 @@ impl AdaptivePolicy {
         }
     }
 
+    /// Applies `change` to the entry of `id` and re-files it in its class
+    /// (if resident) under its new mode and key.
+    fn reclassify(&mut self, id: u32, change: impl FnOnce(&mut Entry)) {
+        let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
+            return;
+        };
+        match self.classes.get_mut(class_index as usize) {
+            Some(class) => {
+                detach(&mut self.entries, class, id);
+                if let Some(e) = self.entries.get_mut(id as usize) {
+                    change(e);
+                    e.classify();
+                }
+                attach(&mut self.entries, class_index, class, id);
+            }
+            None => {
+                if let Some(e) = self.entries.get_mut(id as usize) {
+                    change(e);
+                    e.classify();
+                }
+            }
+        }
+    }
+
     fn next_stamp(&mut self) -> u32 {
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
@@ -854,6 +890,7 @@ impl Policy for AdaptivePolicy {
                 class_weight(c.priority, size, e.mode),
             ))
         });
+        let candidate_step = candidate.map(|c| priority_step(c.priority));
         let AdaptivePolicy {
             entries,
             classes,
@@ -893,7 +930,10 @@ impl Policy for AdaptivePolicy {
             let Some((_, class_index, id)) = best else {
                 break;
             };
-            let Some(weights) = classes.get(class_index as usize).map(|c| c.weight) else {
+            let Some((weights, victim_step)) = classes
+                .get(class_index as usize)
+                .map(|c| (c.weight, c.priority))
+            else {
                 break;
             };
             // No pop: the stamp makes the next `peek` of this class move
@@ -903,7 +943,14 @@ impl Policy for AdaptivePolicy {
             };
             e.stamp = stamp;
             let victim_rank = rank(e.expected_distance(clock), weights[e.mode as usize]);
-            let wins = || candidate_rank.is_none_or(|c| c < victim_rank);
+            // The margin guards a stable set against noise in the estimates;
+            // a candidate of a higher priority step needs no margin, so
+            // priorities keep their meaning (see the module docs).
+            let margin = match candidate_step {
+                Some(step) if step > victim_step => 1.0,
+                _ => ADMISSION_MARGIN,
+            };
+            let wins = || candidate_rank.is_none_or(|c| c * margin < victim_rank);
             if plan.offer(id, slots, needed, wins) {
                 break;
             }
@@ -948,6 +995,14 @@ impl Policy for AdaptivePolicy {
 
     fn set_access_order(&mut self, order: Option<&[u32]>) {
         let Some(order) = order else {
+            // Forget the declaration: every declared layer is ranked from
+            // its learned distances (memoryless) again, at once.
+            for id in 0..self.entries.len() as u32 {
+                if !self.entries.get(id as usize).is_some_and(|e| e.declared) {
+                    continue;
+                }
+                self.reclassify(id, |e| e.declared = false);
+            }
             return;
         };
         let mut occurrences: BTreeMap<u32, u32> = BTreeMap::new();
@@ -961,23 +1016,7 @@ impl Policy for AdaptivePolicy {
             if count != 1 {
                 continue;
             }
-            let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
-                continue;
-            };
-            match self.classes.get_mut(class_index as usize) {
-                Some(class) => {
-                    detach(&mut self.entries, class, id);
-                    if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.hint_period(cycle);
-                    }
-                    attach(&mut self.entries, class_index, class, id);
-                }
-                None => {
-                    if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.hint_period(cycle);
-                    }
-                }
-            }
+            self.reclassify(id, |e| e.hint_period(cycle));
         }
     }
 }
@@ -995,15 +1034,15 @@ mod tests {
         *state >> 33
     }
 
-    /// `class_weight` is `2^(a·(size − 16) − 6·step/12)` (`a` = 0.75 for
-    /// memoryless entries, 1 for periodic ones) without `exp2`.
+    /// `class_weight` is `2^(a·(size − 16) − 6·step/12)` (`a` = 0.25 for
+    /// both modes) without `exp2`.
     #[test]
     fn class_weight_is_the_documented_power_of_two() {
         for step in 0..=PRIORITY_STEPS {
             let priority = step as f32 / PRIORITY_STEPS as f32;
             assert_eq!(priority_step(priority), step);
             for size in 0..=64u8 {
-                for (mode, exponent) in [(Mode::Memoryless, 0.75), (Mode::Periodic, 1.0)] {
+                for (mode, exponent) in [(Mode::Memoryless, 0.25), (Mode::Periodic, 0.25)] {
                     let formula =
                         (exponent * (f64::from(size) - 16.0) - 6.0 * f64::from(step) / 12.0).exp2();
                     let weight = class_weight(priority, size, mode);
@@ -1018,7 +1057,7 @@ mod tests {
             }
         }
         assert_eq!(class_weight(0.5, 16, Mode::Memoryless), 0.125);
-        assert_eq!(class_weight(0.0, 20, Mode::Periodic), 16.0);
+        assert_eq!(class_weight(0.0, 20, Mode::Periodic), 2.0);
     }
 
     /// The rank of a resident entry, computed from scratch.
