@@ -10,16 +10,26 @@
 //! exponentially weighted mean of all of them (weight 1/8). From them it
 //! predicts the distance `E` to the next use:
 //!
-//! * **periodic** layers — the last two distances agree within 1/8 (a cyclic
-//!   pass), or the last and third-last agree (period two, e.g. forward then
-//!   backward passes): the next use is due at `due = last + period`, and
+//! * **periodic** layers — only layers of a *declared* access order (see
+//!   the hint below), while the last two distances agree within 1/8, or the
+//!   last and third-last agree (period two, e.g. forward then backward
+//!   passes): the next use is due at `due = last + period`, and
 //!   `E = |due - t|` at clock `t` (a layer that is overdue drifts away from
-//!   "due now" as it stays unused, so a dead pattern is forgotten);
-//! * **memoryless** layers (random access, e.g. mixture-of-experts routing):
-//!   `E = max(m, t - last)` where `m` is the mean of the known distances
-//!   (the weighted mean once four are known), i.e. the expected inter-arrival
-//!   time unless the layer has already gone unused for longer (LIRS-like; ∞
-//!   for a layer seen once).
+//!   "due now" as it stays unused, so a dead pattern is forgotten). Periods
+//!   are not *detected* without the declaration: when sequences interleave
+//!   (concurrent decodes, draft and target models, passes of random depth)
+//!   consecutive distances agree by chance and the predicted due times were
+//!   wrong more often than right;
+//! * **memoryless** layers (everything else: random access such as
+//!   mixture-of-experts routing, and undeclared passes):
+//!   `E = max(m, (t - last) / 4)` where `m` is the mean of the known
+//!   distances (the weighted mean once four are known), i.e. the expected
+//!   inter-arrival time unless the layer has gone unused for four times
+//!   longer (∞ for a layer seen once). The age counts a quarter so that a
+//!   layer used at its usual rate is judged by its rate, not by where the
+//!   clock happens to stand in its gap: on a cyclic scan every layer then has
+//!   `E = m` = the cycle and the admission rule below keeps a stable set,
+//!   while a layer that stopped being used is still forgotten.
 //!
 //! # Rank
 //!
@@ -31,11 +41,12 @@
 //!
 //! * **Size** (GreedyDual-Size-like, in power-of-two classes so the ordering
 //!   stays indexable): keeping a small layer costs less budget per expected
-//!   hit. `a = 1` for periodic entries (a scan's byte hits do not depend on
-//!   which layers form the stable set, so the smallest are kept: the most
-//!   hits); `a = 0.75` for memoryless ones, a trade-off between hit ratio
-//!   (favoured by `a = 1`) and byte hit ratio (by `a = 0`). Both weights are
-//!   1 at 64 KiB (`bits = 16`).
+//!   hit, but a large one serves more bytes per hit. `a = 0.25` for both
+//!   modes: byte hit ratio favours `a = 0` (the value of a byte kept is its
+//!   layer's rate, whatever the layer's size: on inference workloads the
+//!   largest layers, embedding and head, are also the most used), hit ratio
+//!   favours `a = 1`; a quarter keeps small layers ahead only when rates are
+//!   close. Both weights are 1 at 64 KiB (`bits = 16`).
 //! * **Priority** multiplies the value of keeping an entry: each +1/6 of
 //!   priority halves its rank, so priority 1.0 is worth 8× the default 0.5
 //!   and 64× priority 0.0. Of two entries with the same size class, mode and
@@ -60,8 +71,13 @@
 //! A missed layer is admitted unconditionally while there is room. When room
 //! must be made, the candidate must *beat every victim* it displaces: its
 //! rank right after this access (its fresh `E`, weighted by its own size
-//! and priority) must be strictly smaller than the victim's. Otherwise the
-//! decision is [`Bypass`](crate::Decision::Bypass) and nothing is evicted.
+//! and priority), times a margin of 2, must be smaller than the victim's.
+//! Otherwise the decision is [`Bypass`](crate::Decision::Bypass) and nothing
+//! is evicted. The margin keeps the resident set stable when the estimates
+//! are noisy (layers used at the same rate whose measured means differ by
+//! chance would otherwise keep displacing each other, as in LRU); it is
+//! waived against a victim of a lower priority step, so a candidate of
+//! higher priority displaces an equal victim of lower priority as before.
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -85,8 +101,10 @@
 //! known cyclic order of length `L`. Every layer that occurs exactly once in
 //! it gets `L` as its known reuse distances, so it is periodic from its very
 //! first access and the stable resident set forms during the first pass (a
-//! changed order takes effect at once). Layers occurring several times, and
-//! `None`, leave the learned history untouched.
+//! changed order takes effect at once); such layers stay *declared*, the only
+//! ones whose periods are tracked. Layers occurring several times keep their
+//! learned history. `None` withdraws the declaration: every declared layer
+//! is memoryless again at once (its learned distances are kept).
 //!
 //! # Cost
 //!
@@ -348,11 +366,12 @@ const MEMORYLESS_SIZE_QUARTERS: i32 = 1;
 const PERIODIC_SIZE_QUARTERS: i32 = 1;
 
 /// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
-/// expected distance `max(m, age / 8)`.
-const AGE_SHIFT: u32 = 3;
+/// expected distance `max(m, age / 4)`.
+const AGE_SHIFT: u32 = 2;
 
-/// A candidate is admitted only if its rank × this is below every victim's.
-const ADMISSION_MARGIN: f64 = 1.5;
+/// A candidate is admitted only if its rank × this is below every victim's
+/// (waived against victims of a lower priority step).
+const ADMISSION_MARGIN: f64 = 2.0;
 
 /// The size class (bit length) at which both size weights are 1 (64 KiB).
 const REFERENCE_SIZE_CLASS: i32 = 16;
