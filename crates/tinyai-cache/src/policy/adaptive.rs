@@ -77,7 +77,11 @@
 //! are noisy (layers used at the same rate whose measured means differ by
 //! chance would otherwise keep displacing each other, as in LRU); it is
 //! waived against a victim of a lower priority step, so a candidate of
-//! higher priority displaces an equal victim of lower priority as before.
+//! higher priority displaces an equal victim of lower priority as before,
+//! and against a memoryless victim that is overdue (unused for more than four
+//! times its mean distance: its `E` comes from evidence, not from a noisy
+//! mean), so layers of a finished phase (an adapter no longer in use) make
+//! room as soon as they rank below the candidate.
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -370,7 +374,7 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 const AGE_SHIFT: u32 = 2;
 
 /// A candidate is admitted only if its rank × this is below every victim's
-/// (waived against victims of a lower priority step).
+/// (waived against victims of a lower priority step, and overdue ones).
 const ADMISSION_MARGIN: f64 = 2.0;
 
 /// The size class (bit length) at which both size weights are 1 (64 KiB).
@@ -965,8 +969,13 @@ impl Policy for AdaptivePolicy {
             // The margin guards a stable set against noise in the estimates;
             // a candidate of a higher priority step needs no margin, so
             // priorities keep their meaning (see the module docs).
+            // A victim that has outlived its own estimate (overdue) is judged
+            // on evidence, not noise: no margin either.
+            let overdue =
+                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> AGE_SHIFT) > e.key;
             let margin = match candidate_step {
                 Some(step) if step > victim_step => 1.0,
+                _ if overdue => 1.0,
                 _ => ADMISSION_MARGIN,
             };
             let wins = || candidate_rank.is_none_or(|c| c * margin < victim_rank);
