@@ -33,7 +33,7 @@ HTML reports (full runs) stay under target/criterion/.
 --quick: small models and few rounds (about 3 minutes); no criterion runs. The cache
          suite always replays the full standard traces (its goals are defined on them;
          ~15 s) and fails the run if adaptive misses them; the workload families run
-         short traces at one seed with --quick (~1 s; full: every seed, ~15 s), and
+         short traces at one seed with --quick (~1 s; full: three seeds, ~25 s), and
          their goals (issue 18) are reported, not enforced.
 ";
 

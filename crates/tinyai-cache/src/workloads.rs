@@ -88,8 +88,10 @@ impl Family {
         }
     }
 
-    /// The family's trace for `seed` with the standard parameters: about
-    /// 6,000–12,000 requests, or a sixth of that with `quick`.
+    /// The family's trace for `seed` with the standard parameters: 5,000 to
+    /// 19,000 requests (short enough for the exact upper bound,
+    /// [`offline::EXACT_REQUESTS`](crate::offline::EXACT_REQUESTS)), or a
+    /// sixth of that with `quick`.
     pub fn trace(self, seed: u64, quick: bool) -> Trace {
         let k = if quick { 1 } else { 6 };
         match self {
