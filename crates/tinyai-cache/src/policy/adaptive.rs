@@ -83,6 +83,16 @@
 //! mean), so layers of a finished phase (an adapter no longer in use) make
 //! room as soon as they rank below the candidate.
 //!
+//! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
+//! victim's, the victim's priority step not above the candidate's) the
+//! exchange is still made when the victims taken this way weigh less than
+//! the candidate: at about the same rate per byte, more bytes are kept (on
+//! cyclic passes, a 2.5 MiB head in exchange for two 1 MiB blocks keeps
+//! 3.5 MiB where three blocks kept 3). At most two victims per exchange go
+//! this way (each costs its own hits, which the hit ratio counts), and a
+//! near-tie victim that is too large to leave a gain is kept and passed over
+//! (at most four per plan) to look further down the order.
+//!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
 //!   layer of its size class, so it is bypassed and the resident set stays
@@ -372,6 +382,15 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 /// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
 /// expected distance `max(m, age / 4)`.
 const AGE_SHIFT: u32 = 2;
+
+/// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
+const MAX_SKIPS: u32 = 4;
+
+/// Near-tie victims one filling exchange may take (each costs its hits).
+const MAX_FILL_VICTIMS: u32 = 2;
+
+/// A near tie for a filling exchange: the candidate's rank below the victim's × this.
+const FILL_TIE: f64 = 1.5;
 
 /// A candidate is admitted only if its rank × this is below every victim's
 /// (waived against victims of a lower priority step, and overdue ones).
@@ -914,6 +933,11 @@ impl Policy for AdaptivePolicy {
             ))
         });
         let candidate_step = candidate.map(|c| priority_step(c.priority));
+        let candidate_charge = candidate
+            .and_then(|c| slots.get(c.id as usize))
+            .map_or(0, |s| s.charge);
+        let mut skips = 0;
+        let mut filled = 0;
         let AdaptivePolicy {
             entries,
             classes,
@@ -978,9 +1002,28 @@ impl Policy for AdaptivePolicy {
                 _ if overdue => 1.0,
                 _ => ADMISSION_MARGIN,
             };
-            let wins = || candidate_rank.is_none_or(|c| c * margin < victim_rank);
+            let victim_charge = slots.get(id as usize).map_or(0, |s| s.charge);
+            let strict = candidate_rank.is_none_or(|c| c * margin < victim_rank);
+            // A near tie is still worth exchanging when the victims so far
+            // weigh less than the candidate (the same rate, more bytes kept:
+            // a better packing of the budget).
+            let near_tie = candidate_rank.is_some_and(|c| c < victim_rank * FILL_TIE)
+                && candidate_step.is_some_and(|step| step >= victim_step);
+            let fills = near_tie
+                && filled < MAX_FILL_VICTIMS
+                && plan.freed.saturating_add(victim_charge) < candidate_charge;
+            if !strict && near_tie && !fills && skips < MAX_SKIPS {
+                // Keep this one and look further down the order.
+                skips += 1;
+                continue;
+            }
+            let wins = || strict || fills;
+            let victims_before = plan.victims.len();
             if plan.offer(id, slots, needed, wins) {
                 break;
+            }
+            if !strict && plan.victims.len() > victims_before {
+                filled += 1;
             }
         }
         // Push back everything the merge popped, the victims' items too: the
