@@ -91,7 +91,8 @@
 //! 3.5 MiB where three blocks kept 3). At most two victims per exchange go
 //! this way (each costs its own hits, which the hit ratio counts), and a
 //! near-tie victim that is too large to leave a gain is kept and passed over
-//! (at most four per plan) to look further down the order.
+//! (at most one per plan, which bounds the extra cost of a bypass) to look
+//! further down the order.
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -384,7 +385,7 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 const AGE_SHIFT: u32 = 2;
 
 /// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
-const MAX_SKIPS: u32 = 4;
+const MAX_SKIPS: u32 = 1;
 
 /// Near-tie victims one filling exchange may take (each costs its hits).
 const MAX_FILL_VICTIMS: u32 = 2;
