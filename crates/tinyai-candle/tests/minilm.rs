@@ -95,17 +95,24 @@ fn minilm_streamed_under_a_third_equals_candle_bert() {
     // (from the file, as it is only gathered from) and the six blocks.
     assert_eq!(stats.checksum_failures, 0);
     assert_eq!(stats.checksums_verified, 7, "{stats:?}");
+    // Six blocks do not fit a third of the model: the second batch reads
+    // some again (through the cache or the streaming window).
+    let blocks: u64 = streamed
+        .block_layers()
+        .iter()
+        .map(|&layer| model.descriptor(layer).unwrap().size)
+        .sum();
     assert!(
-        stats.evictions > 0,
-        "a third of the model must evict: {stats:?}"
+        stats.bytes_read > blocks,
+        "a third of the model must re-read blocks: {stats:?}"
     );
     println!(
-        "MiniLM streamed at a third ({budget} bytes): {} sentences, worst max |Δ| {:e}, worst cosine {}, {} loads verified, {} evictions",
+        "MiniLM streamed at a third ({budget} bytes): {} sentences, worst max |Δ| {:e}, worst cosine {}, {} layers verified, {} bytes read",
         sentences.len(),
         worst.0,
         worst.1,
         stats.checksums_verified,
-        stats.evictions
+        stats.bytes_read
     );
 }
 
