@@ -11,43 +11,15 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::{Error as _, MapAccess, Visitor};
-use tinyai_format::{DType, limits};
+use tinyai_format::limits;
 
 use super::{MetadataList, SourceTensor};
 use crate::error::{CliError, Result};
 use crate::source::SourceFile;
 
-/// The largest JSON header accepted (the safetensors crate's own limit).
-pub const MAX_HEADER_LENGTH: u64 = 100_000_000;
-
-/// The largest index JSON accepted.
-pub const MAX_INDEX_LENGTH: u64 = 64 << 20;
-
-/// The safetensors dtype names this converter understands, and their `.tmai` dtype.
-pub const DTYPES: &[(&str, DType)] = &[
-    ("F64", DType::F64),
-    ("F32", DType::F32),
-    ("F16", DType::F16),
-    ("BF16", DType::BF16),
-    ("I64", DType::I64),
-    ("I32", DType::I32),
-    ("I16", DType::I16),
-    ("I8", DType::I8),
-    ("U64", DType::U64),
-    ("U32", DType::U32),
-    ("U16", DType::U16),
-    ("U8", DType::U8),
-    ("BOOL", DType::Bool),
-    ("F8_E4M3", DType::F8E4M3),
-    ("F8_E5M2", DType::F8E5M2),
-];
-
-fn dtype_of(name: &str) -> Option<DType> {
-    DTYPES
-        .iter()
-        .find(|(candidate, _)| *candidate == name)
-        .map(|(_, dtype)| *dtype)
-}
+pub use tinyai_format::safetensors::{
+    DTYPES, MAX_HEADER_LENGTH, MAX_INDEX_LENGTH, dtype_of, value_to_string,
+};
 
 /// A JSON object's entries in document order; duplicate keys are an error.
 struct Entries(Vec<(String, serde_json::Value)>);
@@ -82,14 +54,6 @@ struct RawInfo {
     dtype: String,
     shape: Vec<u64>,
     data_offsets: (u64, u64),
-}
-
-/// A JSON value as a metadata string: strings as they are, anything else JSON-encoded.
-pub fn value_to_string(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// The tensors of one safetensors file, in data-offset order, and its `__metadata__`.
