@@ -481,7 +481,7 @@ pub enum SourceError {
         problem: String,
     },
     /// A tensor of a safetensors or GGUF file has an element type this crate cannot represent.
-    #[error("{format} header: tensor {tensor:?}: unsupported dtype {dtype}")]
+    #[error("{format} header: tensor {tensor:?}: unsupported dtype {dtype:?}")]
     UnsupportedSourceDType {
         /// `"safetensors"` or `"GGUF"`.
         format: &'static str,
@@ -493,7 +493,7 @@ pub enum SourceError {
     /// A tensor's byte length disagrees with its dtype and shape.
     #[error(
         "{format} header: tensor {tensor:?}: dtype {dtype} with shape {shape:?} {} but its data holds {actual} bytes",
-        describe_expected(*.expected)
+        describe_source_expected(*.expected)
     )]
     SourceTensorSizeMismatch {
         /// `"safetensors"` or `"GGUF"`.
@@ -511,7 +511,7 @@ pub enum SourceError {
     },
     /// A tensor's data lies (partly) outside the file's data area.
     #[error(
-        "{format} header: tensor {tensor:?}: data {start}..{end} (absolute) is outside the data area {data_start}..{data_end}"
+        "{format} header: tensor {tensor:?}: data {start}..{end} (absolute) would run past the end of the data area {data_start}..{data_end}"
     )]
     SourceTensorOutOfBounds {
         /// `"safetensors"` or `"GGUF"`.
@@ -568,6 +568,15 @@ impl FormatError {
             SourceError::NeedMoreBytes { needed, .. } => Some(*needed),
             _ => None,
         }
+    }
+}
+
+fn describe_source_expected(expected: u128) -> String {
+    if expected == u128::MAX {
+        "needs too many bytes (the element count overflows, or a row is not a whole number of blocks)"
+            .to_owned()
+    } else {
+        format!("needs {expected} bytes")
     }
 }
 

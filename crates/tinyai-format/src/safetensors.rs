@@ -218,7 +218,11 @@ impl SafetensorsHeader {
         for (name, value) in entries.0 {
             if name == "__metadata__" {
                 let serde_json::Value::Object(map) = value else {
-                    return Err(malformed("__metadata__", 8, "is not a JSON object"));
+                    return Err(malformed(
+                        "JSON header",
+                        8,
+                        "__metadata__ is not a JSON object",
+                    ));
                 };
                 metadata.extend(map.iter().map(|(k, v)| (k.clone(), value_to_string(v))));
                 continue;
@@ -380,7 +384,7 @@ impl ShardIndex {
                     pairs = Some(found);
                 }
                 ("metadata" | "weight_map", _) => {
-                    return Err(bad(&key, "is not a JSON object".to_owned()));
+                    return Err(bad("index JSON", format!("{key:?} is not a JSON object")));
                 }
                 _ => {}
             }
