@@ -13,7 +13,7 @@
 //! order, inside the data area and of the size dtype and shape imply, no two
 //! tensors overlapping. Tensors come out in data-offset order.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Component, Path};
 
@@ -422,6 +422,70 @@ impl ShardIndex {
     }
 }
 
+impl ShardIndex {
+    /// Checks the parsed headers of the shards (`headers[i]` is the header of
+    /// `shards[i]`) against the index: no tensor in two shards, and every tensor
+    /// of `weight_map` in the shard it names. (Tensors a shard holds that the
+    /// index does not list are accepted, as `tmai convert` accepts them.)
+    pub fn check_shards(&self, headers: &[SafetensorsHeader]) -> Result<(), SourceError> {
+        let bad = |tensor: &str, problem: String| SourceError::MalformedSourceHeader {
+            format: INDEX_FORMAT,
+            what: format!("tensor {tensor:?}"),
+            offset: 0,
+            problem,
+        };
+        if headers.len() != self.shards.len() {
+            return Err(SourceError::MalformedSourceHeader {
+                format: INDEX_FORMAT,
+                what: "shards".to_owned(),
+                offset: 0,
+                problem: format!(
+                    "{} shard headers given for an index naming {} shards",
+                    headers.len(),
+                    self.shards.len()
+                ),
+            });
+        }
+        let mut location: HashMap<&str, usize> = HashMap::new();
+        for (shard, header) in headers.iter().enumerate() {
+            for tensor in &header.tensors {
+                if let Some(&first) = location.get(tensor.name.as_str()) {
+                    return Err(bad(
+                        &tensor.name,
+                        format!(
+                            "appears in two shards: {:?} and {:?}",
+                            self.shards[first], self.shards[shard]
+                        ),
+                    ));
+                }
+                location.insert(&tensor.name, shard);
+            }
+        }
+        for (tensor, expected) in &self.weight_map {
+            let shard = &self.shards[*expected];
+            match location.get(tensor.as_str()) {
+                Some(&found) if found == *expected => {}
+                Some(&found) => {
+                    return Err(bad(
+                        tensor,
+                        format!(
+                            "index maps it to {shard:?} but it is in {:?}",
+                            self.shards[found]
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(bad(
+                        tensor,
+                        format!("index maps it to {shard:?}, which does not contain it"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +602,44 @@ mod tests {
             [("a".into(), 0), ("b".into(), 1), ("c".into(), 1)]
         );
         assert_eq!(index.metadata, [("total_size".into(), "10".into())]);
+        let shard = |names: &[&str], file: usize| SafetensorsHeader {
+            data_start: 8,
+            file_length: 8,
+            tensors: names
+                .iter()
+                .map(|name| ForeignTensor {
+                    name: (*name).to_owned(),
+                    dtype: DType::U8,
+                    source_type: 0,
+                    shape: vec![0],
+                    file,
+                    start: 8,
+                    end: 8,
+                })
+                .collect(),
+            metadata: Vec::new(),
+        };
+        index.check_shards(&[shard(&["a"], 0), shard(&["b", "c", "extra"], 1)])?;
+        for (headers, needle) in [
+            (vec![shard(&["a"], 0)], "2 shards"),
+            (
+                vec![shard(&["a", "b"], 0), shard(&["b", "c"], 1)],
+                "appears in two shards",
+            ),
+            (
+                vec![shard(&["a", "c"], 0), shard(&["b"], 1)],
+                "but it is in",
+            ),
+            (
+                vec![shard(&["a"], 0), shard(&["b"], 1)],
+                "which does not contain it",
+            ),
+        ] {
+            match index.check_shards(&headers) {
+                Err(error) => assert!(error.to_string().contains(needle), "{error}"),
+                Ok(()) => panic!("accepted shards that should fail with {needle:?}"),
+            }
+        }
         for bad in [
             &br#"{"weight_map":{"a":"../x.safetensors"}}"#[..],
             br#"{"weight_map":{"a":1}}"#,

@@ -8,7 +8,6 @@
 //! (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, …, "__metadata__": {…}}`),
 //! then the data area, to which `data_offsets` are relative.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use super::{MetadataList, SourceTensor};
@@ -30,33 +29,42 @@ pub struct SafetensorsFile {
     pub metadata: Vec<(String, String)>,
 }
 
-/// Parses and validates the header of a safetensors file; `file_index` is stored in each tensor.
+/// Reads and validates the header of a safetensors file; `file_index` is stored in each tensor.
 ///
 /// The parsing and every check are [`SafetensorsHeader::parse_shard`]'s; this reads the bytes.
-pub fn read_file(source: &SourceFile, file_index: usize) -> Result<SafetensorsFile> {
-    let path = source.path();
-    let bad = |error: SourceError| CliError::bad_input(path, error.to_string());
+pub fn read_header(source: &SourceFile, file_index: usize) -> Result<SafetensorsHeader> {
+    let bad = |error: SourceError| CliError::bad_input(source.path(), error.to_string());
     let first = source.read_at(0, source.len().min(8), "the safetensors header length")?;
     let needed = header_bytes_needed(&first, source.len()).map_err(bad)?;
     let head = source.read_at(0, needed, "the safetensors JSON header")?;
-    let header = SafetensorsHeader::parse_shard(&head, source.len(), file_index).map_err(bad)?;
-    let tensors = header
-        .tensors
-        .into_iter()
-        .map(|tensor| SourceTensor {
-            length: tensor.length(),
-            name: tensor.name,
-            dtype: tensor.dtype,
-            source_type: tensor.source_type,
-            shape: tensor.shape,
-            file: tensor.file,
-            offset: tensor.start,
-        })
-        .collect();
-    Ok(SafetensorsFile {
-        tensors,
-        metadata: header.metadata,
-    })
+    SafetensorsHeader::parse_shard(&head, source.len(), file_index).map_err(bad)
+}
+
+impl From<SafetensorsHeader> for SafetensorsFile {
+    fn from(header: SafetensorsHeader) -> SafetensorsFile {
+        let tensors = header
+            .tensors
+            .into_iter()
+            .map(|tensor| SourceTensor {
+                length: tensor.length(),
+                name: tensor.name,
+                dtype: tensor.dtype,
+                source_type: tensor.source_type,
+                shape: tensor.shape,
+                file: tensor.file,
+                offset: tensor.start,
+            })
+            .collect();
+        SafetensorsFile {
+            tensors,
+            metadata: header.metadata,
+        }
+    }
+}
+
+/// Parses and validates the header of a safetensors file; `file_index` is stored in each tensor.
+pub fn read_file(source: &SourceFile, file_index: usize) -> Result<SafetensorsFile> {
+    read_header(source, file_index).map(SafetensorsFile::from)
 }
 
 /// A sharded set described by a `model.safetensors.index.json`.
@@ -88,44 +96,22 @@ pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
     }
     let directory = index_path.parent().unwrap_or(Path::new("."));
     let mut files = Vec::new();
-    let mut tensors: Vec<SourceTensor> = Vec::new();
+    let mut headers = Vec::new();
     for (file_index, shard) in index.shards.iter().enumerate() {
         let source = SourceFile::open(&directory.join(shard))?;
-        let parsed = read_file(&source, file_index)?;
+        headers.push(read_header(&source, file_index)?);
+        files.push(source);
+    }
+    index
+        .check_shards(&headers)
+        .map_err(|error| bad(error.to_string()))?;
+    let mut tensors: Vec<SourceTensor> = Vec::new();
+    for header in headers {
+        let parsed = SafetensorsFile::from(header);
         for (key, value) in parsed.metadata {
             metadata.insert(key, value);
         }
         tensors.extend(parsed.tensors);
-        files.push(source);
-    }
-    let mut location: HashMap<&str, usize> = HashMap::with_capacity(tensors.len());
-    for tensor in &tensors {
-        if let Some(&first) = location.get(tensor.name.as_str()) {
-            return Err(bad(format!(
-                "tensor {:?} appears in two shards: {} and {}",
-                tensor.name,
-                files[first].path().display(),
-                files[tensor.file].path().display()
-            )));
-        }
-        location.insert(&tensor.name, tensor.file);
-    }
-    for (tensor, expected) in &index.weight_map {
-        let shard = &index.shards[*expected];
-        match location.get(tensor.as_str()) {
-            Some(&found) if found == *expected => {}
-            Some(&found) => {
-                return Err(bad(format!(
-                    "index maps tensor {tensor:?} to {shard:?} but it is in {}",
-                    files[found].path().display()
-                )));
-            }
-            None => {
-                return Err(bad(format!(
-                    "index maps tensor {tensor:?} to {shard:?}, which does not contain it"
-                )));
-            }
-        }
     }
     Ok(ShardedSet {
         files,
