@@ -558,7 +558,7 @@ impl GgufHeader {
         let mut by_offset: Vec<usize> = (0..infos.len()).collect();
         by_offset.sort_by_key(|&i| infos[i].offset);
         let mut sizes = vec![0u64; infos.len()];
-        for (rank, &index) in by_offset.iter().enumerate() {
+        for &index in &by_offset {
             let info = &infos[index];
             let what = || {
                 format!(
@@ -593,11 +593,12 @@ impl GgufHeader {
                     u64::try_from(bytes).unwrap_or(u64::MAX)
                 }
                 None => {
-                    let next = by_offset[rank + 1..]
-                        .iter()
-                        .map(|&i| infos[i].offset)
-                        .find(|&offset| offset > info.offset)
-                        .unwrap_or(data_length);
+                    // The first offset past this one (a binary search: tensors sharing
+                    // an offset must not make this quadratic).
+                    let after = by_offset.partition_point(|&i| infos[i].offset <= info.offset);
+                    let next = by_offset
+                        .get(after)
+                        .map_or(data_length, |&i| infos[i].offset);
                     next - info.offset
                 }
             };

@@ -496,3 +496,26 @@ fn real_minilm_safetensors() {
     // The layers of a safetensors file are not page-aligned.
     assert!(layers.iter().any(|l| l.spans[0].start % 4096 != 0));
 }
+
+/// 30,000 tensors of an unknown GGML type at one offset: each is sized by a binary
+/// search for the next offset (a linear scan made this quadratic), then rejected.
+#[test]
+fn many_tensors_at_one_offset_are_rejected_without_quadratic_work() {
+    let mut bytes = b"GGUF".to_vec();
+    let count = 30_000u64;
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&count.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    for index in 0..count {
+        gguf_string(&mut bytes, &format!("t{index}"));
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&99u32.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+    }
+    bytes.resize(bytes.len().next_multiple_of(32) + 64, 0);
+    assert!(matches!(
+        GgufHeader::parse(&bytes, bytes.len() as u64),
+        Err(SourceError::SourceTensorsOverlap { .. })
+    ));
+}
