@@ -8,6 +8,39 @@
 //! and may contain bytes of other layers' tensors or padding between its own
 //! tensors ([`LayerSpan::contiguous`] says whether it does). A layer of a sharded
 //! safetensors set has one span per shard it touches.
+//!
+//! # Example: reading a header on demand
+//! The parsers do no I/O; a caller reads the first bytes of the file and reads
+//! more when asked ([`SourceError::NeedMoreBytes`](crate::SourceError::NeedMoreBytes)).
+//! ```
+//! use tinyai_format::{GgufHeader, Grouping, SourceError, group_layers};
+//! # fn main() -> Result<(), SourceError> {
+//! // A GGUF v3 file with no metadata and one 4-element f32 tensor.
+//! let mut file = b"GGUF".to_vec();
+//! file.extend_from_slice(&3u32.to_le_bytes()); // version
+//! file.extend_from_slice(&1u64.to_le_bytes()); // tensor count
+//! file.extend_from_slice(&0u64.to_le_bytes()); // metadata count
+//! file.extend_from_slice(&(b"blk.0.w".len() as u64).to_le_bytes());
+//! file.extend_from_slice(b"blk.0.w");
+//! file.extend_from_slice(&1u32.to_le_bytes()); // dimensions
+//! file.extend_from_slice(&4u64.to_le_bytes()); // ne[0]
+//! file.extend_from_slice(&0u32.to_le_bytes()); // GGML type F32
+//! file.extend_from_slice(&0u64.to_le_bytes()); // offset in the data area
+//! file.resize(64 + 16, 0); // data area at 64 (alignment 32), 16 bytes
+//!
+//! let mut given = 16; // e.g. 64 KiB in real use
+//! let header = loop {
+//!     match GgufHeader::parse(&file[..given], file.len() as u64) {
+//!         Err(SourceError::NeedMoreBytes { needed, .. }) => given = needed as usize,
+//!         other => break other?,
+//!     }
+//! };
+//! assert_eq!((header.data_start, header.tensors[0].start, header.tensors[0].end), (64, 64, 80));
+//! let layers = group_layers(&header.tensors, &Grouping::Default);
+//! assert_eq!(layers[0].name, "layer.0");
+//! assert_eq!((layers[0].spans[0].start, layers[0].spans[0].contiguous), (64, true));
+//! # Ok(()) }
+//! ```
 
 use crate::DType;
 use crate::grouping::{Grouping, plan};

@@ -9,7 +9,7 @@
 //! that many bytes from the start of the file, and pass them with the file length
 //! to [`SafetensorsHeader::parse`]. Its checks are those `tmai convert` applies:
 //! a JSON object with no duplicate key, a known dtype, at most
-//! [`limits::MAX_RANK`](crate::limits::MAX_RANK) dimensions, `data_offsets` in
+//! [`limits::MAX_RANK`] dimensions, `data_offsets` in
 //! order, inside the data area and of the size dtype and shape imply, no two
 //! tensors overlapping. Tensors come out in data-offset order.
 
