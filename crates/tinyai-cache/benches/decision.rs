@@ -38,7 +38,12 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
     for trace in traces() {
-        for policy in [PolicyKind::Adaptive, PolicyKind::Lru] {
+        for policy in [
+            PolicyKind::Adaptive,
+            PolicyKind::Lru,
+            PolicyKind::Arc,
+            PolicyKind::S3Fifo,
+        ] {
             let mut engine = trace.engine(policy, 0.5).unwrap();
             let accesses = trace.accesses.clone();
             // Warm the engine to steady state.

@@ -40,25 +40,43 @@ pub enum PolicyKind {
     /// (a feasible size-aware offline schedule). The variant keeps its name
     /// because `tinyai-store` and the reports refer to it.
     Belady,
+    /// ARC (Megiddo & Modha 2003) with lists and target measured in charged
+    /// bytes: a benchmark peer, written from the paper. Ignores priorities;
+    /// always admits. See [`policy::arc`](crate::policy::arc).
+    Arc,
+    /// S3-FIFO (Yang et al., SOSP 2023) with small, main and ghost queues
+    /// sized in charged bytes: a benchmark peer, written from the paper.
+    /// Ignores priorities; always admits. See [`policy::s3fifo`](crate::policy::s3fifo).
+    S3Fifo,
 }
 
 impl PolicyKind {
     /// All policies, in a stable order.
-    pub const ALL: [PolicyKind; 4] = [
+    pub const ALL: [PolicyKind; 6] = [
         PolicyKind::Lru,
         PolicyKind::TinyAiClassic,
         PolicyKind::Adaptive,
         PolicyKind::Belady,
+        PolicyKind::Arc,
+        PolicyKind::S3Fifo,
     ];
 
-    /// The snake_case name used in reports (`lru`, `tinyai_classic`, `adaptive`, `belady`).
+    /// The snake_case name used in reports (`lru`, `tinyai_classic`,
+    /// `adaptive`, `belady`, `arc`, `s3_fifo`).
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Lru => "lru",
             PolicyKind::TinyAiClassic => "tinyai_classic",
             PolicyKind::Adaptive => "adaptive",
             PolicyKind::Belady => "belady",
+            PolicyKind::Arc => "arc",
+            PolicyKind::S3Fifo => "s3_fifo",
         }
+    }
+
+    /// The policy of a [`name`](PolicyKind::name), if any.
+    pub fn from_name(name: &str) -> Option<PolicyKind> {
+        PolicyKind::ALL.into_iter().find(|p| p.name() == name)
     }
 }
 

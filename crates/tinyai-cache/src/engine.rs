@@ -3,9 +3,11 @@
 use crate::config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
 use crate::error::CacheError;
 use crate::policy::adaptive::AdaptivePolicy;
+use crate::policy::arc::ArcPolicy;
 use crate::policy::belady::UnsizedBeladyPolicy;
 use crate::policy::classic::ClassicPolicy;
 use crate::policy::lru::LruPolicy;
+use crate::policy::s3fifo::S3FifoPolicy;
 use crate::policy::{Candidate, Plan, Policy, Slot};
 
 /// The priority every layer starts with (and returns to on
@@ -113,12 +115,15 @@ impl Engine {
             })
             .collect();
         let n = layer_sizes.len();
-        let policy: Box<dyn Policy> = match config.policy {
+        let mut policy: Box<dyn Policy> = match config.policy {
             PolicyKind::Lru => Box::new(LruPolicy::new()),
             PolicyKind::TinyAiClassic => Box::new(ClassicPolicy::new(n)),
             PolicyKind::Adaptive => Box::new(AdaptivePolicy::new(n)),
             PolicyKind::Belady => Box::new(UnsizedBeladyPolicy::new(n)),
+            PolicyKind::Arc => Box::new(ArcPolicy::new(n)),
+            PolicyKind::S3Fifo => Box::new(S3FifoPolicy::new(n)),
         };
+        policy.set_budget(config.budget_bytes);
         Ok(Engine {
             config,
             slots,
@@ -508,7 +513,7 @@ impl Engine {
     /// evicted first; a higher-priority entry can still be evicted for a
     /// lower one that is used far more often per byte (see
     /// [`policy::adaptive`](crate::policy::adaptive)). `TinyAiClassic`
-    /// weighs it by 0.6 in its score; `Lru` and `Belady` ignore it.
+    /// weighs it by 0.6 in its score; `Lru`, `Belady`, `Arc` and `S3Fifo` ignore it.
     ///
     /// # Errors
     /// [`CacheError::UnknownLayer`], [`CacheError::NanPriority`].
@@ -571,6 +576,7 @@ impl Engine {
     /// allowed here (everything unpinned is evicted and every request bypasses).
     pub fn set_budget(&mut self, budget_bytes: u64) -> Vec<LayerId> {
         self.config.budget_bytes = budget_bytes;
+        self.policy.set_budget(budget_bytes);
         let needed = self.usage.saturating_sub(budget_bytes);
         if needed == 0 {
             return Vec::new();

@@ -16,10 +16,11 @@
 //! | --- | --- |
 //! | [`config`] (re-exported) | [`LayerId`], [`EngineConfig`], [`PolicyKind`], [`AccessKind`], [`Decision`] and the charging rule |
 //! | [`engine`] (re-exported) | [`Engine`]: bookkeeping of resident entries, charges, pins, priorities and the budget invariant |
-//! | [`policy`] | the internal `Policy` trait and its four implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) (furthest next use, size-oblivious: not an optimum when sizes differ; see [`offline`]) |
+//! | [`policy`] | the internal `Policy` trait and its implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) (furthest next use, size-oblivious: not an optimum when sizes differ; see [`offline`]), and the benchmark peers [`Arc`](PolicyKind::Arc) and [`S3Fifo`](PolicyKind::S3Fifo) (byte-sized, from their papers) |
 //! | [`offline`] | size-aware offline references: the upper bound on byte hit ratio of any policy (Berger et al.'s fractional relaxation, solved as a min-cost flow) and a feasible offline schedule ([`offline::FlowSchedule`]) |
 //! | [`sim`] | deterministic trace generators (`forward_passes`, `forward_backward`, `zipf_experts`, `uniform_random`, `phase_change`, `priority_hot`) and the hit-ratio simulator |
 //! | [`stream`] | per-stream access-pattern detection ([`stream::PatternDetector`], [`stream::AccessOrder`]) and the streaming window's admission of layers read ahead outside the cache ([`stream::StreamingWindow`]) |
+//! | [`workloads`] | access traces of inference workload families (dense, mixture-of-experts, prefill then decode, concurrent sequences, early exit, speculative decoding, LoRA swaps) over models with unequal layer sizes, and the tuning and benchmark seeds |
 //! | [`error`] (re-exported) | [`CacheError`], the crate's single error enum |
 //!
 //! # Charging
@@ -62,6 +63,7 @@ pub mod offline;
 pub mod policy;
 pub mod sim;
 pub mod stream;
+pub mod workloads;
 
 pub use config::{AccessKind, Decision, EngineConfig, LayerId, PolicyKind};
 pub use engine::{Claims, Engine};

@@ -10,16 +10,26 @@
 //! exponentially weighted mean of all of them (weight 1/8). From them it
 //! predicts the distance `E` to the next use:
 //!
-//! * **periodic** layers — the last two distances agree within 1/8 (a cyclic
-//!   pass), or the last and third-last agree (period two, e.g. forward then
-//!   backward passes): the next use is due at `due = last + period`, and
+//! * **periodic** layers — only layers of a *declared* access order (see
+//!   the hint below), while the last two distances agree within 1/8, or the
+//!   last and third-last agree (period two, e.g. forward then backward
+//!   passes): the next use is due at `due = last + period`, and
 //!   `E = |due - t|` at clock `t` (a layer that is overdue drifts away from
-//!   "due now" as it stays unused, so a dead pattern is forgotten);
-//! * **memoryless** layers (random access, e.g. mixture-of-experts routing):
-//!   `E = max(m, t - last)` where `m` is the mean of the known distances
-//!   (the weighted mean once four are known), i.e. the expected inter-arrival
-//!   time unless the layer has already gone unused for longer (LIRS-like; ∞
-//!   for a layer seen once).
+//!   "due now" as it stays unused, so a dead pattern is forgotten). Periods
+//!   are not *detected* without the declaration: when sequences interleave
+//!   (concurrent decodes, draft and target models, passes of random depth)
+//!   consecutive distances agree by chance and the predicted due times were
+//!   wrong more often than right;
+//! * **memoryless** layers (everything else: random access such as
+//!   mixture-of-experts routing, and undeclared passes):
+//!   `E = max(m, (t - last) / 4)` where `m` is the mean of the known
+//!   distances (the weighted mean once four are known), i.e. the expected
+//!   inter-arrival time unless the layer has gone unused for four times
+//!   longer (∞ for a layer seen once). The age counts a quarter so that a
+//!   layer used at its usual rate is judged by its rate, not by where the
+//!   clock happens to stand in its gap: on a cyclic scan every layer then has
+//!   `E = m` = the cycle and the admission rule below keeps a stable set,
+//!   while a layer that stopped being used is still forgotten.
 //!
 //! # Rank
 //!
@@ -31,11 +41,12 @@
 //!
 //! * **Size** (GreedyDual-Size-like, in power-of-two classes so the ordering
 //!   stays indexable): keeping a small layer costs less budget per expected
-//!   hit. `a = 1` for periodic entries (a scan's byte hits do not depend on
-//!   which layers form the stable set, so the smallest are kept: the most
-//!   hits); `a = 0.75` for memoryless ones, a trade-off between hit ratio
-//!   (favoured by `a = 1`) and byte hit ratio (by `a = 0`). Both weights are
-//!   1 at 64 KiB (`bits = 16`).
+//!   hit, but a large one serves more bytes per hit. `a = 0.25` for both
+//!   modes: byte hit ratio favours `a = 0` (the value of a byte kept is its
+//!   layer's rate, whatever the layer's size: on inference workloads the
+//!   largest layers, embedding and head, are also the most used), hit ratio
+//!   favours `a = 1`; a quarter keeps small layers ahead only when rates are
+//!   close. Both weights are 1 at 64 KiB (`bits = 16`).
 //! * **Priority** multiplies the value of keeping an entry: each +1/6 of
 //!   priority halves its rank, so priority 1.0 is worth 8× the default 0.5
 //!   and 64× priority 0.0. Of two entries with the same size class, mode and
@@ -60,8 +71,28 @@
 //! A missed layer is admitted unconditionally while there is room. When room
 //! must be made, the candidate must *beat every victim* it displaces: its
 //! rank right after this access (its fresh `E`, weighted by its own size
-//! and priority) must be strictly smaller than the victim's. Otherwise the
-//! decision is [`Bypass`](crate::Decision::Bypass) and nothing is evicted.
+//! and priority), times a margin of 2, must be smaller than the victim's.
+//! Otherwise the decision is [`Bypass`](crate::Decision::Bypass) and nothing
+//! is evicted. The margin keeps the resident set stable when the estimates
+//! are noisy (layers used at the same rate whose measured means differ by
+//! chance would otherwise keep displacing each other, as in LRU); it is
+//! waived against a victim of a lower priority step, so a candidate of
+//! higher priority displaces an equal victim of lower priority as before,
+//! and against a memoryless victim that is overdue (unused for more than four
+//! times its mean distance: its `E` comes from evidence, not from a noisy
+//! mean), so layers of a finished phase (an adapter no longer in use) make
+//! room as soon as they rank below the candidate.
+//!
+//! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
+//! victim's, the victim's priority step not above the candidate's) the
+//! exchange is still made when the victims taken this way weigh less than
+//! the candidate: at about the same rate per byte, more bytes are kept (on
+//! cyclic passes, a 2.5 MiB head in exchange for two 1 MiB blocks keeps
+//! 3.5 MiB where three blocks kept 3). At most two victims per exchange go
+//! this way (each costs its own hits, which the hit ratio counts), and a
+//! near-tie victim that is too large to leave a gain is kept and passed over
+//! (at most one per plan, which bounds the extra cost of a bypass) to look
+//! further down the order.
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -85,8 +116,10 @@
 //! known cyclic order of length `L`. Every layer that occurs exactly once in
 //! it gets `L` as its known reuse distances, so it is periodic from its very
 //! first access and the stable resident set forms during the first pass (a
-//! changed order takes effect at once). Layers occurring several times, and
-//! `None`, leave the learned history untouched.
+//! changed order takes effect at once); such layers stay *declared*, the only
+//! ones whose periods are tracked. Layers occurring several times keep their
+//! learned history. `None` withdraws the declaration: every declared layer
+//! is memoryless again at once (its learned distances are kept).
 //!
 //! # Cost
 //!
@@ -139,6 +172,9 @@ struct Entry {
     /// Exponentially weighted mean of all reuse distances, × 16 (0 = none yet).
     ewma: u64,
     mode: Mode,
+    /// The layer occurs once in the declared access order
+    /// ([`Policy::set_access_order`]): only such layers are periodic.
+    declared: bool,
     /// Recency list links (memoryless residents only).
     prev: u32,
     next: u32,
@@ -159,6 +195,7 @@ impl Entry {
         samples: [UNKNOWN; 4],
         ewma: 0,
         mode: Mode::Memoryless,
+        declared: false,
         prev: NIL,
         next: NIL,
         class: NIL,
@@ -182,7 +219,7 @@ impl Entry {
     #[inline]
     fn expected_distance(&self, clock: u64) -> u64 {
         match self.mode {
-            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last)),
+            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> AGE_SHIFT),
             Mode::Periodic => self.key.abs_diff(clock),
         }
     }
@@ -198,6 +235,7 @@ impl Entry {
 
     /// Takes `period` as every known reuse distance (the access-order hint).
     fn hint_period(&mut self, period: u32) {
+        self.declared = true;
         self.samples = [period; 4];
         self.ewma = u64::from(period) * 16;
         self.classify();
@@ -216,7 +254,7 @@ impl Entry {
             None
         };
         match period {
-            Some(p) if self.last != 0 => {
+            Some(p) if self.last != 0 && self.declared => {
                 self.mode = Mode::Periodic;
                 self.key = self.last.saturating_add(u64::from(p));
             }
@@ -335,12 +373,29 @@ const QUARTERS_PER_PRIORITY_STEP: i32 = 2;
 /// Size exponent of the rank of memoryless entries, in quarters: `size^0.75`
 /// trades hit ratio (which favours small entries, exponent 1) against byte
 /// hit ratio (exponent 0).
-const MEMORYLESS_SIZE_QUARTERS: i32 = 3;
+const MEMORYLESS_SIZE_QUARTERS: i32 = 1;
 
 /// Size exponent of the rank of periodic entries, in quarters (exponent 1):
 /// a scan's byte hits do not depend on which layers make up the stable set,
 /// so the smallest are kept (the most hits per byte).
-const PERIODIC_SIZE_QUARTERS: i32 = 4;
+const PERIODIC_SIZE_QUARTERS: i32 = 1;
+
+/// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
+/// expected distance `max(m, age / 4)`.
+const AGE_SHIFT: u32 = 2;
+
+/// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
+const MAX_SKIPS: u32 = 1;
+
+/// Near-tie victims one filling exchange may take (each costs its hits).
+const MAX_FILL_VICTIMS: u32 = 2;
+
+/// A near tie for a filling exchange: the candidate's rank below the victim's × this.
+const FILL_TIE: f64 = 1.5;
+
+/// A candidate is admitted only if its rank × this is below every victim's
+/// (waived against victims of a lower priority step, and overdue ones).
+const ADMISSION_MARGIN: f64 = 2.0;
 
 /// The size class (bit length) at which both size weights are 1 (64 KiB).
 const REFERENCE_SIZE_CLASS: i32 = 16;
@@ -663,7 +718,7 @@ fn peek(
         if let Some(e) = entries.get(class.cursor as usize) {
             consider(
                 &mut best,
-                clock.saturating_sub(e.last),
+                clock.saturating_sub(e.last) >> AGE_SHIFT,
                 weight_m,
                 class.cursor,
             );
@@ -803,6 +858,30 @@ impl AdaptivePolicy {
         }
     }
 
+    /// Applies `change` to the entry of `id` and re-files it in its class
+    /// (if resident) under its new mode and key.
+    fn reclassify(&mut self, id: u32, change: impl FnOnce(&mut Entry)) {
+        let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
+            return;
+        };
+        match self.classes.get_mut(class_index as usize) {
+            Some(class) => {
+                detach(&mut self.entries, class, id);
+                if let Some(e) = self.entries.get_mut(id as usize) {
+                    change(e);
+                    e.classify();
+                }
+                attach(&mut self.entries, class_index, class, id);
+            }
+            None => {
+                if let Some(e) = self.entries.get_mut(id as usize) {
+                    change(e);
+                    e.classify();
+                }
+            }
+        }
+    }
+
     fn next_stamp(&mut self) -> u32 {
         self.stamp = self.stamp.wrapping_add(1);
         if self.stamp == 0 {
@@ -854,6 +933,12 @@ impl Policy for AdaptivePolicy {
                 class_weight(c.priority, size, e.mode),
             ))
         });
+        let candidate_step = candidate.map(|c| priority_step(c.priority));
+        let candidate_charge = candidate
+            .and_then(|c| slots.get(c.id as usize))
+            .map_or(0, |s| s.charge);
+        let mut skips = 0;
+        let mut filled = 0;
         let AdaptivePolicy {
             entries,
             classes,
@@ -893,7 +978,10 @@ impl Policy for AdaptivePolicy {
             let Some((_, class_index, id)) = best else {
                 break;
             };
-            let Some(weights) = classes.get(class_index as usize).map(|c| c.weight) else {
+            let Some((weights, victim_step)) = classes
+                .get(class_index as usize)
+                .map(|c| (c.weight, c.priority))
+            else {
                 break;
             };
             // No pop: the stamp makes the next `peek` of this class move
@@ -903,9 +991,40 @@ impl Policy for AdaptivePolicy {
             };
             e.stamp = stamp;
             let victim_rank = rank(e.expected_distance(clock), weights[e.mode as usize]);
-            let wins = || candidate_rank.is_none_or(|c| c < victim_rank);
+            // The margin guards a stable set against noise in the estimates;
+            // a candidate of a higher priority step needs no margin, so
+            // priorities keep their meaning (see the module docs).
+            // A victim that has outlived its own estimate (overdue) is judged
+            // on evidence, not noise: no margin either.
+            let overdue =
+                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> AGE_SHIFT) > e.key;
+            let margin = match candidate_step {
+                Some(step) if step > victim_step => 1.0,
+                _ if overdue => 1.0,
+                _ => ADMISSION_MARGIN,
+            };
+            let victim_charge = slots.get(id as usize).map_or(0, |s| s.charge);
+            let strict = candidate_rank.is_none_or(|c| c * margin < victim_rank);
+            // A near tie is still worth exchanging when the victims so far
+            // weigh less than the candidate (the same rate, more bytes kept:
+            // a better packing of the budget).
+            let near_tie = candidate_rank.is_some_and(|c| c < victim_rank * FILL_TIE)
+                && candidate_step.is_some_and(|step| step >= victim_step);
+            let fills = near_tie
+                && filled < MAX_FILL_VICTIMS
+                && plan.freed.saturating_add(victim_charge) < candidate_charge;
+            if !strict && near_tie && !fills && skips < MAX_SKIPS {
+                // Keep this one and look further down the order.
+                skips += 1;
+                continue;
+            }
+            let wins = || strict || fills;
+            let victims_before = plan.victims.len();
             if plan.offer(id, slots, needed, wins) {
                 break;
+            }
+            if !strict && plan.victims.len() > victims_before {
+                filled += 1;
             }
         }
         // Push back everything the merge popped, the victims' items too: the
@@ -948,6 +1067,14 @@ impl Policy for AdaptivePolicy {
 
     fn set_access_order(&mut self, order: Option<&[u32]>) {
         let Some(order) = order else {
+            // Forget the declaration: every declared layer is ranked from
+            // its learned distances (memoryless) again, at once.
+            for id in 0..self.entries.len() as u32 {
+                if !self.entries.get(id as usize).is_some_and(|e| e.declared) {
+                    continue;
+                }
+                self.reclassify(id, |e| e.declared = false);
+            }
             return;
         };
         let mut occurrences: BTreeMap<u32, u32> = BTreeMap::new();
@@ -961,23 +1088,7 @@ impl Policy for AdaptivePolicy {
             if count != 1 {
                 continue;
             }
-            let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
-                continue;
-            };
-            match self.classes.get_mut(class_index as usize) {
-                Some(class) => {
-                    detach(&mut self.entries, class, id);
-                    if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.hint_period(cycle);
-                    }
-                    attach(&mut self.entries, class_index, class, id);
-                }
-                None => {
-                    if let Some(e) = self.entries.get_mut(id as usize) {
-                        e.hint_period(cycle);
-                    }
-                }
-            }
+            self.reclassify(id, |e| e.hint_period(cycle));
         }
     }
 }
@@ -995,15 +1106,15 @@ mod tests {
         *state >> 33
     }
 
-    /// `class_weight` is `2^(a·(size − 16) − 6·step/12)` (`a` = 0.75 for
-    /// memoryless entries, 1 for periodic ones) without `exp2`.
+    /// `class_weight` is `2^(a·(size − 16) − 6·step/12)` (`a` = 0.25 for
+    /// both modes) without `exp2`.
     #[test]
     fn class_weight_is_the_documented_power_of_two() {
         for step in 0..=PRIORITY_STEPS {
             let priority = step as f32 / PRIORITY_STEPS as f32;
             assert_eq!(priority_step(priority), step);
             for size in 0..=64u8 {
-                for (mode, exponent) in [(Mode::Memoryless, 0.75), (Mode::Periodic, 1.0)] {
+                for (mode, exponent) in [(Mode::Memoryless, 0.25), (Mode::Periodic, 0.25)] {
                     let formula =
                         (exponent * (f64::from(size) - 16.0) - 6.0 * f64::from(step) / 12.0).exp2();
                     let weight = class_weight(priority, size, mode);
@@ -1018,7 +1129,7 @@ mod tests {
             }
         }
         assert_eq!(class_weight(0.5, 16, Mode::Memoryless), 0.125);
-        assert_eq!(class_weight(0.0, 20, Mode::Periodic), 16.0);
+        assert_eq!(class_weight(0.0, 20, Mode::Periodic), 2.0);
     }
 
     /// The rank of a resident entry, computed from scratch.

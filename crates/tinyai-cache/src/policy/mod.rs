@@ -14,11 +14,16 @@
 //! | `TinyAiClassic` | [`classic`] | none (scores depend on `now`) | O(1) hit, O(r log r) eviction |
 //! | `Adaptive` | [`adaptive`] | (priority, size) classes × (intrusive LRU list + lazy-deletion binary heaps by reuse distance and due time) | amortised O(log r) |
 //! | `Belady` (furthest next use, size-oblivious) | [`belady`] | `BTreeSet` by next use | O(log r) |
+//! | `Arc` (benchmark peer, bytes) | [`arc`] | four intrusive LRU lists ([`queues`]) | O(1) hit, O(victims + pinned) eviction |
+//! | `S3Fifo` (benchmark peer, bytes) | [`s3fifo`] | three intrusive FIFO queues ([`queues`]) | O(1) hit, amortised O(1) eviction |
 
 pub mod adaptive;
+pub mod arc;
 pub mod belady;
 pub mod classic;
 pub mod lru;
+pub mod queues;
+pub mod s3fifo;
 
 use crate::config::AccessKind;
 
@@ -117,4 +122,88 @@ pub(crate) trait Policy: std::fmt::Debug + Send {
     fn set_access_order(&mut self, _order: Option<&[u32]>) {}
     /// The future demand trace (used by Belady only).
     fn set_future_trace(&mut self, _trace: &[u32]) {}
+    /// The engine's budget in bytes: at creation and at every change (used
+    /// by the policies that size their queues from it: ARC, S3-FIFO).
+    fn set_budget(&mut self, _budget: u64) {}
+}
+
+/// A minimal engine loop over one policy, for the policies' unit tests: the
+/// engine's order of calls (`on_miss`, `plan`, `on_remove`, `on_insert`)
+/// with every entry unpinned, checking the budget after every access.
+#[cfg(test)]
+pub(crate) mod harness {
+    use super::{Candidate, Policy, Slot};
+    use crate::config::AccessKind;
+
+    pub(crate) struct Harness<P: Policy> {
+        pub(crate) policy: P,
+        pub(crate) slots: Vec<Slot>,
+        pub(crate) usage: u64,
+        pub(crate) budget: u64,
+    }
+
+    impl<P: Policy> Harness<P> {
+        pub(crate) fn new(mut policy: P, charges: &[u64], budget: u64) -> Self {
+            policy.set_budget(budget);
+            let slots = charges
+                .iter()
+                .map(|&charge| Slot {
+                    charge,
+                    priority: 0.5,
+                    pin_count: 0,
+                    resident: false,
+                    remove_pending: false,
+                })
+                .collect();
+            Harness {
+                policy,
+                slots,
+                usage: 0,
+                budget,
+            }
+        }
+
+        /// One demand access; returns whether it hit.
+        pub(crate) fn access(&mut self, id: u32) -> bool {
+            let i = id as usize;
+            if self.slots[i].resident {
+                self.policy.on_hit(id, 0, &self.slots);
+                return true;
+            }
+            self.policy.on_miss(id, 0, &self.slots);
+            let charge = self.slots[i].charge;
+            if charge > self.budget {
+                return false;
+            }
+            let needed = (self.usage + charge).saturating_sub(self.budget);
+            if needed > 0 {
+                let candidate = Candidate {
+                    id,
+                    kind: AccessKind::Demand,
+                    priority: 0.5,
+                };
+                let plan = self.policy.plan(Some(&candidate), needed, 0, &self.slots);
+                if plan.declined || plan.freed < needed {
+                    return false;
+                }
+                for victim in plan.victims {
+                    let slot = &mut self.slots[victim as usize];
+                    assert!(slot.resident, "victim {victim} is not resident");
+                    slot.resident = false;
+                    self.usage -= slot.charge;
+                    self.policy.on_remove(victim, &self.slots);
+                }
+            }
+            self.slots[i].resident = true;
+            self.usage += charge;
+            self.policy.on_insert(id, 0, &self.slots);
+            assert!(
+                self.usage <= self.budget,
+                "usage {} > budget {}",
+                self.usage,
+                self.budget
+            );
+            false
+        }
+    }
 }
