@@ -431,6 +431,9 @@ pub enum FormatError {
     /// A writer-side limit (name length, metadata size, counts) was exceeded or a name was reused.
     #[error("invalid writer input: {0}")]
     InvalidInput(String),
+    /// A safetensors, safetensors index or GGUF header is incomplete or malformed (boxed: see [`SourceError`]).
+    #[error(transparent)]
+    Source(Box<SourceError>),
     /// An I/O error while writing or reading a stream.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -440,6 +443,141 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What can be wrong with the header of a safetensors file, a sharded set's index or a GGUF file
+/// (see [`crate::safetensors`], [`crate::gguf`]); carried by [`FormatError::Source`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// A header parser needs more of the file's first bytes than it was given.
+    ///
+    /// Not a defect of the file: read the first `needed` bytes (never more than the
+    /// file holds) and parse again. The safetensors header needs `8 + N` bytes, `N`
+    /// being its first 8 bytes; a GGUF header's length is only known while parsing.
+    #[error(
+        "{format} header: {what} needs the first {needed} bytes of the file but only {available} were given"
+    )]
+    NeedMoreBytes {
+        /// `"safetensors"` or `"GGUF"`.
+        format: &'static str,
+        /// What was being read.
+        what: String,
+        /// How many bytes from the start of the file to pass next time.
+        needed: u64,
+        /// How many were given.
+        available: u64,
+    },
+    /// A safetensors, safetensors index or GGUF header is malformed.
+    #[error("{format} header: {what} at byte {offset}: {problem}")]
+    MalformedSourceHeader {
+        /// `"safetensors"`, `"safetensors index"` or `"GGUF"`.
+        format: &'static str,
+        /// What was being read (a field, a tensor by name, a metadata key).
+        what: String,
+        /// Byte offset in the file (or index JSON) where it was read.
+        offset: u64,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A tensor of a safetensors or GGUF file has an element type this crate cannot represent.
+    #[error("{format} header: tensor {tensor:?}: unsupported dtype {dtype:?}")]
+    UnsupportedSourceDType {
+        /// `"safetensors"` or `"GGUF"`.
+        format: &'static str,
+        /// Tensor name.
+        tensor: String,
+        /// The dtype as the file spells it.
+        dtype: String,
+    },
+    /// A tensor's byte length disagrees with its dtype and shape.
+    #[error(
+        "{format} header: tensor {tensor:?}: dtype {dtype} with shape {shape:?} {} but its data holds {actual} bytes",
+        describe_source_expected(*.expected)
+    )]
+    SourceTensorSizeMismatch {
+        /// `"safetensors"` or `"GGUF"`.
+        format: &'static str,
+        /// Tensor name.
+        tensor: String,
+        /// The dtype as the file spells it.
+        dtype: String,
+        /// Shape as the file lists it.
+        shape: Vec<u64>,
+        /// Bytes implied by dtype and shape (`u128::MAX` if there is no valid size).
+        expected: u128,
+        /// Bytes its offsets give it.
+        actual: u64,
+    },
+    /// A tensor's data lies (partly) outside the file's data area.
+    #[error(
+        "{format} header: tensor {tensor:?}: data {start}..{end} (absolute) would run past the end of the data area {data_start}..{data_end}"
+    )]
+    SourceTensorOutOfBounds {
+        /// `"safetensors"` or `"GGUF"`.
+        format: &'static str,
+        /// Tensor name.
+        tensor: String,
+        /// Absolute start (saturated at `u64::MAX` on overflow).
+        start: u64,
+        /// Absolute end (saturated at `u64::MAX` on overflow).
+        end: u64,
+        /// Absolute start of the data area.
+        data_start: u64,
+        /// Absolute end of the data area (the file length).
+        data_end: u64,
+    },
+    /// Two tensors' data overlap.
+    #[error(
+        "{format} header: tensors {first:?} (data {first_start}..{first_end}) and {second:?} (data from {second_start}) overlap"
+    )]
+    SourceTensorsOverlap {
+        /// `"safetensors"` or `"GGUF"`.
+        format: &'static str,
+        /// The tensor that starts first.
+        first: String,
+        /// Its absolute start.
+        first_start: u64,
+        /// Its absolute end.
+        first_end: u64,
+        /// The tensor that starts inside it.
+        second: String,
+        /// Its absolute start.
+        second_start: u64,
+    },
+}
+
+impl From<SourceError> for FormatError {
+    fn from(error: SourceError) -> FormatError {
+        FormatError::Source(Box::new(error))
+    }
+}
+
+impl FormatError {
+    /// The [`SourceError`] of a [`FormatError::Source`].
+    pub fn source_error(&self) -> Option<&SourceError> {
+        match self {
+            FormatError::Source(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// For [`SourceError::NeedMoreBytes`]: how many bytes from the start of the file to pass next time.
+    pub fn bytes_needed(&self) -> Option<u64> {
+        match self.source_error()? {
+            SourceError::NeedMoreBytes { needed, .. } => Some(*needed),
+            _ => None,
+        }
+    }
+}
+
+fn describe_source_expected(expected: u128) -> String {
+    if expected == u128::MAX {
+        "needs too many bytes (the element count overflows, or a row is not a whole number of blocks)"
+            .to_owned()
+    } else {
+        format!("needs {expected} bytes")
+    }
 }
 
 fn describe_expected(expected: u128) -> String {

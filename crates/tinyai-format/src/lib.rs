@@ -17,9 +17,13 @@
 //! - [`writer`]: [`Writer`] (any `Write + Seek`) and [`FileWriter`] (temp file + atomic rename).
 //! - [`raw`]: the on-disk `#[repr(C)]` little-endian structs (zerocopy), for tools that want raw access.
 //! - [`dtype`]: element types, their codes and sizes, and the GGML block table.
+//! - [`grouping`]: the tensor → layer grouping rules shared by `tmai convert` and the direct readers.
+//! - [`foreign`]: [`ForeignTensor`] and [`ForeignLayer`] — tensors and layers of a safetensors or GGUF file, with absolute byte ranges.
+//! - [`safetensors`]: [`SafetensorsHeader`] and the sharded-set index [`ShardIndex`].
+//! - [`gguf`]: [`GgufHeader`] — GGUF v2/v3 metadata, tensor infos, alignment and data offset.
 //! - [`checksum`]: CRC-32C as the format uses it.
 //! - [`limits`]: the documented limits.
-//! - [`error`]: [`FormatError`], the one error type.
+//! - [`error`]: [`FormatError`], the one error type (with [`SourceError`] for safetensors and GGUF headers).
 //!
 //! # Example
 //! ```
@@ -45,13 +49,21 @@ pub mod checksum;
 pub mod dtype;
 pub mod error;
 pub mod fixtures;
+pub mod foreign;
+pub mod gguf;
+pub mod grouping;
 pub mod limits;
 pub mod raw;
 pub mod reader;
 pub mod real_model;
+pub mod safetensors;
 pub mod writer;
 
 pub use dtype::DType;
-pub use error::{FormatError, StringOwner, Table};
+pub use error::{FormatError, SourceError, StringOwner, Table};
+pub use foreign::{ForeignLayer, ForeignTensor, LayerSpan, group_layers};
+pub use gguf::GgufHeader;
+pub use grouping::Grouping;
 pub use reader::{LayerInfo, Model, TableLocation, TensorInfo, Version, locate_tables};
+pub use safetensors::{SafetensorsHeader, ShardIndex};
 pub use writer::{FileWriter, LayerWriter, TensorSpec, Writer, WriterOptions};

@@ -36,51 +36,15 @@ use super::{MetadataList, SourceTensor};
 use crate::error::{CliError, Result};
 use crate::source::SourceFile;
 
-/// The GGUF magic, `"GGUF"`.
-pub const MAGIC: [u8; 4] = *b"GGUF";
+use tinyai_format::gguf::{
+    DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS, TYPE_NAMES, min_value_size,
+};
+pub use tinyai_format::gguf::{MAGIC, plain_dtype};
 
 /// Largest metadata value kept verbatim (the `.tmai` format's own limit).
 const VALUE_LIMIT: usize = limits::MAX_METADATA_VALUE_LENGTH as usize;
 /// Once this much metadata is collected, further strings and arrays are summarised.
 const TOTAL_METADATA_LIMIT: usize = 64 << 20;
-/// Deepest nesting of arrays accepted.
-const MAX_ARRAY_DEPTH: u32 = 4;
-/// Dimensions a tensor info may have (`.tmai` allows 8; GGML uses at most 4).
-const MAX_DIMS: u32 = limits::MAX_RANK as u32;
-/// Default `general.alignment`.
-const DEFAULT_ALIGNMENT: u64 = 32;
-
-const TYPE_NAMES: [&str; 13] = [
-    "uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string", "array",
-    "uint64", "int64", "float64",
-];
-
-/// Smallest encoded size of a value of GGUF value type `ty` (for count checks).
-fn min_value_size(ty: u32) -> Option<u64> {
-    Some(match ty {
-        0 | 1 | 7 => 1,
-        2 | 3 => 2,
-        4..=6 => 4,
-        8 | 10..=12 => 8,
-        9 => 12,
-        _ => return None,
-    })
-}
-
-/// The plain dtype of a GGML type id, if it has one.
-pub fn plain_dtype(ggml_type: u32) -> Option<DType> {
-    Some(match ggml_type {
-        0 => DType::F32,
-        1 => DType::F16,
-        24 => DType::I8,
-        25 => DType::I16,
-        26 => DType::I32,
-        27 => DType::I64,
-        28 => DType::F64,
-        30 => DType::BF16,
-        _ => return None,
-    })
-}
 
 /// A parsed GGUF file: tensors in tensor-info order and metadata.
 #[derive(Debug)]
@@ -499,7 +463,7 @@ pub fn read_file(source: &SourceFile, file_index: usize) -> Result<GgufFile> {
     let mut by_offset: Vec<usize> = (0..infos.len()).collect();
     by_offset.sort_by_key(|&i| infos[i].offset);
     let mut sizes = vec![0u64; infos.len()];
-    for (rank, &index) in by_offset.iter().enumerate() {
+    for &index in &by_offset {
         let info = &infos[index];
         let what = || {
             format!(
@@ -533,11 +497,12 @@ pub fn read_file(source: &SourceFile, file_index: usize) -> Result<GgufFile> {
                 u64::try_from(bytes).unwrap_or(u64::MAX)
             }
             None => {
-                let next = by_offset[rank + 1..]
-                    .iter()
-                    .map(|&i| infos[i].offset)
-                    .find(|&offset| offset > info.offset)
-                    .unwrap_or(data_length);
+                // The first offset past this one (a binary search: tensors sharing
+                // an offset must not make this quadratic).
+                let after = by_offset.partition_point(|&i| infos[i].offset <= info.offset);
+                let next = by_offset
+                    .get(after)
+                    .map_or(data_length, |&i| infos[i].offset);
                 next - info.offset
             }
         };

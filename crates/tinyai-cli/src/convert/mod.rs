@@ -2,7 +2,8 @@
 //! TinyAI v1 files to `.tmai` v2, streamed with bounded memory and written atomically.
 //!
 //! The input format is detected by content, not by extension (see [`detect`]).
-//! Tensor sources are grouped into layers by [`grouping`]; every tensor is copied
+//! Tensor sources are grouped into layers by [`grouping`] (the rules live in
+//! [`tinyai_format::grouping`], shared with the direct readers); every tensor is copied
 //! byte for byte from the source file through a bounded buffer
 //! ([`tinyai_format::LayerWriter::add_tensor_from_reader`]), so memory use does not
 //! grow with the model. The output is written to a temporary file that replaces
@@ -37,8 +38,7 @@ use crate::error::{CliError, Result};
 use crate::progress::{Progress, human_bytes};
 use crate::source::SourceFile;
 
-/// The name of the index file of a sharded safetensors set.
-pub const INDEX_FILE_NAME: &str = "model.safetensors.index.json";
+pub use tinyai_format::safetensors::INDEX_FILE_NAME;
 
 /// A tensor found in a source file.
 #[derive(Clone, Debug, PartialEq, Eq)]

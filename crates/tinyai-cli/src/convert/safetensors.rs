@@ -1,96 +1,24 @@
 //! Reading safetensors files (one file or a sharded set) without loading them:
-//! only the JSON header is read; tensor data is streamed later.
+//! only the JSON header is read; tensor data is streamed later. Parsing and
+//! validation are [`tinyai_format::safetensors`]'s (the same code the direct
+//! readers use); this module reads the bytes and checks that the shards of a set
+//! agree with their index.
 //!
 //! Layout: an 8-byte little-endian header length `N`, `N` bytes of JSON
 //! (`{"name": {"dtype", "shape", "data_offsets": [begin, end]}, …, "__metadata__": {…}}`),
 //! then the data area, to which `data_offsets` are relative.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::path::{Component, Path, PathBuf};
-
-use serde::Deserialize;
-use serde::de::{Error as _, MapAccess, Visitor};
-use tinyai_format::{DType, limits};
+use std::path::Path;
 
 use super::{MetadataList, SourceTensor};
 use crate::error::{CliError, Result};
 use crate::source::SourceFile;
 
-/// The largest JSON header accepted (the safetensors crate's own limit).
-pub const MAX_HEADER_LENGTH: u64 = 100_000_000;
-
-/// The largest index JSON accepted.
-pub const MAX_INDEX_LENGTH: u64 = 64 << 20;
-
-/// The safetensors dtype names this converter understands, and their `.tmai` dtype.
-pub const DTYPES: &[(&str, DType)] = &[
-    ("F64", DType::F64),
-    ("F32", DType::F32),
-    ("F16", DType::F16),
-    ("BF16", DType::BF16),
-    ("I64", DType::I64),
-    ("I32", DType::I32),
-    ("I16", DType::I16),
-    ("I8", DType::I8),
-    ("U64", DType::U64),
-    ("U32", DType::U32),
-    ("U16", DType::U16),
-    ("U8", DType::U8),
-    ("BOOL", DType::Bool),
-    ("F8_E4M3", DType::F8E4M3),
-    ("F8_E5M2", DType::F8E5M2),
-];
-
-fn dtype_of(name: &str) -> Option<DType> {
-    DTYPES
-        .iter()
-        .find(|(candidate, _)| *candidate == name)
-        .map(|(_, dtype)| *dtype)
-}
-
-/// A JSON object's entries in document order; duplicate keys are an error.
-struct Entries(Vec<(String, serde_json::Value)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct EntriesVisitor;
-        impl<'de> Visitor<'de> for EntriesVisitor {
-            type Value = Entries;
-            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-                formatter.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-                let mut seen = HashSet::new();
-                let mut entries = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    if !seen.insert(key.clone()) {
-                        return Err(A::Error::custom(format!("duplicate key {key:?}")));
-                    }
-                    let value = map.next_value()?;
-                    entries.push((key, value));
-                }
-                Ok(Entries(entries))
-            }
-        }
-        deserializer.deserialize_map(EntriesVisitor)
-    }
-}
-
-#[derive(Deserialize)]
-struct RawInfo {
-    dtype: String,
-    shape: Vec<u64>,
-    data_offsets: (u64, u64),
-}
-
-/// A JSON value as a metadata string: strings as they are, anything else JSON-encoded.
-pub fn value_to_string(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
+use tinyai_format::SourceError;
+pub use tinyai_format::safetensors::{
+    DTYPES, MAX_HEADER_LENGTH, MAX_INDEX_LENGTH, dtype_of, value_to_string,
+};
+use tinyai_format::safetensors::{SafetensorsHeader, ShardIndex, header_bytes_needed};
 
 /// The tensors of one safetensors file, in data-offset order, and its `__metadata__`.
 #[derive(Debug)]
@@ -101,120 +29,42 @@ pub struct SafetensorsFile {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Reads and validates the header of a safetensors file; `file_index` is stored in each tensor.
+///
+/// The parsing and every check are [`SafetensorsHeader::parse_shard`]'s; this reads the bytes.
+pub fn read_header(source: &SourceFile, file_index: usize) -> Result<SafetensorsHeader> {
+    let bad = |error: SourceError| CliError::bad_input(source.path(), error.to_string());
+    let first = source.read_at(0, source.len().min(8), "the safetensors header length")?;
+    let needed = header_bytes_needed(&first, source.len()).map_err(bad)?;
+    let head = source.read_at(0, needed, "the safetensors JSON header")?;
+    SafetensorsHeader::parse_shard(&head, source.len(), file_index).map_err(bad)
+}
+
+impl From<SafetensorsHeader> for SafetensorsFile {
+    fn from(header: SafetensorsHeader) -> SafetensorsFile {
+        let tensors = header
+            .tensors
+            .into_iter()
+            .map(|tensor| SourceTensor {
+                length: tensor.length(),
+                name: tensor.name,
+                dtype: tensor.dtype,
+                source_type: tensor.source_type,
+                shape: tensor.shape,
+                file: tensor.file,
+                offset: tensor.start,
+            })
+            .collect();
+        SafetensorsFile {
+            tensors,
+            metadata: header.metadata,
+        }
+    }
+}
+
 /// Parses and validates the header of a safetensors file; `file_index` is stored in each tensor.
 pub fn read_file(source: &SourceFile, file_index: usize) -> Result<SafetensorsFile> {
-    let path = source.path();
-    let bad = |message: String| CliError::bad_input(path, message);
-    if source.len() < 8 {
-        return Err(bad(format!(
-            "safetensors file of {} bytes is shorter than its 8-byte header length",
-            source.len()
-        )));
-    }
-    let length_bytes = source.read_at(0, 8, "the safetensors header length")?;
-    let mut length = [0u8; 8];
-    length.copy_from_slice(&length_bytes);
-    let header_length = u64::from_le_bytes(length);
-    if header_length > source.len() - 8 {
-        return Err(bad(format!(
-            "safetensors header length {header_length} (bytes 0..8) runs past the end of the file ({} bytes)",
-            source.len()
-        )));
-    }
-    if header_length > MAX_HEADER_LENGTH {
-        return Err(bad(format!(
-            "safetensors header length {header_length} exceeds the limit of {MAX_HEADER_LENGTH} bytes"
-        )));
-    }
-    let header = source.read_at(8, header_length, "the safetensors JSON header")?;
-    let entries: Entries = serde_json::from_slice(&header).map_err(|error| {
-        bad(format!(
-            "safetensors JSON header (bytes 8..{}): {error}",
-            8 + header_length
-        ))
-    })?;
-    let data_start = 8 + header_length;
-    let data_length = source.len() - data_start;
-    let mut tensors = Vec::new();
-    let mut metadata = Vec::new();
-    for (name, value) in entries.0 {
-        if name == "__metadata__" {
-            let serde_json::Value::Object(map) = value else {
-                return Err(bad(
-                    "safetensors header: __metadata__ is not a JSON object".to_owned()
-                ));
-            };
-            metadata.extend(map.iter().map(|(k, v)| (k.clone(), value_to_string(v))));
-            continue;
-        }
-        let info: RawInfo = serde_json::from_value(value)
-            .map_err(|error| bad(format!("safetensors header: tensor {name:?}: {error}")))?;
-        let dtype = dtype_of(&info.dtype).ok_or_else(|| {
-            bad(format!(
-                "safetensors header: tensor {name:?}: unsupported dtype {:?} (supported: {})",
-                info.dtype,
-                DTYPES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-            ))
-        })?;
-        if info.shape.len() > limits::MAX_RANK {
-            return Err(bad(format!(
-                "safetensors header: tensor {name:?}: rank {} exceeds {}",
-                info.shape.len(),
-                limits::MAX_RANK
-            )));
-        }
-        let (begin, end) = info.data_offsets;
-        if begin > end {
-            return Err(bad(format!(
-                "safetensors header: tensor {name:?}: data_offsets [{begin}, {end}] are reversed"
-            )));
-        }
-        if end > data_length {
-            return Err(bad(format!(
-                "safetensors header: tensor {name:?}: data_offsets [{begin}, {end}] run past the end of the data area ({data_length} bytes starting at {data_start})"
-            )));
-        }
-        let bits = dtype.bits().unwrap_or(8);
-        let expected = info
-            .shape
-            .iter()
-            .try_fold(1u128, |acc, &d| acc.checked_mul(u128::from(d)))
-            .and_then(|count| count.checked_mul(u128::from(bits)))
-            .map(|bits| bits.div_ceil(8));
-        if expected != Some(u128::from(end - begin)) {
-            return Err(bad(format!(
-                "safetensors header: tensor {name:?}: dtype {} with shape {:?} needs {} bytes but data_offsets [{begin}, {end}] hold {}",
-                info.dtype,
-                info.shape,
-                expected.map_or_else(|| "too many".to_owned(), |e| e.to_string()),
-                end - begin
-            )));
-        }
-        tensors.push(SourceTensor {
-            name,
-            dtype,
-            source_type: 0,
-            shape: info.shape,
-            file: file_index,
-            offset: data_start + begin,
-            length: end - begin,
-        });
-    }
-    tensors.sort_by_key(|t| (t.offset, t.length));
-    for pair in tensors.windows(2) {
-        if pair[1].offset < pair[0].offset + pair[0].length {
-            return Err(bad(format!(
-                "safetensors header: tensors {:?} (data {}..{}) and {:?} (data {}..{}) overlap",
-                pair[0].name,
-                pair[0].offset - data_start,
-                pair[0].offset - data_start + pair[0].length,
-                pair[1].name,
-                pair[1].offset - data_start,
-                pair[1].offset - data_start + pair[1].length,
-            )));
-        }
-    }
-    Ok(SafetensorsFile { tensors, metadata })
+    read_header(source, file_index).map(SafetensorsFile::from)
 }
 
 /// A sharded set described by a `model.safetensors.index.json`.
@@ -239,94 +89,29 @@ pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
         )));
     }
     let text = index_file.read_at(0, index_file.len(), "the index JSON")?;
-    let entries: Entries =
-        serde_json::from_slice(&text).map_err(|error| bad(format!("index JSON: {error}")))?;
+    let index = ShardIndex::parse(&text).map_err(|error| bad(error.to_string()))?;
     let mut metadata = MetadataList::default();
-    let mut weight_map: Option<Vec<(String, String)>> = None;
-    for (key, value) in entries.0 {
-        match (key.as_str(), value) {
-            ("metadata", serde_json::Value::Object(map)) => {
-                for (k, v) in map {
-                    metadata.insert(format!("safetensors.index.{k}"), value_to_string(&v));
-                }
-            }
-            ("weight_map", serde_json::Value::Object(map)) => {
-                let mut pairs = Vec::with_capacity(map.len());
-                for (tensor, shard) in map {
-                    let serde_json::Value::String(shard) = shard else {
-                        return Err(bad(format!(
-                            "index JSON: weight_map entry for tensor {tensor:?} is not a file name"
-                        )));
-                    };
-                    pairs.push((tensor, shard));
-                }
-                weight_map = Some(pairs);
-            }
-            ("metadata" | "weight_map", _) => {
-                return Err(bad(format!("index JSON: {key:?} is not a JSON object")));
-            }
-            _ => {}
-        }
+    for (key, value) in &index.metadata {
+        metadata.insert(format!("safetensors.index.{key}"), value.clone());
     }
-    let weight_map =
-        weight_map.ok_or_else(|| bad("index JSON has no \"weight_map\" object".to_owned()))?;
     let directory = index_path.parent().unwrap_or(Path::new("."));
-    let mut shard_names: Vec<&str> = weight_map.iter().map(|(_, s)| s.as_str()).collect();
-    shard_names.sort_unstable();
-    shard_names.dedup();
     let mut files = Vec::new();
+    let mut headers = Vec::new();
+    for (file_index, shard) in index.shards.iter().enumerate() {
+        let source = SourceFile::open(&directory.join(shard))?;
+        headers.push(read_header(&source, file_index)?);
+        files.push(source);
+    }
+    index
+        .check_shards(&headers)
+        .map_err(|error| bad(error.to_string()))?;
     let mut tensors: Vec<SourceTensor> = Vec::new();
-    let mut shard_of: HashMap<&str, usize> = HashMap::new();
-    for (file_index, shard) in shard_names.iter().enumerate() {
-        let relative = Path::new(shard);
-        if relative
-            .components()
-            .any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return Err(bad(format!(
-                "index JSON: shard {shard:?} is not a plain relative path inside the index directory"
-            )));
-        }
-        let shard_path: PathBuf = directory.join(relative);
-        let source = SourceFile::open(&shard_path)?;
-        let parsed = read_file(&source, file_index)?;
+    for header in headers {
+        let parsed = SafetensorsFile::from(header);
         for (key, value) in parsed.metadata {
             metadata.insert(key, value);
         }
-        for tensor in parsed.tensors {
-            tensors.push(tensor);
-        }
-        shard_of.insert(shard, file_index);
-        files.push(source);
-    }
-    let mut location: HashMap<&str, usize> = HashMap::with_capacity(tensors.len());
-    for tensor in &tensors {
-        if let Some(&first) = location.get(tensor.name.as_str()) {
-            return Err(bad(format!(
-                "tensor {:?} appears in two shards: {} and {}",
-                tensor.name,
-                files[first].path().display(),
-                files[tensor.file].path().display()
-            )));
-        }
-        location.insert(&tensor.name, tensor.file);
-    }
-    for (tensor, shard) in &weight_map {
-        let expected = shard_of.get(shard.as_str()).copied();
-        match location.get(tensor.as_str()) {
-            Some(&found) if Some(found) == expected => {}
-            Some(&found) => {
-                return Err(bad(format!(
-                    "index maps tensor {tensor:?} to {shard:?} but it is in {}",
-                    files[found].path().display()
-                )));
-            }
-            None => {
-                return Err(bad(format!(
-                    "index maps tensor {tensor:?} to {shard:?}, which does not contain it"
-                )));
-            }
-        }
+        tensors.extend(parsed.tensors);
     }
     Ok(ShardedSet {
         files,

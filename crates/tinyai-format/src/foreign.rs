@@ -1,0 +1,215 @@
+//! What the direct readers of other formats ([`crate::safetensors`], [`crate::gguf`])
+//! present: tensors with absolute byte ranges, and layers made of them by the
+//! shared [`crate::grouping`] rules.
+//!
+//! Unlike a `.tmai` layer, a layer of a safetensors or GGUF file is not a
+//! page-aligned run of its own: it is the byte range that covers its tensors,
+//! which may start and end anywhere, may share a page with a neighbouring layer,
+//! and may contain bytes of other layers' tensors or padding between its own
+//! tensors ([`LayerSpan::contiguous`] says whether it does). A layer of a sharded
+//! safetensors set has one span per shard it touches.
+//!
+//! # Example: reading a header on demand
+//! The parsers do no I/O; a caller reads the first bytes of the file and reads
+//! more when asked ([`SourceError::NeedMoreBytes`](crate::SourceError::NeedMoreBytes)).
+//! ```
+//! use tinyai_format::{GgufHeader, Grouping, SourceError, group_layers};
+//! # fn main() -> Result<(), SourceError> {
+//! // A GGUF v3 file with no metadata and one 4-element f32 tensor.
+//! let mut file = b"GGUF".to_vec();
+//! file.extend_from_slice(&3u32.to_le_bytes()); // version
+//! file.extend_from_slice(&1u64.to_le_bytes()); // tensor count
+//! file.extend_from_slice(&0u64.to_le_bytes()); // metadata count
+//! file.extend_from_slice(&(b"blk.0.w".len() as u64).to_le_bytes());
+//! file.extend_from_slice(b"blk.0.w");
+//! file.extend_from_slice(&1u32.to_le_bytes()); // dimensions
+//! file.extend_from_slice(&4u64.to_le_bytes()); // ne[0]
+//! file.extend_from_slice(&0u32.to_le_bytes()); // GGML type F32
+//! file.extend_from_slice(&0u64.to_le_bytes()); // offset in the data area
+//! file.resize(64 + 16, 0); // data area at 64 (alignment 32), 16 bytes
+//!
+//! let mut given = 16; // e.g. 64 KiB in real use
+//! let header = loop {
+//!     match GgufHeader::parse(&file[..given], file.len() as u64) {
+//!         Err(SourceError::NeedMoreBytes { needed, .. }) => given = needed as usize,
+//!         other => break other?,
+//!     }
+//! };
+//! assert_eq!((header.data_start, header.tensors[0].start, header.tensors[0].end), (64, 64, 80));
+//! let layers = group_layers(&header.tensors, &Grouping::Default);
+//! assert_eq!(layers[0].name, "layer.0");
+//! assert_eq!((layers[0].spans[0].start, layers[0].spans[0].contiguous), (64, true));
+//! # Ok(()) }
+//! ```
+
+use crate::DType;
+use crate::grouping::{Grouping, plan};
+
+/// One tensor of a safetensors or GGUF file, as its header describes it, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignTensor {
+    /// Full original name.
+    pub name: String,
+    /// Element type ([`DType::Ggml`] for GGML types with no plain equivalent).
+    pub dtype: DType,
+    /// GGML type id for [`DType::Ggml`], else 0.
+    pub source_type: u32,
+    /// Dimensions, outermost first (GGUF's innermost-first order is reversed).
+    pub shape: Vec<u64>,
+    /// Which file of the set holds it (0 for a single file; the shard index for a sharded set).
+    pub file: usize,
+    /// Absolute offset of its first byte in that file.
+    pub start: u64,
+    /// Absolute offset one past its last byte (`start + length`, checked).
+    pub end: u64,
+}
+
+impl ForeignTensor {
+    /// Length in bytes.
+    pub fn length(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// The bytes a layer covers in one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerSpan {
+    /// Which file of the set.
+    pub file: usize,
+    /// Absolute start of the first of the layer's tensors in that file.
+    pub start: u64,
+    /// Absolute end of the last of them.
+    pub end: u64,
+    /// Bytes of the layer's own tensors inside `start..end`.
+    pub tensor_bytes: u64,
+    /// Whether the layer's tensors fill `start..end` exactly (no padding, no other layer's tensors in between).
+    pub contiguous: bool,
+}
+
+/// A layer of a directly opened file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForeignLayer {
+    /// Layer name, as `tmai convert` would name it.
+    pub name: String,
+    /// Indices into the tensor list, in source order.
+    pub tensors: Vec<usize>,
+    /// The covering byte range per file, in file order (one span unless the layer spans shards).
+    pub spans: Vec<LayerSpan>,
+}
+
+/// Groups `tensors` (in source order) into layers with the rules `tmai convert` uses,
+/// in the order the converter writes them, each with its covering byte ranges.
+///
+/// The tensors must not overlap within a file (the readers check that).
+pub fn group_layers(tensors: &[ForeignTensor], grouping: &Grouping) -> Vec<ForeignLayer> {
+    let names: Vec<&str> = tensors.iter().map(|tensor| tensor.name.as_str()).collect();
+    plan(&names, grouping)
+        .into_iter()
+        .map(|layer| {
+            let mut members: Vec<&ForeignTensor> =
+                layer.tensors.iter().map(|&index| &tensors[index]).collect();
+            members.sort_by_key(|tensor| (tensor.file, tensor.start, tensor.end));
+            let mut spans: Vec<LayerSpan> = Vec::new();
+            for tensor in members {
+                match spans.last_mut() {
+                    Some(span) if span.file == tensor.file => {
+                        span.contiguous &= tensor.start == span.end;
+                        span.end = span.end.max(tensor.end);
+                        span.tensor_bytes += tensor.length();
+                    }
+                    _ => spans.push(LayerSpan {
+                        file: tensor.file,
+                        start: tensor.start,
+                        end: tensor.end,
+                        tensor_bytes: tensor.length(),
+                        contiguous: true,
+                    }),
+                }
+            }
+            ForeignLayer {
+                name: layer.name,
+                tensors: layer.tensors,
+                spans,
+            }
+        })
+        .collect()
+}
+
+/// Elements in `shape` (`None` on overflow of `u128`).
+pub(crate) fn element_count(shape: &[u64]) -> Option<u128> {
+    shape.iter().try_fold(1u128, |count, &dimension| {
+        count.checked_mul(u128::from(dimension))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(name: &str, file: usize, start: u64, end: u64) -> ForeignTensor {
+        ForeignTensor {
+            name: name.to_owned(),
+            dtype: DType::U8,
+            source_type: 0,
+            shape: vec![end - start],
+            file,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn spans_cover_tensors_and_say_when_they_are_interleaved() {
+        let tensors = [
+            tensor("layers.0.a", 0, 100, 110),
+            tensor("layers.1.a", 0, 110, 130),
+            tensor("layers.0.b", 0, 130, 131),
+            tensor("layers.1.b", 0, 131, 140),
+            tensor("layers.1.c", 1, 8, 16),
+            tensor("embed.w", 0, 10, 20),
+        ];
+        let layers = group_layers(&tensors, &Grouping::Default);
+        let names: Vec<&str> = layers.iter().map(|layer| layer.name.as_str()).collect();
+        assert_eq!(names, ["embed", "layer.0", "layer.1"]);
+        assert_eq!(
+            layers[0].spans,
+            [LayerSpan {
+                file: 0,
+                start: 10,
+                end: 20,
+                tensor_bytes: 10,
+                contiguous: true
+            }]
+        );
+        assert_eq!(
+            layers[1].spans,
+            [LayerSpan {
+                file: 0,
+                start: 100,
+                end: 131,
+                tensor_bytes: 11,
+                contiguous: false
+            }]
+        );
+        assert_eq!(layers[2].tensors, [1, 3, 4]);
+        assert_eq!(
+            layers[2].spans,
+            [
+                LayerSpan {
+                    file: 0,
+                    start: 110,
+                    end: 140,
+                    tensor_bytes: 29,
+                    contiguous: false
+                },
+                LayerSpan {
+                    file: 1,
+                    start: 8,
+                    end: 16,
+                    tensor_bytes: 8,
+                    contiguous: true
+                }
+            ]
+        );
+    }
+}

@@ -1,0 +1,340 @@
+//! Grouping tensors into layers by the layer number in their names.
+//!
+//! # Rules
+//!
+//! **Numbered tensors.** By default a tensor belongs to a numbered layer when its
+//! name contains `layers.N`, `layer.N`, `blk.N`, `h.N`, `block.N` or `blocks.N`
+//! as whole dot-separated components (the leftmost such match counts), e.g.
+//! `encoder.layer.3.attention.self.query.weight`, `model.layers.12.mlp.up_proj.weight`,
+//! `blk.0.attn_q.weight`, `transformer.h.5.ln_1.weight`. The part of the name up to
+//! and including the word (`encoder.layer`, `model.layers`, `blk`) is its *family*.
+//! When all numbered tensors share one family the layers are named `layer.N`;
+//! when there are several (an encoder and a decoder stack), `FAMILY.N`
+//! (`encoder.block.0`, `decoder.block.0`).
+//!
+//! **`--group-by REGEX`** replaces that rule: a tensor whose name matches the regex
+//! (search, not full match) belongs to the layer named by the text of the first
+//! capture group; a purely decimal capture `N` names the layer `layer.N`.
+//!
+//! **Other tensors** (no number, or no regex match) go into their own layers, one
+//! per *prefix*: the name's first dot-separated component, extended past leading
+//! wrapper components (`model`, `transformer`, `bert`, `roberta`, `base_model`,
+//! `language_model`, `gpt_neox`, `backbone`) as long as a non-final component
+//! follows. So `embeddings.word_embeddings.weight` → `embeddings`,
+//! `model.embed_tokens.weight` → `model.embed_tokens`, `model.norm.weight` →
+//! `model.norm`, `lm_head.weight` → `lm_head`, `token_embd.weight` → `token_embd`,
+//! `output_norm.weight` → `output_norm`, `pooler.dense.bias` → `pooler`.
+//!
+//! **Order.** First the "pre" layers: unnumbered layers whose name (lower-cased)
+//! contains `embed`, `embd`, `wte`, `wpe`, `shared`, `token`, `tok_`, `patch` or
+//! `position`, in order of first appearance in the source. Then the numbered layers:
+//! by family (first appearance), then numerically; with `--group-by`, by natural
+//! order of the layer name (digit runs compared as numbers). Then every other
+//! unnumbered layer (final norms, heads, poolers) in order of first appearance.
+//! Inside a layer, tensors keep their source order and their full original names.
+//! Layers that end up with the same name are merged.
+//!
+//! "Source order" is data-offset order for safetensors (shard by shard, shards in
+//! file-name order) and tensor-info order for GGUF.
+//!
+//! `tmai convert` and the direct safetensors and GGUF readers
+//! ([`crate::foreign::group_layers`]) share this one implementation.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// How tensors are assigned to layers.
+#[derive(Clone, Debug, Default)]
+pub enum Grouping {
+    /// The built-in `layers.N` / `layer.N` / `blk.N` / `h.N` / `block.N` / `blocks.N` rule.
+    #[default]
+    Default,
+    /// `--group-by`: the first capture group of this regex names the layer.
+    Regex(Regex),
+}
+
+/// One layer to write: its name and the indices of its tensors in source order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedLayer {
+    /// Layer name.
+    pub name: String,
+    /// Indices into the source tensor list, in source order.
+    pub tensors: Vec<usize>,
+}
+
+static DEFAULT_PATTERN: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"(?:^|\.)(layers|layer|blk|h|block|blocks)\.(\d+)(?:\.|$)").ok());
+
+const WRAPPERS: &[&str] = &[
+    "model",
+    "transformer",
+    "bert",
+    "roberta",
+    "base_model",
+    "language_model",
+    "gpt_neox",
+    "backbone",
+];
+
+const PRE_MARKERS: &[&str] = &[
+    "embed", "embd", "wte", "wpe", "shared", "token", "tok_", "patch", "position",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NaturalPart {
+    Text(String),
+    Number(u128),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Order {
+    Pre(usize),
+    Numbered(usize, u128),
+    Custom(Vec<NaturalPart>),
+    Post(usize),
+}
+
+enum Key {
+    Numbered { family: String, number: u128 },
+    Custom(String),
+    Ungrouped(String),
+}
+
+/// The layer prefix of an unnumbered tensor name (see the module docs).
+pub fn ungrouped_prefix(name: &str) -> String {
+    let components: Vec<&str> = name.split('.').collect();
+    let mut index = 0;
+    while index + 2 < components.len() && WRAPPERS.contains(&components[index]) {
+        index += 1;
+    }
+    components[..=index].join(".")
+}
+
+fn is_pre(prefix: &str) -> bool {
+    let lower = prefix.to_lowercase();
+    PRE_MARKERS.iter().any(|marker| lower.contains(marker))
+}
+
+fn natural_key(text: &str) -> Vec<NaturalPart> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut digits = false;
+    let flush = |current: &mut String, digits: bool, parts: &mut Vec<NaturalPart>| {
+        if current.is_empty() {
+            return;
+        }
+        let part = if digits {
+            NaturalPart::Number(current.parse().unwrap_or(u128::MAX))
+        } else {
+            NaturalPart::Text(current.clone())
+        };
+        parts.push(part);
+        current.clear();
+    };
+    for character in text.chars() {
+        let is_digit = character.is_ascii_digit();
+        if is_digit != digits {
+            flush(&mut current, digits, &mut parts);
+            digits = is_digit;
+        }
+        current.push(character);
+    }
+    flush(&mut current, digits, &mut parts);
+    parts
+}
+
+fn key_of(name: &str, grouping: &Grouping) -> Key {
+    match grouping {
+        Grouping::Default => {
+            if let Some(pattern) = DEFAULT_PATTERN.as_ref()
+                && let Some(captures) = pattern.captures(name)
+                && let (Some(word), Some(number)) = (captures.get(1), captures.get(2))
+                && let Ok(number) = number.as_str().parse::<u128>()
+            {
+                return Key::Numbered {
+                    family: name[..word.end()].to_owned(),
+                    number,
+                };
+            }
+        }
+        Grouping::Regex(pattern) => {
+            if let Some(capture) = pattern.captures(name).and_then(|c| c.get(1)) {
+                return Key::Custom(capture.as_str().to_owned());
+            }
+        }
+    }
+    Key::Ungrouped(ungrouped_prefix(name))
+}
+
+/// Assigns tensors (given by name, in source order) to layers, in file order.
+pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
+    let keys: Vec<Key> = names
+        .iter()
+        .map(|name| key_of(name.as_ref(), grouping))
+        .collect();
+    let mut families: Vec<&str> = Vec::new();
+    for key in &keys {
+        if let Key::Numbered { family, .. } = key
+            && !families.contains(&family.as_str())
+        {
+            families.push(family);
+        }
+    }
+    let mut layers: Vec<(Order, PlannedLayer)> = Vec::new();
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (index, key) in keys.iter().enumerate() {
+        let (name, order) = match key {
+            Key::Numbered { family, number } => {
+                let family_index = families
+                    .iter()
+                    .position(|f| f == family)
+                    .unwrap_or_default();
+                let name = if families.len() == 1 {
+                    format!("layer.{number}")
+                } else {
+                    format!("{family}.{number}")
+                };
+                (name, Order::Numbered(family_index, *number))
+            }
+            Key::Custom(capture) => {
+                let name = match capture.parse::<u128>() {
+                    Ok(number) if capture.bytes().all(|b| b.is_ascii_digit()) => {
+                        format!("layer.{number}")
+                    }
+                    _ => capture.clone(),
+                };
+                let order = Order::Custom(natural_key(&name));
+                (name, order)
+            }
+            Key::Ungrouped(prefix) => {
+                let order = if is_pre(prefix) {
+                    Order::Pre(layers.len())
+                } else {
+                    Order::Post(layers.len())
+                };
+                (prefix.clone(), order)
+            }
+        };
+        match by_name.get(&name) {
+            Some(&slot) => layers[slot].1.tensors.push(index),
+            None => {
+                by_name.insert(name.clone(), layers.len());
+                layers.push((
+                    order,
+                    PlannedLayer {
+                        name,
+                        tensors: vec![index],
+                    },
+                ));
+            }
+        }
+    }
+    layers.sort_by(|a, b| a.0.cmp(&b.0));
+    layers.into_iter().map(|(_, layer)| layer).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_of(layers: &[PlannedLayer]) -> Vec<&str> {
+        layers.iter().map(|layer| layer.name.as_str()).collect()
+    }
+
+    #[test]
+    fn bert_names_group_into_embeddings_layers_and_pooler() {
+        let names = [
+            "encoder.layer.10.output.dense.weight",
+            "embeddings.word_embeddings.weight",
+            "encoder.layer.2.output.dense.weight",
+            "pooler.dense.weight",
+            "embeddings.LayerNorm.bias",
+            "encoder.layer.2.attention.self.query.weight",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(
+            names_of(&layers),
+            ["embeddings", "layer.2", "layer.10", "pooler"]
+        );
+        assert_eq!(layers[0].tensors, [1, 4]);
+        assert_eq!(layers[1].tensors, [2, 5]);
+    }
+
+    #[test]
+    fn gguf_and_llama_names() {
+        let names = [
+            "output.weight",
+            "blk.1.attn_q.weight",
+            "token_embd.weight",
+            "blk.0.attn_q.weight",
+            "output_norm.weight",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(
+            names_of(&layers),
+            ["token_embd", "layer.0", "layer.1", "output", "output_norm"]
+        );
+        let names = [
+            "lm_head.weight",
+            "model.embed_tokens.weight",
+            "model.layers.0.mlp.up_proj.weight",
+            "model.norm.weight",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(
+            names_of(&layers),
+            ["model.embed_tokens", "layer.0", "lm_head", "model.norm"]
+        );
+    }
+
+    #[test]
+    fn several_families_keep_their_prefix() {
+        let names = [
+            "encoder.block.1.x",
+            "decoder.block.0.x",
+            "encoder.block.0.x",
+            "shared.weight",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(
+            names_of(&layers),
+            [
+                "shared",
+                "encoder.block.0",
+                "encoder.block.1",
+                "decoder.block.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_number_must_be_a_whole_component() {
+        let names = ["blocks.3x.weight", "hh.2.weight", "hidden.h.2.weight"];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(names_of(&layers), ["layer.2", "blocks", "hh"]);
+    }
+
+    #[test]
+    fn custom_regex_groups_by_its_first_capture() -> Result<(), regex::Error> {
+        let names = ["stage10.a", "stage2.a", "stage2.b", "head.w", "stem.w"];
+        let layers = plan(&names, &Grouping::Regex(Regex::new(r"^(stage\d+)\.")?));
+        assert_eq!(names_of(&layers), ["stage2", "stage10", "head", "stem"]);
+        let layers = plan(&names, &Grouping::Regex(Regex::new(r"^stage(\d+)\.")?));
+        assert_eq!(names_of(&layers), ["layer.2", "layer.10", "head", "stem"]);
+        Ok(())
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(ungrouped_prefix("weight"), "weight");
+        assert_eq!(ungrouped_prefix("model.weight"), "model");
+        assert_eq!(ungrouped_prefix("model.norm.weight"), "model.norm");
+        assert_eq!(
+            ungrouped_prefix("model.language_model.norm.weight"),
+            "model.language_model.norm"
+        );
+        assert_eq!(ungrouped_prefix(""), "");
+    }
+}
