@@ -244,6 +244,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn bert_names_group_into_embeddings_layers_and_pooler() {
         let names = [
             "encoder.layer.10.output.dense.weight",
@@ -263,6 +267,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn gguf_and_llama_names() {
         let names = [
             "output.weight",
@@ -290,6 +298,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn several_families_keep_their_prefix() {
         let names = [
             "encoder.block.1.x",
@@ -310,6 +322,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn a_number_must_be_a_whole_component() {
         let names = ["blocks.3x.weight", "hh.2.weight", "hidden.h.2.weight"];
         let layers = plan(&names, &Grouping::Default);
@@ -317,6 +333,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn custom_regex_groups_by_its_first_capture() -> Result<(), regex::Error> {
         let names = ["stage10.a", "stage2.a", "stage2.b", "head.w", "stem.w"];
         let layers = plan(&names, &Grouping::Regex(Regex::new(r"^(stage\d+)\.")?));
@@ -327,6 +347,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
     fn prefixes() {
         assert_eq!(ungrouped_prefix("weight"), "weight");
         assert_eq!(ungrouped_prefix("model.weight"), "model");
