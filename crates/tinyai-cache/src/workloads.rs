@@ -486,6 +486,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "generates traces of thousands of requests: minutes under Miri, and the crate has no unsafe code"
+    )]
     fn families_are_deterministic_and_in_range() {
         for family in Family::ALL {
             let a = family.trace(7, true);
@@ -509,6 +513,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "generates traces of thousands of requests: minutes under Miri, and the crate has no unsafe code"
+    )]
     fn dense_decode_touches_embedding_and_head_every_pass() {
         let t = dense_decode(3, 5);
         let layers = t.layer_sizes.len();
@@ -523,6 +531,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "generates traces of thousands of requests: minutes under Miri, and the crate has no unsafe code"
+    )]
     fn moe_routes_top_2_distinct_experts_per_block_with_skew() {
         let params = MoeParams {
             tokens: 400,
@@ -553,6 +565,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "generates traces of thousands of requests: minutes under Miri, and the crate has no unsafe code"
+    )]
     fn early_exit_makes_early_blocks_hotter() {
         let t = early_exit(9, 500);
         let mut counts = vec![0usize; t.layer_sizes.len()];
@@ -566,6 +582,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "generates traces of thousands of requests: minutes under Miri, and the crate has no unsafe code"
+    )]
     fn lora_swap_uses_one_adapter_per_request() {
         let t = lora_swap(4, &LoraParams::default());
         let first_adapter = t
