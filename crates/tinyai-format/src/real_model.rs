@@ -61,7 +61,16 @@ pub fn ensure(timeout: Duration) -> Result<PathBuf, String> {
     }
     let dir = default_dir();
     if !is_complete(&dir) {
-        fetch(&dir, timeout)?;
+        // Threads of one process (a test binary's tests) wait for one fetch
+        // instead of racing several; other processes fetch into their own
+        // download folders and rename into place, so they cannot collide.
+        static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = FETCHING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !is_complete(&dir) {
+            fetch(&dir, timeout)?;
+        }
     }
     Ok(dir)
 }
@@ -74,7 +83,7 @@ pub fn ensure(timeout: Duration) -> Result<PathBuf, String> {
 /// Says which step failed.
 pub fn fetch(dir: &Path, timeout: Duration) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let download = dir.join(format!(".download-{}", std::process::id()));
+    let download = dir.join(format!(".download-{}", unique_suffix()));
     let result = fetch_into(dir, &download, timeout);
     let _ = std::fs::remove_dir_all(&download);
     result
@@ -110,7 +119,7 @@ fn fetch_into(dir: &Path, download: &Path, timeout: Duration) -> Result<(), Stri
                   \x20       with z.open(folder + name) as src, open(part, 'wb') as dst:\n\
                   \x20           shutil.copyfileobj(src, dst, 1 << 20)\n\
                   \x20       os.replace(part, os.path.join(out, name))\n";
-    let suffix = format!(".partial-{}", std::process::id());
+    let suffix = format!(".partial-{}", unique_suffix());
     let extracted = run_bounded(
         Command::new("python3")
             .arg("-c")
@@ -128,6 +137,14 @@ fn fetch_into(dir: &Path, download: &Path, timeout: Duration) -> Result<(), Stri
         }
     }
     extracted
+}
+
+/// A name part no other fetch uses at the same time: the process id and a
+/// per-process counter (threads of one process share the id).
+fn unique_suffix() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{call}", std::process::id())
 }
 
 /// Runs `command` (output discarded), killing it after `timeout`.

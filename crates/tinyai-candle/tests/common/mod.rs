@@ -29,6 +29,12 @@ pub fn minilm() -> std::result::Result<MiniLm, String> {
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         matches!((modified(path), modified(&safetensors)), (Some(a), Some(b)) if a >= b)
     };
+    // The tests of one binary run on several threads: one converts, the
+    // others wait and reuse its file.
+    static CONVERTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = CONVERTING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !fresh(&tmai) {
         let partial = dir.join(format!("model.tmai.partial-{}", std::process::id()));
         let options = tinyai_cli::convert::ConvertOptions::default();
