@@ -48,6 +48,7 @@ pub mod error;
 pub mod forward;
 pub mod guard;
 mod hits;
+mod io;
 mod lookahead;
 pub mod model;
 mod partial;

@@ -368,6 +368,30 @@ impl MappedModel {
         Ok(())
     }
 
+    /// Test seam (not part of the supported API): like
+    /// [`inject_read_fault`](MappedModel::inject_read_fault), but the fault hits
+    /// the read request that covers byte `at` of layer `index` (a layer is read
+    /// in requests of 1 MiB, several in flight): a disk failing in the middle
+    /// of a layer.
+    #[doc(hidden)]
+    pub fn inject_read_fault_at(
+        &self,
+        index: u64,
+        at: u64,
+        fault: crate::source::InjectedFault,
+        times: u32,
+    ) -> Result<(), StoreError> {
+        self.shared.layer_id(index)?;
+        let (offset, length) = self.shared.span(index);
+        if at >= length.max(1) {
+            return Err(StoreError::InvalidConfig(format!(
+                "byte {at} is outside layer {index} ({length} bytes)"
+            )));
+        }
+        self.shared.source.inject_fault(offset + at, fault, times);
+        Ok(())
+    }
+
     /// A window of soft pins for one thread (see [`pin_soft`](MappedModel::pin_soft)).
     pub fn soft_window(&self) -> SoftWindow {
         let register = Arc::new(crate::room::WindowRegister::default());
@@ -667,6 +691,12 @@ impl MappedModel {
         let accesses = self.shared.slots.total_accesses();
         let mut stats = self.shared.counters.snapshot(accesses, cached, transient);
         stats.reclaim_pending_bytes = pending;
+        let source = &self.shared.source;
+        (stats.io_bandwidth, stats.io_latency) = source.tuner.estimate();
+        stats.io_depth = source.tuner.depth() as u64;
+        stats.buffers_reused = source.buffers.reused.load(Ordering::Relaxed);
+        stats.buffers_allocated = source.buffers.allocated.load(Ordering::Relaxed);
+        stats.pooled_bytes = source.buffers.bytes();
         stats
     }
 

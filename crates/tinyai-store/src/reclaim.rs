@@ -73,6 +73,7 @@ impl Shared {
     pub(crate) fn finish_evictions(&self, evictions: Evictions) {
         let Evictions { buffers, mapped } = evictions;
         let freed_buffers = !buffers.is_empty();
+        let room = if freed_buffers { self.pool_room() } else { 0 };
         for (index, buffer, unlock) in buffers {
             tracing::debug!(
                 layer = index,
@@ -82,7 +83,9 @@ impl Shared {
             if unlock {
                 crate::source::lock_slice(buffer.as_slice(), false, true);
             }
-            drop(buffer);
+            // Kept for the next load of the same size while pooled plus
+            // charged memory stays within the budget; freed otherwise.
+            self.source.buffers.give(*buffer, room);
         }
         if freed_buffers {
             // Loads waiting for an `Evicting` slot to become `Absent`.

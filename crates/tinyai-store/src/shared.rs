@@ -532,7 +532,12 @@ impl Shared {
             self.source.populate(index, offset, length)?;
             None
         } else {
-            Some(Box::new(self.source.read_owned(index, offset, length)?))
+            Some(Box::new(self.source.read_owned(
+                index,
+                offset,
+                length,
+                || self.pool_room(),
+            )?))
         };
         if verify {
             match &data {
@@ -564,6 +569,15 @@ impl Shared {
             "loaded layer"
         );
         Ok(data)
+    }
+
+    /// Bytes the owned backend's buffer pool may hold: the budget less
+    /// everything charged (so pooled plus charged memory stays within it).
+    pub(crate) fn pool_room(&self) -> u64 {
+        let state = self.lock();
+        self.config
+            .max_cache_size
+            .saturating_sub(state.engine.usage() + state.transient_charge + state.reclaim_pending)
     }
 
     /// Verifies layer `index`'s checksum against the file's bytes, read in

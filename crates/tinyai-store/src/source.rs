@@ -6,11 +6,13 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
 use crate::config::Backend;
 use crate::error::StoreError;
+use crate::io::{BufferPool, Tuner, chunks, run_requests};
 
 /// The system page size.
 pub(crate) fn page_size() -> u64 {
@@ -83,6 +85,21 @@ impl AlignedBuf {
         self.len
     }
 
+    /// The allocation's size in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// The allocation's alignment.
+    pub(crate) fn align(&self) -> usize {
+        self.layout.align()
+    }
+
+    /// Sets the payload length (at most the capacity) of a buffer being reused.
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len.min(self.layout.size());
+    }
+
     fn usable_mut(&mut self, capacity: usize) -> &mut [u8] {
         let capacity = capacity.min(self.layout.size());
         // SAFETY: `ptr` is valid for `layout.size()` zeroed bytes; `&mut self`
@@ -137,6 +154,11 @@ pub(crate) struct Source {
     inode: (u64, u64),
     access: Access,
     faults: Faults,
+    /// The device's bandwidth and latency as loads measured them (sizes the
+    /// requests in flight; see [`crate::io`]).
+    pub(crate) tuner: Tuner,
+    /// Owned backend: buffers of evicted layers, reused by later loads.
+    pub(crate) buffers: BufferPool,
 }
 
 fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -209,6 +231,8 @@ impl Source {
             inode: (metadata.dev(), metadata.ino()),
             access,
             faults: Faults::default(),
+            tuner: Tuner::default(),
+            buffers: BufferPool::default(),
         })
     }
 
@@ -337,33 +361,38 @@ impl Source {
             .store(!pending.is_empty(), std::sync::atomic::Ordering::Release);
     }
 
-    /// The injected failure of a read of `len` bytes at `offset`, if one is due.
-    fn injected(&self, layer: u64, offset: u64, len: u64) -> Result<(), StoreError> {
+    /// The injected failure due for a read request of `len` bytes at
+    /// `offset` (one whose range holds an armed fault's offset), if any.
+    fn injected(&self, offset: u64, len: u64) -> Option<InjectedFault> {
         if !self.faults.armed.load(std::sync::atomic::Ordering::Acquire) {
-            return Ok(());
+            return None;
         }
         let mut pending = self
             .faults
             .pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(at) = pending.iter().position(|&(start, ..)| start == offset) else {
-            return Ok(());
-        };
+        let at = pending
+            .iter()
+            .position(|&(start, ..)| start >= offset && start < offset + len.max(1))?;
         let fault = pending[at].1;
         pending[at].2 -= 1;
         if pending[at].2 == 0 {
             pending.remove(at);
         }
-        match fault {
-            InjectedFault::Eio => Err(StoreError::Io {
-                path: self.path.clone(),
-                action: "read",
-                source: std::io::Error::from_raw_os_error(libc::EIO),
-            }),
-            InjectedFault::ShortRead => {
-                Err(self.short_read(layer, offset, len, (len / 2) as usize))
+        Some(fault)
+    }
+
+    /// One read request's injected failure as the request's own would be:
+    /// `EIO`, or the file ending halfway through the request (`start`: the
+    /// request's offset in the layer).
+    fn injected_failure(&self, offset: u64, len: u64, start: u64) -> Result<(), Failure> {
+        match self.injected(offset, len) {
+            None => Ok(()),
+            Some(InjectedFault::Eio) => {
+                Err(Failure::Io(std::io::Error::from_raw_os_error(libc::EIO)))
             }
+            Some(InjectedFault::ShortRead) => Err(Failure::Short((start + len / 2) as usize)),
         }
     }
 
@@ -377,24 +406,30 @@ impl Source {
         if len == 0 {
             return Ok(());
         }
-        self.injected(layer, offset, len)?;
         // Start large asynchronous reads of exactly this range, then wait for the
-        // pages. (MADV_POPULATE_READ alone is a little faster here, but its faults
+        // pages, one request per chunk, several in flight (see `crate::io`).
+        // (MADV_POPULATE_READ alone is a little faster here, but its faults
         // trigger read-ahead past the layer's end, so resident memory overshoots the
         // budget; WILLNEED first means the faults find their pages present.)
         let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
-        match map.advise_range(Advice::PopulateRead, offset as usize, len as usize) {
+        let populated = run_requests(&self.tuner, chunks(offset, len), len, |(at, n)| {
+            self.injected_failure(at, n, at - offset)?;
+            map.advise_range(Advice::PopulateRead, at as usize, n as usize)
+                .map_err(Failure::Io)
+        });
+        match populated {
             Ok(()) => return Ok(()),
             // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ); touch below.
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(Failure::Io(error)) if error.raw_os_error() == Some(libc::EINVAL) => {}
             // EFAULT / EIO: a page could not be read from the file.
-            Err(source) => {
+            Err(Failure::Io(source)) => {
                 return Err(StoreError::Io {
                     path: self.path.clone(),
                     action: "read (populate)",
                     source,
                 });
             }
+            Err(Failure::Short(read)) => return Err(self.short_read(layer, offset, len, read)),
         }
         // Touch one byte per page, through the raw mapping (C callers may be
         // writing other bytes of these pages: no slice of them is made).
@@ -487,46 +522,87 @@ impl Source {
         vector.iter().filter(|&&v| v & 1 != 0).count() as u64 * page as u64
     }
 
-    /// Owned backend: reads a layer into a fresh aligned buffer.
+    /// Owned backend: reads a layer into an aligned buffer (a pooled one of
+    /// the same size when there is one, else a fresh one; `room`: the bytes
+    /// the pool may keep besides the charged layers, when a fresh one is
+    /// allocated), in requests of [`crate::io::CHUNK`] bytes with several in
+    /// flight.
     pub(crate) fn read_owned(
         &self,
         layer: u64,
         offset: u64,
         len: u64,
+        room: impl FnOnce() -> u64,
     ) -> Result<AlignedBuf, StoreError> {
-        self.injected(layer, offset, len)?;
         let page = page_size();
         let len_usize = usize::try_from(len).map_err(|_| {
             StoreError::InvalidConfig(format!(
                 "layer {layer} of {len} bytes does not fit in this address space"
             ))
         })?;
+        // O_DIRECT needs the whole transfer page-aligned: the buffer's capacity
+        // is rounded up to a page (buffered reads use the same, so one pool serves both).
+        let rounded = len.next_multiple_of(page) as usize;
+        let mut buffer = match self.buffers.take(len_usize, rounded, page as usize) {
+            Some(buffer) => buffer,
+            None => {
+                self.buffers.trim(room());
+                self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
+                AlignedBuf::zeroed(len_usize, rounded, page as usize)
+                    .ok_or_else(|| self.out_of_memory(len))?
+            }
+        };
         if let Access::Owned {
             direct: Some(direct),
         } = &self.access
             && offset.is_multiple_of(page)
             && len > 0
         {
-            let rounded = len.next_multiple_of(page) as usize;
-            let mut buffer = AlignedBuf::zeroed(len_usize, rounded, page as usize)
-                .ok_or_else(|| self.out_of_memory(len))?;
-            match read_fully(direct, offset, buffer.usable_mut(rounded)) {
-                Ok(read) if read >= len_usize => return Ok(buffer),
-                Ok(read) => return Err(self.short_read(layer, offset, len, read)),
-                Err(error) => {
+            match self.read_requests(direct, offset, buffer.usable_mut(rounded), len_usize) {
+                Ok(()) => return Ok(buffer),
+                Err(Failure::Short(read)) => return Err(self.short_read(layer, offset, len, read)),
+                Err(Failure::Io(error)) => {
                     tracing::debug!(%error, layer, "O_DIRECT read failed; retrying buffered");
                 }
             }
         }
         self.start_read(offset, len);
-        let mut buffer = AlignedBuf::zeroed(len_usize, len_usize, page as usize)
-            .ok_or_else(|| self.out_of_memory(len))?;
-        let read = read_fully(&self.file, offset, buffer.usable_mut(len_usize))
-            .map_err(io_error(&self.path, "read"))?;
-        if read < len_usize {
-            return Err(self.short_read(layer, offset, len, read));
+        match self.read_requests(&self.file, offset, buffer.usable_mut(len_usize), len_usize) {
+            Ok(()) => Ok(buffer),
+            Err(Failure::Short(read)) => Err(self.short_read(layer, offset, len, read)),
+            Err(Failure::Io(source)) => Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "read",
+                source,
+            }),
         }
-        Ok(buffer)
+    }
+
+    /// Fills `buf` from `file` at `offset` in [`crate::io::CHUNK`] requests,
+    /// several in flight; all but the bytes past `needed` must arrive (the last
+    /// request of an `O_DIRECT` read may run into the end of the file).
+    fn read_requests(
+        &self,
+        file: &File,
+        offset: u64,
+        buf: &mut [u8],
+        needed: usize,
+    ) -> Result<(), Failure> {
+        let total = buf.len() as u64;
+        let requests: Vec<(u64, &mut [u8])> = buf
+            .chunks_mut(crate::io::CHUNK as usize)
+            .enumerate()
+            .map(|(i, piece)| (i as u64 * crate::io::CHUNK, piece))
+            .collect();
+        run_requests(&self.tuner, requests, total, |(at, piece)| {
+            self.injected_failure(offset + at, piece.len() as u64, at)?;
+            let read = read_fully(file, offset + at, piece).map_err(Failure::Io)?;
+            let end = at as usize + read;
+            if read < piece.len() && end < needed {
+                return Err(Failure::Short(end));
+            }
+            Ok(())
+        })
     }
 
     fn out_of_memory(&self, len: u64) -> StoreError {
@@ -549,6 +625,14 @@ impl Source {
             read: read as u64,
         }
     }
+}
+
+/// Why a multi-request read failed.
+#[derive(Debug)]
+enum Failure {
+    Io(std::io::Error),
+    /// The file ended at this many bytes into the read.
+    Short(usize),
 }
 
 /// `pread` until the buffer is full or end of file; returns the bytes read.

@@ -56,6 +56,21 @@ pub struct Stats {
     /// Charged bytes of evicted layers whose pages the reclaim thread has not
     /// dropped yet (loads wait when these would push memory over the budget).
     pub reclaim_pending_bytes: u64,
+    /// The device's throughput as loads measured it, bytes per second (0
+    /// until a load of several requests finished).
+    pub io_bandwidth: u64,
+    /// The fastest read request's service time in recent loads.
+    pub io_latency: Duration,
+    /// Read requests one load keeps in flight now (bandwidth × latency, with
+    /// headroom; see the crate docs on the I/O pipeline).
+    pub io_depth: u64,
+    /// Owned backend: loads that reused the buffer of an evicted layer.
+    pub buffers_reused: u64,
+    /// Owned backend: loads that allocated a fresh buffer.
+    pub buffers_allocated: u64,
+    /// Owned backend: bytes of free buffers kept for reuse (within the budget
+    /// together with the charged bytes).
+    pub pooled_bytes: u64,
 }
 
 impl Stats {
@@ -90,6 +105,12 @@ impl Counters {
             cached_bytes,
             transient_bytes,
             reclaim_pending_bytes: 0,
+            io_bandwidth: 0,
+            io_latency: Duration::ZERO,
+            io_depth: 0,
+            buffers_reused: 0,
+            buffers_allocated: 0,
+            pooled_bytes: 0,
         }
     }
 }

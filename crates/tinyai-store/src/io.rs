@@ -1,0 +1,352 @@
+//! The I/O pipeline under the slot machinery: how one layer's bytes come off
+//! the device.
+//!
+//! A load of more than one [`CHUNK`] is split into requests of [`CHUNK`]
+//! bytes, issued in file order and kept outstanding `depth` at a time on a
+//! process-wide pool of [`MAX_DEPTH`] I/O workers (threads that block in
+//! `pread` or `MADV_POPULATE_READ`; they cost no CPU while they wait). One
+//! request at a time — a single large `pread` — leaves the device idle between
+//! the kernel's read-ahead windows: on this project's machine a 4 MiB-layer
+//! cold load through one buffered `pread` per layer ran at 0.35× of sixteen
+//! 1 MiB `O_DIRECT` requests in flight, and eight to sixteen requests in
+//! flight reached 0.9–1.1× of it (`cargo xtask bench store` measures the
+//! backends against the device).
+//!
+//! `depth` is sized from what the device shows (Little's law): bytes in flight
+//! = bandwidth × latency, with bandwidth the recent peak throughput of
+//! multi-request loads and latency the recent fastest request's service
+//! time, times [`HEADROOM`] so that the device's queue never runs dry between
+//! completions; clamped to `MIN_DEPTH..=MAX_DEPTH`, [`INITIAL_DEPTH`] before
+//! anything was measured. The same estimate sizes how far the prefetch
+//! pipeline advises ahead ([`Tuner::bytes_in_flight`]).
+//!
+//! How this relates to `prefetch_threads` (TinyAI's meaning: threads that
+//! prefetch): each prefetch thread (and each thread that misses) runs one
+//! layer load at a time, and each load keeps up to `depth` requests
+//! outstanding on the shared I/O workers, so more prefetch threads overlap
+//! more layers, not more requests per layer; the workers bound the requests
+//! in flight in the process to [`MAX_DEPTH`] per load and their number overall.
+//!
+//! Owned buffers come from a [`BufferPool`]: buffers of evicted layers are kept
+//! for the next load of the same size (no page faults, no zeroing, no
+//! `mmap`/`munmap` per load), as long as pooled plus charged memory stays
+//! within the budget.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::source::AlignedBuf;
+
+/// Bytes per request.
+pub(crate) const CHUNK: u64 = 1 << 20;
+/// Most requests one load keeps in flight (and the number of I/O workers).
+pub(crate) const MAX_DEPTH: usize = 16;
+/// Fewest requests one multi-request load keeps in flight.
+pub(crate) const MIN_DEPTH: usize = 4;
+/// Requests in flight before anything was measured.
+pub(crate) const INITIAL_DEPTH: usize = 8;
+/// Bytes in flight = bandwidth × latency × this.
+pub(crate) const HEADROOM: u64 = 4;
+
+/// The process's I/O workers, started on first use; `None` if no thread could
+/// be started (loads then issue their requests one after another).
+fn workers() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(MAX_DEPTH)
+            .thread_name(|i| format!("tinyai-io-{i}"))
+            .build()
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot start I/O workers; reading one request at a time");
+            })
+            .ok()
+    })
+    .as_ref()
+}
+
+/// The device's recent bandwidth and latency, as loads measured them.
+#[derive(Debug, Default)]
+pub(crate) struct Tuner {
+    /// Peak throughput of recent multi-request loads, bytes per second
+    /// (0: not measured yet). Decays by a quarter towards each new sample.
+    bandwidth: AtomicU64,
+    /// Fastest request's service time in recent loads, nanoseconds (0: not
+    /// measured yet); moving average, a quarter per sample.
+    latency_ns: AtomicU64,
+}
+
+impl Tuner {
+    /// Requests one load keeps in flight now.
+    pub(crate) fn depth(&self) -> usize {
+        let in_flight = self.bytes_in_flight();
+        if in_flight == 0 {
+            return INITIAL_DEPTH;
+        }
+        usize::try_from(in_flight.div_ceil(CHUNK))
+            .unwrap_or(MAX_DEPTH)
+            .clamp(MIN_DEPTH, MAX_DEPTH)
+    }
+
+    /// Bytes the device needs in flight to stay busy (bandwidth × latency ×
+    /// [`HEADROOM`]); 0 before anything was measured.
+    pub(crate) fn bytes_in_flight(&self) -> u64 {
+        let bandwidth = self.bandwidth.load(Ordering::Relaxed);
+        let latency = self.latency_ns.load(Ordering::Relaxed);
+        if bandwidth == 0 || latency == 0 {
+            return 0;
+        }
+        let product = u128::from(bandwidth) * u128::from(latency) / 1_000_000_000;
+        u64::try_from(product.saturating_mul(u128::from(HEADROOM))).unwrap_or(u64::MAX)
+    }
+
+    /// (bandwidth in bytes/s, latency) as measured so far.
+    pub(crate) fn estimate(&self) -> (u64, Duration) {
+        (
+            self.bandwidth.load(Ordering::Relaxed),
+            Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Notes a load of `bytes` in `requests` requests that took `elapsed`,
+    /// whose fastest request took `fastest`.
+    fn record(&self, bytes: u64, requests: usize, elapsed: Duration, fastest: Duration) {
+        if requests < 2 || elapsed.is_zero() {
+            return;
+        }
+        let throughput =
+            u64::try_from(u128::from(bytes) * 1_000_000_000 / elapsed.as_nanos().max(1))
+                .unwrap_or(u64::MAX);
+        // Racing updates may lose a sample; the estimate is advisory.
+        let old = self.bandwidth.load(Ordering::Relaxed);
+        let new = if throughput >= old {
+            throughput
+        } else {
+            old - (old - throughput) / 4
+        };
+        self.bandwidth.store(new, Ordering::Relaxed);
+        let fastest = u64::try_from(fastest.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let old = self.latency_ns.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            fastest
+        } else {
+            old - old / 4 + fastest / 4
+        };
+        self.latency_ns.store(new, Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on every request, in order, keeping up to `tuner.depth()` in
+/// flight on the I/O workers; returns the first error (requests not started
+/// by then are skipped). `bytes` is the load's size, for the tuner.
+pub(crate) fn run_requests<T, E>(
+    tuner: &Tuner,
+    requests: Vec<T>,
+    bytes: u64,
+    work: impl Fn(T) -> Result<(), E> + Sync,
+) -> Result<(), E>
+where
+    T: Send,
+    E: Send,
+{
+    let count = requests.len();
+    let depth = tuner.depth().min(count);
+    let pool = workers().filter(|_| depth > 1);
+    let Some(pool) = pool else {
+        return requests.into_iter().try_for_each(work);
+    };
+    let started = Instant::now();
+    let queue = Mutex::new(requests.into_iter());
+    let failed: Mutex<Option<E>> = Mutex::new(None);
+    let fastest = AtomicU64::new(u64::MAX);
+    pool.scope(|scope| {
+        for _ in 0..depth {
+            scope.spawn(|_| {
+                loop {
+                    if failed.lock().map_or(true, |slot| slot.is_some()) {
+                        return;
+                    }
+                    // Taken under the queue's lock: requests start in file order.
+                    let next = queue.lock().ok().and_then(|mut queue| queue.next());
+                    let Some(request) = next else { return };
+                    let began = Instant::now();
+                    let result = work(request);
+                    let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    fastest.fetch_min(took, Ordering::Relaxed);
+                    if let Err(error) = result {
+                        if let Ok(mut slot) = failed.lock() {
+                            slot.get_or_insert(error);
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    tuner.record(
+        bytes,
+        count,
+        started.elapsed(),
+        Duration::from_nanos(fastest.load(Ordering::Relaxed)),
+    );
+    Ok(())
+}
+
+/// `(offset, length)` of the requests covering `offset..offset + len`, each
+/// [`CHUNK`] bytes but the last.
+pub(crate) fn chunks(offset: u64, len: u64) -> Vec<(u64, u64)> {
+    let mut requests = Vec::with_capacity(usize::try_from(len.div_ceil(CHUNK)).unwrap_or(0));
+    let mut at = 0;
+    while at < len {
+        let n = CHUNK.min(len - at);
+        requests.push((offset + at, n));
+        at += n;
+    }
+    requests
+}
+
+/// Buffers of evicted layers, kept for the next load of the same capacity.
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Mutex<Vec<AlignedBuf>>,
+    /// Capacity of the buffers in `free`.
+    bytes: AtomicU64,
+    /// Loads served from the pool, and buffers allocated fresh.
+    pub(crate) reused: AtomicU64,
+    pub(crate) allocated: AtomicU64,
+}
+
+impl BufferPool {
+    /// A pooled buffer of exactly `capacity` bytes aligned to `align`, its
+    /// payload length set to `len` (its bytes are another layer's: the caller
+    /// overwrites all `len` of them or discards it).
+    pub(crate) fn take(&self, len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
+        let mut free = self.free.lock().ok()?;
+        let at = free
+            .iter()
+            .position(|buffer| buffer.capacity() == capacity && buffer.align() == align)?;
+        let mut buffer = free.swap_remove(at);
+        drop(free);
+        self.bytes.fetch_sub(capacity as u64, Ordering::Relaxed);
+        self.reused.fetch_add(1, Ordering::Relaxed);
+        buffer.set_len(len);
+        Some(buffer)
+    }
+
+    /// Keeps `buffer` if the pool stays within `room` bytes; frees it otherwise.
+    pub(crate) fn give(&self, buffer: AlignedBuf, room: u64) {
+        let capacity = buffer.capacity() as u64;
+        if capacity == 0 {
+            return;
+        }
+        let Ok(mut free) = self.free.lock() else {
+            return;
+        };
+        if self.bytes.load(Ordering::Relaxed) + capacity <= room {
+            self.bytes.fetch_add(capacity, Ordering::Relaxed);
+            free.push(buffer);
+        }
+    }
+
+    /// Frees pooled buffers until the pool holds at most `room` bytes.
+    pub(crate) fn trim(&self, room: u64) {
+        if self.bytes.load(Ordering::Relaxed) <= room {
+            return;
+        }
+        let Ok(mut free) = self.free.lock() else {
+            return;
+        };
+        while self.bytes.load(Ordering::Relaxed) > room {
+            let Some(buffer) = free.pop() else { break };
+            self.bytes
+                .fetch_sub(buffer.capacity() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Capacity of the pooled buffers.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_cover_the_range_in_order() {
+        assert_eq!(chunks(10, 0), vec![]);
+        assert_eq!(chunks(10, 5), vec![(10, 5)]);
+        assert_eq!(
+            chunks(0, 2 * CHUNK + 3),
+            vec![(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, 3)]
+        );
+    }
+
+    #[test]
+    fn depth_follows_bandwidth_times_latency() {
+        let tuner = Tuner::default();
+        assert_eq!(tuner.depth(), INITIAL_DEPTH);
+        // 1 GB/s and 2 ms: 2 MB in flight, × 4 headroom = 8 MB → 8 requests.
+        tuner.record(
+            64 << 20,
+            64,
+            Duration::from_nanos((64u64 << 20) * 1_000_000_000 / 1_000_000_000),
+            Duration::from_millis(2),
+        );
+        let (bandwidth, latency) = tuner.estimate();
+        assert_eq!(bandwidth, 1_000_000_000);
+        assert_eq!(latency, Duration::from_millis(2));
+        assert_eq!(tuner.depth(), 8);
+        // A fast device with short latency: the floor.
+        let fast = Tuner::default();
+        fast.record(
+            1 << 30,
+            1024,
+            Duration::from_millis(100),
+            Duration::from_micros(50),
+        );
+        assert_eq!(fast.depth(), MIN_DEPTH);
+        // A slow, long-latency one (network storage): the ceiling.
+        let far = Tuner::default();
+        far.record(
+            1 << 30,
+            1024,
+            Duration::from_millis(1000),
+            Duration::from_millis(40),
+        );
+        assert_eq!(far.depth(), MAX_DEPTH);
+        // A single request says nothing about the queue.
+        let single = Tuner::default();
+        single.record(
+            1 << 20,
+            1,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        );
+        assert_eq!(single.depth(), INITIAL_DEPTH);
+    }
+
+    #[test]
+    fn requests_run_all_and_stop_at_the_first_error() {
+        let tuner = Tuner::default();
+        let done = AtomicU64::new(0);
+        run_requests(&tuner, (0..100u64).collect(), 100, |i| {
+            done.fetch_add(i, Ordering::Relaxed);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(done.load(Ordering::Relaxed), (0..100).sum::<u64>());
+        let result = run_requests(&tuner, (0..100u64).collect(), 100, |i| {
+            if i == 3 { Err(i) } else { Ok(()) }
+        });
+        assert_eq!(result, Err(3));
+    }
+}

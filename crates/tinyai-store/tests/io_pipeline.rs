@@ -1,0 +1,185 @@
+//! The I/O pipeline (issue 13): layers larger than one read request are read
+//! in 1 MiB requests, several in flight, into buffers the owned backend reuses
+//! across evictions. Every byte must be right in every backend and I/O mode,
+//! whatever the layer's size relative to a request; a request failing in the
+//! middle of a layer is a typed error at the `get` that needs the layer,
+//! charges nothing and leaves the model usable; closing with multi-request
+//! loads in flight neither hangs nor crashes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use tinyai_store::{Backend, CacheState, InjectedFault, MappedModel, StoreConfig, StoreError};
+
+/// Sizes around the 1 MiB request: below, exactly, one byte over, several and
+/// a ragged tail, and a page.
+const SIZES: [u64; 8] = [
+    MIB / 2,
+    MIB,
+    MIB + 1,
+    3 * MIB + MIB / 2,
+    4096,
+    5 * MIB + 12_345,
+    2 * MIB,
+    MIB - 1,
+];
+
+#[test]
+fn every_byte_is_right_in_every_backend_whatever_the_layer_size() {
+    let fixture = fixture(131, &SIZES, 3);
+    for backend in BACKENDS {
+        for prefetch in [false, true] {
+            // Room for about two of the large layers: every pass evicts.
+            let config = StoreConfig {
+                prefetch_enabled: prefetch,
+                ..config(12 * MIB, backend)
+            };
+            let model = MappedModel::open(&fixture.path, config).unwrap();
+            for _pass in 0..3 {
+                for index in 0..model.layer_count() {
+                    assert_layer_matches(&model, &fixture, index);
+                    assert!(model.memory_usage() <= 12 * MIB, "{backend:?}");
+                }
+            }
+            // And in reverse, so reused buffers serve other layers than before.
+            for index in (0..model.layer_count()).rev() {
+                assert_layer_matches(&model, &fixture, index);
+            }
+            let stats = model.stats();
+            assert!(stats.evictions > 0, "{backend:?}: nothing was evicted");
+            if matches!(backend, Backend::Owned { .. }) {
+                assert!(
+                    stats.buffers_reused > 0,
+                    "{backend:?}: no evicted layer's buffer was reused ({stats:?})"
+                );
+                assert!(
+                    stats.pooled_bytes + model.memory_usage() <= 12 * MIB,
+                    "{backend:?}: pooled plus charged exceeds the budget ({stats:?})"
+                );
+            }
+            assert!(
+                stats.io_depth >= 1,
+                "{backend:?}: no I/O depth reported ({stats:?})"
+            );
+        }
+    }
+}
+
+#[test]
+fn multi_request_loads_measure_the_device() {
+    let fixture = fixture(132, &[4 * MIB; 4], 1);
+    for backend in BACKENDS {
+        let model = MappedModel::open(&fixture.path, config(64 * MIB, backend)).unwrap();
+        for index in 0..model.layer_count() {
+            assert_layer_matches(&model, &fixture, index);
+        }
+        let stats = model.stats();
+        assert!(
+            stats.io_bandwidth > 0 && !stats.io_latency.is_zero(),
+            "{backend:?}: 4 MiB loads (4 requests each) measured nothing: {stats:?}"
+        );
+        assert!((4..=16).contains(&stats.io_depth), "{stats:?}");
+    }
+}
+
+fn is_fault(error: &StoreError, fault: InjectedFault, layer: u64) -> bool {
+    match (fault, error) {
+        (InjectedFault::Eio, StoreError::Io { source, .. }) => {
+            source.raw_os_error() == Some(libc::EIO)
+        }
+        (InjectedFault::ShortRead, StoreError::ShortRead { layer: at, .. }) => *at == layer,
+        _ => false,
+    }
+}
+
+#[test]
+fn a_request_failing_mid_layer_is_an_error_at_the_get_and_charges_nothing() {
+    let fixture = fixture(133, &SIZES, 2);
+    let layer = 5; // 5 MiB + 12 345 bytes: six requests
+    for backend in BACKENDS {
+        for fault in [InjectedFault::Eio, InjectedFault::ShortRead] {
+            for prefetch in [false, true] {
+                let config = StoreConfig {
+                    prefetch_enabled: prefetch,
+                    ..config(16 * MIB, backend)
+                };
+                let model = MappedModel::open(&fixture.path, config).unwrap();
+                assert_layer_matches(&model, &fixture, 0);
+                let before = model.memory_usage();
+                // The fourth request of the layer fails, every time until cleared.
+                model
+                    .inject_read_fault_at(layer, 3 * MIB + 100, fault, u32::MAX)
+                    .unwrap();
+                if prefetch {
+                    let _ = model.prefetch(layer).unwrap();
+                    assert!(wait_for(
+                        || model.descriptor(layer).unwrap().state != CacheState::Loading
+                    ));
+                }
+                let Err(error) = model.get(layer) else {
+                    panic!("{backend:?} {fault:?}: the read of layer {layer} succeeded");
+                };
+                assert!(
+                    is_fault(&error, fault, layer),
+                    "{backend:?} {fault:?}: {error}"
+                );
+                assert_eq!(
+                    model.descriptor(layer).unwrap().state,
+                    CacheState::NotLoaded
+                );
+                assert_eq!(
+                    model.memory_usage(),
+                    before,
+                    "{backend:?} {fault:?}: charged"
+                );
+                assert_layer_matches(&model, &fixture, 3);
+                assert_layer_matches(&model, &fixture, 6);
+                model
+                    .inject_read_fault_at(layer, 3 * MIB + 100, fault, 0)
+                    .unwrap();
+                assert_layer_matches(&model, &fixture, layer);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fault_outside_the_layer_is_refused() {
+    let fixture = fixture(134, &[MIB; 2], 1);
+    let model = MappedModel::open(&fixture.path, StoreConfig::default()).unwrap();
+    assert!(
+        model
+            .inject_read_fault_at(0, MIB, InjectedFault::Eio, 1)
+            .is_err()
+    );
+    assert!(
+        model
+            .inject_read_fault_at(2, 0, InjectedFault::Eio, 1)
+            .is_err()
+    );
+}
+
+#[test]
+fn close_with_multi_request_loads_in_flight_neither_hangs_nor_crashes() {
+    let fixture = fixture(135, &[3 * MIB; 12], 1);
+    for backend in BACKENDS {
+        for round in 0..4 {
+            let config = StoreConfig {
+                prefetch_threads: 2,
+                ..config(12 * MIB, backend)
+            };
+            let model = MappedModel::open(&fixture.path, config).unwrap();
+            if round % 2 == 1 {
+                model
+                    .inject_read_fault_at(4, 2 * MIB, InjectedFault::Eio, u32::MAX)
+                    .unwrap();
+            }
+            for index in 0..model.layer_count() {
+                let _ = model.prefetch(index).unwrap();
+            }
+            assert_layer_matches(&model, &fixture, 0);
+            drop(model); // cancels queued reads, waits for those in flight
+        }
+    }
+}
