@@ -159,7 +159,7 @@ impl Shared {
         } = task;
         let id = LayerId(index as u32);
         let slot = self.slots.at(index as usize);
-        let (stale, next) = {
+        let (stale, ahead) = {
             let mut state = self.lock();
             state.queued_reads.retain(|&queued| queued != index);
             let stale = self.closed.load(Ordering::Acquire)
@@ -167,15 +167,18 @@ impl Shared {
                     state.stream_epochs.get(&stream).copied().unwrap_or(0) != epoch
                 })
                 || (state.meta[index as usize].transient_load && !state.window.contains(id));
-            (
-                stale && state.meta[index as usize].prefetch_only,
-                state.queued_reads.front().copied(),
-            )
+            let stale = stale && state.meta[index as usize].prefetch_only;
+            let ahead = if stale {
+                Vec::new()
+            } else {
+                self.reads_to_start(&mut state)
+            };
+            (stale, ahead)
         };
-        // Keep the device busy: queue the read of the next queued prefetch (already
-        // charged, so this stays in budget) before waiting for this one's pages.
-        if let Some(next) = next.filter(|_| !stale) {
-            let (offset, length) = self.span(next);
+        // Keep the device busy: start the reads of the queued prefetches
+        // (already charged, so this stays in budget) before waiting for this
+        // one's pages.
+        for (offset, length) in ahead {
             self.source.start_read(offset, length);
         }
         let loaded = if stale {
@@ -189,6 +192,7 @@ impl Shared {
             let mut state = self.lock();
             let transient = state.meta[index as usize].transient_load;
             let unused = std::mem::take(&mut state.meta[index as usize].prefetch_only);
+            let advised = std::mem::take(&mut state.meta[index as usize].advised);
             if std::mem::take(&mut state.meta[index as usize].orphaned) {
                 state.orphaned_charge -= self.charge(&state, index);
             }
@@ -219,6 +223,13 @@ impl Shared {
                             tracing::trace!(layer = index, "stale prefetch cancelled");
                         }
                     }
+                    if advised && failed.is_none() {
+                        // Its read was started ahead and nobody will use it:
+                        // the pages must not stay resident uncharged.
+                        let (offset, length) = self.span(index);
+                        self.source
+                            .drop_pages(offset, length, self.config.keep_page_cache);
+                    }
                     drop(slot.set_absent());
                     if transient {
                         state.window.remove(id);
@@ -235,6 +246,28 @@ impl Shared {
         if self.over_budget.load(Ordering::Relaxed) {
             self.back_within_budget();
         }
+    }
+
+    /// The reads to start ahead of the queued prefetches, oldest first, as
+    /// long as the bytes started stay within what the device needs in flight
+    /// ([`crate::io::Tuner::bytes_in_flight`]; at least the next one):
+    /// adjacent layers merged into one request, issued in file order. Marks
+    /// them advised, so each is started once.
+    fn reads_to_start(&self, state: &mut State) -> Vec<(u64, u64)> {
+        let target = self.source.tuner.bytes_in_flight();
+        let mut started = 0u64;
+        let mut spans = Vec::new();
+        for (position, &queued) in state.queued_reads.iter().enumerate() {
+            let (offset, length) = self.span(queued);
+            if position > 0 && started + length > target {
+                break;
+            }
+            started += length;
+            if !std::mem::replace(&mut state.meta[queued as usize].advised, true) {
+                spans.push((offset, length));
+            }
+        }
+        merge_adjacent(spans)
     }
 
     /// Automatic prefetch after a demand access of `index` by this thread's stream.
@@ -376,5 +409,35 @@ impl Shared {
             self.drop_window_layers(&mut state, &unused, &mut evictions);
         }
         self.finish_evictions(evictions);
+    }
+}
+
+/// Sorts byte ranges by offset and merges those that touch or overlap.
+fn merge_adjacent(mut spans: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    spans.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(spans.len());
+    for (offset, length) in spans {
+        match merged.last_mut() {
+            Some((start, len)) if offset <= *start + *len => {
+                *len = (*len).max(offset + length - *start);
+            }
+            _ => merged.push((offset, length)),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge_adjacent;
+
+    #[test]
+    fn adjacent_reads_merge_into_one_request_in_file_order() {
+        assert_eq!(merge_adjacent(vec![]), vec![]);
+        assert_eq!(
+            merge_adjacent(vec![(200, 100), (0, 100), (100, 100), (500, 10)]),
+            vec![(0, 300), (500, 10)]
+        );
+        assert_eq!(merge_adjacent(vec![(0, 100), (50, 10)]), vec![(0, 100)]);
     }
 }

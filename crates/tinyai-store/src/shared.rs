@@ -43,6 +43,9 @@ pub(crate) struct LayerMeta {
     /// While `Loading` into the window: the window let it go meanwhile (its loader
     /// will drop it unless a demand waits), see `State::orphaned_charge`.
     pub(crate) orphaned: bool,
+    /// While `Loading` by a queued prefetch: its read was started ahead
+    /// (`MADV_WILLNEED` / `POSIX_FADV_WILLNEED`) by an earlier prefetch.
+    pub(crate) advised: bool,
 }
 
 /// Everything behind the state lock.
