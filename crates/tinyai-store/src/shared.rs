@@ -502,7 +502,12 @@ impl Shared {
         let meta = &mut state.meta[index as usize];
         meta.prefetch_only = prefetch;
         meta.transient_load = transient;
-        self.config.verify_checksums && !meta.verified
+        let verify = self.config.verify_checksums && !meta.verified;
+        // The load's charge is in: pooled buffers must fit beside it.
+        if self.source.buffers.bytes() > 0 {
+            self.source.buffers.trim(self.room_beside(state));
+        }
+        verify
     }
 
     /// Waits until evicted pages still being dropped no longer push memory over
@@ -577,7 +582,11 @@ impl Shared {
     /// Bytes the owned backend's buffer pool may hold: the budget less
     /// everything charged (so pooled plus charged memory stays within it).
     pub(crate) fn pool_room(&self) -> u64 {
-        let state = self.lock();
+        self.room_beside(&self.lock())
+    }
+
+    /// The budget less everything `state` charges (pages still being dropped included).
+    pub(crate) fn room_beside(&self, state: &State) -> u64 {
         self.config
             .max_cache_size
             .saturating_sub(state.engine.usage() + state.transient_charge + state.reclaim_pending)

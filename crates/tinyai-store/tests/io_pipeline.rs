@@ -40,6 +40,15 @@ fn every_byte_is_right_in_every_backend_whatever_the_layer_size() {
                 for index in 0..model.layer_count() {
                     assert_layer_matches(&model, &fixture, index);
                     assert!(model.memory_usage() <= 12 * MIB, "{backend:?}");
+                    if !prefetch {
+                        // Nothing runs in the background: the two readings agree.
+                        let pooled = model.stats().pooled_bytes;
+                        assert!(
+                            pooled + model.memory_usage() <= 12 * MIB,
+                            "{backend:?}: {pooled} pooled bytes beside {} charged exceed the budget",
+                            model.memory_usage()
+                        );
+                    }
                 }
             }
             // And in reverse, so reused buffers serve other layers than before.
