@@ -74,6 +74,12 @@ pub struct StoreConfig {
     /// evicted pages, so that neither the caller nor the prefetch threads wait
     /// for it (pages it has not dropped yet stay charged: a load waits rather
     /// than push memory over the budget).
+    ///
+    /// I/O depth is separate: every load (a prefetch thread's, or a missing
+    /// caller's) reads its layer in 1 MiB requests, several in flight on the
+    /// process's shared I/O workers, as many as the device's measured
+    /// bandwidth × latency calls for ([`crate::Stats::io_depth`]). More prefetch
+    /// threads overlap more layers, not more requests per layer.
     pub prefetch_threads: usize,
     /// `true` (default): the adaptive policy (scan-resistant, frequency- and
     /// priority-aware). `false`: TinyAI's classic score
