@@ -168,7 +168,9 @@ class Model:
         """hits, misses, bypasses, bytes_read, evictions, prefetch_issued,
         prefetch_used, prefetch_wasted, prefetch_cancelled, checksum_failures,
         checksums_verified,
-        load_time (s), cached_bytes, transient_bytes, reclaim_pending_bytes, hit_ratio."""
+        load_time (s), cached_bytes, transient_bytes, reclaim_pending_bytes,
+        io_bandwidth (bytes/s), io_latency (s), io_depth, buffers_reused,
+        buffers_allocated, pooled_bytes, hit_ratio."""
     def read_tensor_bytes(self, index: int, name: str, start: int, length: int) -> bytes:
         """``length`` bytes of tensor ``name`` of layer ``index`` from ``start``,
         read from the file without loading or charging the layer (gathering

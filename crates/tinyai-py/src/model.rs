@@ -169,6 +169,12 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<
     dict.set_item("cached_bytes", stats.cached_bytes)?;
     dict.set_item("transient_bytes", stats.transient_bytes)?;
     dict.set_item("reclaim_pending_bytes", stats.reclaim_pending_bytes)?;
+    dict.set_item("io_bandwidth", stats.io_bandwidth)?;
+    dict.set_item("io_latency", stats.io_latency.as_secs_f64())?;
+    dict.set_item("io_depth", stats.io_depth)?;
+    dict.set_item("buffers_reused", stats.buffers_reused)?;
+    dict.set_item("buffers_allocated", stats.buffers_allocated)?;
+    dict.set_item("pooled_bytes", stats.pooled_bytes)?;
     dict.set_item("hit_ratio", stats.hit_ratio())?;
     Ok(dict)
 }
