@@ -1,8 +1,9 @@
 //! The I/O pipeline under the slot machinery: how one layer's bytes come off
 //! the device.
 //!
-//! A load of more than one [`CHUNK`] is split into requests of [`CHUNK`]
-//! bytes, issued in file order and kept outstanding `depth` at a time on a
+//! A load is split into `depth` requests (of [`MIN_CHUNK`] to [`CHUNK`]
+//! bytes, see [`Tuner::request_size`]), issued in file order and kept
+//! outstanding `depth` at a time on a
 //! process-wide pool of [`MAX_DEPTH`] I/O workers (threads that block in
 //! `pread` or `MADV_POPULATE_READ`; they cost no CPU while they wait). One
 //! request at a time — a single large `pread` — leaves the device idle between
@@ -38,8 +39,11 @@ use std::time::{Duration, Instant};
 
 use crate::source::AlignedBuf;
 
-/// Bytes per request.
+/// Largest request, in bytes.
 pub(crate) const CHUNK: u64 = 1 << 20;
+/// Smallest request a layer is split into, in bytes (a multiple of any page
+/// size up to 64 KiB, as `O_DIRECT` needs).
+pub(crate) const MIN_CHUNK: u64 = 256 << 10;
 /// Most requests one load keeps in flight (and the number of I/O workers).
 pub(crate) const MAX_DEPTH: usize = 16;
 /// Fewest requests one multi-request load keeps in flight.
@@ -87,6 +91,17 @@ impl Tuner {
         usize::try_from(in_flight.div_ceil(CHUNK))
             .unwrap_or(MAX_DEPTH)
             .clamp(MIN_DEPTH, MAX_DEPTH)
+    }
+
+    /// The request size for a load of `len` bytes: the layer split into
+    /// [`depth`](Tuner::depth) requests, so one load alone keeps the device's
+    /// queue as deep as it needs (an `O_DIRECT` read has no kernel read-ahead
+    /// to do it), within [`MIN_CHUNK`]..=[`CHUNK`], in multiples of 64 KiB.
+    pub(crate) fn request_size(&self, len: u64) -> u64 {
+        let depth = self.depth() as u64;
+        len.div_ceil(depth)
+            .next_multiple_of(64 << 10)
+            .clamp(MIN_CHUNK, CHUNK)
     }
 
     /// Bytes the device needs in flight to stay busy (bandwidth × latency ×
@@ -200,12 +215,13 @@ where
 }
 
 /// `(offset, length)` of the requests covering `offset..offset + len`, each
-/// [`CHUNK`] bytes but the last.
-pub(crate) fn chunks(offset: u64, len: u64) -> Vec<(u64, u64)> {
-    let mut requests = Vec::with_capacity(usize::try_from(len.div_ceil(CHUNK)).unwrap_or(0));
+/// `size` bytes but the last.
+pub(crate) fn chunks(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
+    let size = size.max(1);
+    let mut requests = Vec::with_capacity(usize::try_from(len.div_ceil(size)).unwrap_or(0));
     let mut at = 0;
     while at < len {
-        let n = CHUNK.min(len - at);
+        let n = size.min(len - at);
         requests.push((offset + at, n));
         at += n;
     }
@@ -283,12 +299,24 @@ mod tests {
 
     #[test]
     fn requests_cover_the_range_in_order() {
-        assert_eq!(chunks(10, 0), vec![]);
-        assert_eq!(chunks(10, 5), vec![(10, 5)]);
+        assert_eq!(chunks(10, 0, CHUNK), vec![]);
+        assert_eq!(chunks(10, 5, CHUNK), vec![(10, 5)]);
         assert_eq!(
-            chunks(0, 2 * CHUNK + 3),
+            chunks(0, 2 * CHUNK + 3, CHUNK),
             vec![(0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, 3)]
         );
+    }
+
+    #[test]
+    fn a_layer_is_split_into_as_many_requests_as_the_depth() {
+        let tuner = Tuner::default();
+        // Depth 8 before measuring: 4 MiB in 512 KiB requests.
+        assert_eq!(tuner.request_size(4 << 20), 512 << 10);
+        // Never below the floor, never above a mebibyte.
+        assert_eq!(tuner.request_size(4096), MIN_CHUNK);
+        assert_eq!(tuner.request_size(1 << 30), CHUNK);
+        // Ragged sizes round up to 64 KiB.
+        assert_eq!(tuner.request_size(3 << 20) % (64 << 10), 0);
     }
 
     #[test]

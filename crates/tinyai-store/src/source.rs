@@ -412,7 +412,8 @@ impl Source {
         // trigger read-ahead past the layer's end, so resident memory overshoots the
         // budget; WILLNEED first means the faults find their pages present.)
         let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
-        let populated = run_requests(&self.tuner, chunks(offset, len), len, |(at, n)| {
+        let size = self.tuner.request_size(len);
+        let populated = run_requests(&self.tuner, chunks(offset, len, size), len, |(at, n)| {
             self.injected_failure(at, n, at - offset)?;
             map.advise_range(Advice::PopulateRead, at as usize, n as usize)
                 .map_err(Failure::Io)
@@ -589,10 +590,11 @@ impl Source {
         needed: usize,
     ) -> Result<(), Failure> {
         let total = buf.len() as u64;
+        let size = self.tuner.request_size(total);
         let requests: Vec<(u64, &mut [u8])> = buf
-            .chunks_mut(crate::io::CHUNK as usize)
+            .chunks_mut(size as usize)
             .enumerate()
-            .map(|(i, piece)| (i as u64 * crate::io::CHUNK, piece))
+            .map(|(i, piece)| (i as u64 * size, piece))
             .collect();
         run_requests(&self.tuner, requests, total, |(at, piece)| {
             self.injected_failure(offset + at, piece.len() as u64, at)?;
