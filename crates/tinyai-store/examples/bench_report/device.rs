@@ -45,7 +45,35 @@ impl Device {
     /// Chooses the tool: `fio` if on PATH (installing it with `apt-get` once,
     /// bounded by a timeout, when we are root and it is missing), trying libaio
     /// then psync on `path`; else the bench's own O_DIRECT reader.
+    ///
+    /// `TINYAI_BENCH_DEVICE=own` or `=fio-psync` forces a tool (to exercise
+    /// the fallbacks).
     pub fn choose(path: &Path) -> Device {
+        match std::env::var("TINYAI_BENCH_DEVICE").as_deref() {
+            Ok("own") => {
+                let note =
+                    "forced by TINYAI_BENCH_DEVICE=own: the device limit is the bench's own \
+                            O_DIRECT reader (1 MiB blocks, 16 in flight)"
+                        .to_owned();
+                progress(&note);
+                return Device {
+                    tool: Tool::Own,
+                    note,
+                };
+            }
+            Ok("fio-psync") => {
+                let note =
+                    "forced by TINYAI_BENCH_DEVICE=fio-psync: fio (psync), sequential read, \
+                            O_DIRECT, 1 MiB blocks, 16 jobs over 16 slices of the file"
+                        .to_owned();
+                progress(&note);
+                return Device {
+                    tool: Tool::FioPsync,
+                    note,
+                };
+            }
+            _ => {}
+        }
         let mut install_note = String::new();
         if !fio_on_path() {
             install_note = try_install_fio();
