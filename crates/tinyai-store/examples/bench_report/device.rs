@@ -165,12 +165,18 @@ fn fio_on_path() -> bool {
 fn try_install_fio() -> String {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let apt = Path::new("/usr/bin/apt-get").exists();
-    if !root || !apt {
+    let Some(apt) = ["/usr/bin/apt-get", "/bin/apt-get"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+    else {
+        return String::new();
+    };
+    if !root {
         return String::new();
     }
     progress("fio not on PATH: trying `apt-get install -y fio` (at most 120 s)");
-    let child = Command::new("apt-get")
+    let child = Command::new(apt)
         .args(["install", "-y", "-q", "fio"])
         .env("DEBIAN_FRONTEND", "noninteractive")
         .stdin(Stdio::null())
@@ -183,7 +189,9 @@ fn try_install_fio() -> String {
     let start = Instant::now();
     loop {
         match child.try_wait() {
-            Ok(Some(status)) if status.success() => return " (installed by the bench)".to_owned(),
+            Ok(Some(status)) if status.success() => {
+                return " (`apt-get install fio` succeeded)".to_owned();
+            }
             Ok(Some(status)) => return format!(" (apt-get install fio failed: {status})"),
             Ok(None) if start.elapsed() > Duration::from_secs(120) => {
                 let _ = child.kill();
