@@ -11,6 +11,8 @@ use serde_json::Value;
 use crate::TaskError;
 use crate::args::workspace_root;
 
+mod store;
+
 /// Usage of this command.
 pub const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--no-criterion] [SUITE...]
@@ -21,8 +23,12 @@ Suites (default: all): format, cache, store, ffi, candle.
           moka, quick_cache), then on the inference workload families (dense and MoE decode,
           prefill+decode, concurrent sequences, early exit, speculative, LoRA swaps) at 3 benchmark
           seeds unseen by tuning, against the size-aware upper bound; criterion `decision` (full runs)
-  store   cold load vs plain sequential read, streaming vs the lower bound and a naive mmap,
-          peak RSS, a memory-constrained run in a cgroup (skipped where unavailable), and
+  store   against the device limit (fio: O_DIRECT sequential read, 1 MiB, iodepth 16; the
+          bench's own O_DIRECT reader where fio is missing), each round on the same file:
+          cold load per backend; streaming with compute = I/O time (the overlap case) vs
+          max(compute, bytes read / device bandwidth); streaming in a memory cgroup (skipped
+          where unavailable) vs a plain mmap-touch loop and a plain pread loop, with peak
+          charged and mincore-resident memory; issue 13's goals, met or missed; peak RSS; and
           hot get through the Rust API (60 resident 4 MiB layers, random order, 1 and 2
           threads) beside floors: Vec<Arc<[u8]>> index, moka get, RwLock<HashMap> get
   ffi     the same hot get through the C API (tinyaiGetLayerWeights), beside the same floors
@@ -296,145 +302,7 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
         }
     }
     if let Some(store) = load(&out.join("store.json")) {
-        let plain = num(&store, "plain_read_seconds");
-        let device = num(&store, "device_read_seconds");
-        for row in store["cold_load"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                md,
-                "| cold load of a {} model, {} (vs plain sequential read) | {} | {} | {:.2} |",
-                mib(num(&store, "model_bytes")),
-                row["variant"].as_str().unwrap_or("?"),
-                ms(num(row, "seconds")),
-                ms(plain),
-                num(row, "ratio_vs_plain")
-            );
-        }
-        for row in store["cold_load"].as_array().into_iter().flatten() {
-            if device.is_nan() {
-                let _ = writeln!(
-                    md,
-                    "| cold load vs the device limit | O_DIRECT refused on this file system: not measured | | |"
-                );
-                break;
-            }
-            let _ = writeln!(
-                md,
-                "| cold load, {} (vs the device limit: 1 MiB O_DIRECT reads, 16 in flight; goal ≥ 0.95) | {} | {} | {:.2} |",
-                row["variant"].as_str().unwrap_or("?"),
-                ms(num(row, "seconds")),
-                ms(device),
-                num(row, "ratio_vs_device")
-            );
-        }
-        let bound = num(&store, "stream_lower_bound_seconds");
-        for row in store["streaming"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                md,
-                "| streaming pass, model 2× budget, {} (vs lower bound) | {} | {} | {:.2} |",
-                row["variant"].as_str().unwrap_or("?"),
-                ms(num(row, "seconds_per_pass")),
-                ms(bound),
-                num(row, "vs_bound")
-            );
-        }
-        let constrained = &store["constrained"];
-        if let Some(reason) = constrained.get("skipped").and_then(Value::as_str) {
-            let _ = writeln!(md, "| memory-constrained run | skipped: {reason} | | |");
-        } else if constrained.is_object() {
-            let _ = writeln!(
-                md,
-                "| constrained ({} limit, {} model, {} budget): bytes read per pass (vs Belady) | {} | {} | {:.2} |",
-                mib(num(constrained, "limit")),
-                mib(num(constrained, "model_bytes")),
-                mib(num(constrained, "budget")),
-                mib(num(constrained, "read_bytes_per_pass")),
-                mib(num(constrained, "belady_missed_bytes_per_pass")),
-                num(constrained, "read_vs_belady")
-            );
-            let _ = writeln!(
-                md,
-                "| constrained: bytes read per pass (vs naive mmap) | {} | {} | {:.2} |",
-                mib(num(constrained, "read_bytes_per_pass")),
-                mib(num(constrained, "naive_read_bytes_per_pass")),
-                num(constrained, "read_bytes_per_pass")
-                    / num(constrained, "naive_read_bytes_per_pass")
-            );
-            let _ = writeln!(
-                md,
-                "| constrained: seconds per pass (vs naive mmap) | {} | {} | {:.2} |",
-                ms(num(constrained, "seconds_per_pass")),
-                ms(num(constrained, "naive_seconds_per_pass")),
-                num(constrained, "seconds_per_pass") / num(constrained, "naive_seconds_per_pass")
-            );
-        }
-        let memory = &store["memory"];
-        let _ = writeln!(
-            md,
-            "| peak RSS streaming a model 4× the budget ({} budget) (vs naive mmap) | {} | {} | {:.2} |",
-            mib(num(memory, "budget")),
-            mib(num(memory, "peak_rss_bytes")),
-            mib(num(memory, "naive_peak_rss_bytes")),
-            num(memory, "peak_rss_bytes") / num(memory, "naive_peak_rss_bytes")
-        );
-        let _ = writeln!(
-            details,
-            "\n## Store details\n\nPlain sequential read: {} of {} ({:.2} GB/s). Streaming: budget {}, \
-             compute {} per pass, Belady misses {} per pass, lower bound \
-             max(compute, Belady misses / plain-read bandwidth) = {}.\n",
-            ms(plain),
-            mib(num(&store, "model_bytes")),
-            num(&store, "plain_read_bandwidth") / 1e9,
-            mib(num(&store, "stream_budget")),
-            ms(num(&store, "compute_seconds_per_pass")),
-            mib(num(&store, "belady_missed_bytes_per_pass")),
-            ms(bound)
-        );
-        let _ = writeln!(
-            details,
-            "| variant | s/pass | vs bound | read/pass | peak RSS |\n|---|---|---|---|---|"
-        );
-        for row in store["streaming"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                details,
-                "| {} | {} | {:.2} | {} | {} |",
-                row["variant"].as_str().unwrap_or("?"),
-                ms(num(row, "seconds_per_pass")),
-                num(row, "vs_bound"),
-                mib(num(row, "read_bytes_per_pass")),
-                mib(num(row, "peak_rss_bytes"))
-            );
-        }
-        let points: Vec<(f64, f64, f64)> = store["pass_time_vs_budget"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|row| {
-                (
-                    num(row, "budget_fraction"),
-                    num(row, "seconds_per_pass") * 1e3,
-                    num(row, "lower_bound_seconds") * 1e3,
-                )
-            })
-            .collect();
-        if !points.is_empty() {
-            let svg = line_chart(
-                "Pass time vs budget (model 2× the reference budget)",
-                "budget / model size",
-                "ms per pass",
-                &[
-                    (
-                        "adaptive, prefetch",
-                        points.iter().map(|p| (p.0, p.1)).collect(),
-                    ),
-                    ("lower bound", points.iter().map(|p| (p.0, p.2)).collect()),
-                ],
-            );
-            write_file(&out.join("store_pass_time_vs_budget.svg"), &svg)?;
-            let _ = writeln!(
-                details,
-                "\n![pass time vs budget](store_pass_time_vs_budget.svg)\n"
-            );
-        }
+        store::store_section(&store, out, &mut md, &mut details)?;
     }
     hot_get_section(
         &[
