@@ -19,7 +19,7 @@ usage: cargo xtask bench [--quick] [--no-criterion] [SUITE...]
 
 Suites (default: all): format, cache, store, ffi, candle.
   format  .tmai open + validate vs the safetensors crate's header parse (10, 1k, 100k tensors)
-  cache   policy hit ratios on synthetic traces (lru, tinyai_classic, adaptive, belady, arc, s3_fifo,
+  cache   policy hit ratios on synthetic traces (lru, tinyai_classic, adaptive, furthest_next_use, arc, s3_fifo,
           moka, quick_cache), then on the inference workload families (dense and MoE decode,
           prefill+decode, concurrent sequences, early exit, speculative, LoRA swaps) at 3 benchmark
           seeds unseen by tuning, against the size-aware upper bound; criterion `decision` (full runs)
@@ -535,7 +535,7 @@ fn cache_section(
         "tinyai_classic",
         "moka",
         "quick_cache",
-        "belady",
+        "furthest_next_use",
     ];
     let find = |trace: &str, policy: &str, fraction: f64| {
         rows.iter().find(|r| {
@@ -546,11 +546,11 @@ fn cache_section(
     };
     if let (Some(adaptive), Some(belady)) = (
         find("forward_passes", "adaptive", 0.5),
-        find("forward_passes", "belady", 0.5),
+        find("forward_passes", "furthest_next_use", 0.5),
     ) {
         let _ = writeln!(
             md,
-            "| forward_passes @ 0.5 budget: byte hit ratio (vs Belady) | {:.3} | {:.3} | {:.2} |",
+            "| forward_passes @ 0.5 budget: byte hit ratio (vs furthest next use, i.e. Belady for equal sizes) | {:.3} | {:.3} | {:.2} |",
             num(adaptive, "byte_hit_ratio"),
             num(belady, "byte_hit_ratio"),
             num(adaptive, "byte_hit_ratio") / num(belady, "byte_hit_ratio")
@@ -653,7 +653,7 @@ const WORKLOAD_SERIES: [&str; 10] = [
     "s3_fifo",
     "moka",
     "quick_cache",
-    "belady_unsized",
+    "furthest_next_use",
     "offline_feasible",
     "upper_bound",
 ];

@@ -51,9 +51,9 @@ use peers::PeerHasher;
 use tinyai_cache::sim::{self, CacheModel, SimResult, Trace};
 use tinyai_cache::{LayerId, PolicyKind};
 
-/// The policies replayed on every cell. `belady` is the engine's
-/// [`PolicyKind::Belady`]: furthest next use, size-oblivious (not an optimum
-/// when sizes differ; the name stays for `cargo xtask bench`'s report).
+/// The policies replayed on every cell. `furthest_next_use` is the engine's
+/// [`PolicyKind::FurthestNextUse`]: Belady's rule, size-oblivious (not an
+/// optimum when sizes differ; it was called `belady` before).
 /// `flow_schedule` is the feasible size-aware offline schedule of
 /// [`offline`] (a real cache under the budget); the `upper_bound` column
 /// (byte hit ratio only) is the bound no policy can exceed.
@@ -61,7 +61,7 @@ const POLICIES: [&str; 10] = [
     "lru",
     "tinyai_classic",
     "adaptive",
-    "belady",
+    "furthest_next_use",
     "arc",
     "s3_fifo",
     "moka",
@@ -138,7 +138,7 @@ fn run(
         "lru" => Some(PolicyKind::Lru),
         "tinyai_classic" => Some(PolicyKind::TinyAiClassic),
         "adaptive" => Some(PolicyKind::Adaptive),
-        "belady" => Some(PolicyKind::Belady),
+        "furthest_next_use" => Some(PolicyKind::FurthestNextUse),
         "arc" => Some(PolicyKind::Arc),
         "s3_fifo" => Some(PolicyKind::S3Fifo),
         _ => None,
@@ -350,7 +350,7 @@ impl Cell {
                     .max((ratios.1 - self.adaptive.1).abs());
                 self.lossy_shift = self.lossy_shift.max(shift);
             }
-            "belady" => self.belady = ratios,
+            "furthest_next_use" => self.belady = ratios,
             "flow_schedule" => self.flow_schedule = ratios.1,
             "lru" | "moka" | "quick_cache" => {
                 self.best_peer.0 = self.best_peer.0.max(ratios.0);

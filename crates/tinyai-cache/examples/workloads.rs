@@ -8,8 +8,8 @@
 //! Every family of `tinyai_cache::workloads` × budget (10, 25, 50, 75, 90 %
 //! of the model's charged bytes) × seed: the byte hit ratio (and hit ratio)
 //! of `lru`, `tinyai_classic`, `adaptive`, `arc`, `s3_fifo`, `moka`,
-//! `quick_cache` and the size-oblivious `belady_unsized` (the engine's
-//! `PolicyKind::Belady`, a heuristic here), `offline_feasible` (the
+//! `quick_cache` and the size-oblivious `furthest_next_use` (the engine's
+//! `PolicyKind::FurthestNextUse`, a heuristic here), `offline_feasible` (the
 //! feasible size-aware offline schedule `offline::FlowSchedule`, replayed as
 //! a real cache: a hit ratio some policy achieves, so the gap between it and
 //! the bound is partly the relaxation's own looseness), and `upper_bound`
@@ -49,7 +49,7 @@ const POLICIES: [&str; 8] = [
     "s3_fifo",
     "moka",
     "quick_cache",
-    "belady_unsized",
+    "furthest_next_use",
 ];
 
 /// The peers adaptive must stay within [`PEER_MARGIN`] of.
@@ -127,8 +127,8 @@ fn run(
     fraction: f64,
     hasher: PeerHasher,
 ) -> Result<SimResult, String> {
-    let kind = if policy == "belady_unsized" {
-        Some(PolicyKind::Belady)
+    let kind = if policy == "furthest_next_use" {
+        Some(PolicyKind::FurthestNextUse)
     } else {
         PolicyKind::from_name(policy)
     };

@@ -37,9 +37,11 @@ pub enum PolicyKind {
     /// with unequal sizes it is a heuristic, not an optimum: compare against
     /// [`offline::upper_bound`](crate::offline::upper_bound) (a true upper
     /// bound on byte hit ratio) and [`offline::FlowSchedule`](crate::offline::FlowSchedule)
-    /// (a feasible size-aware offline schedule). The variant keeps its name
-    /// because `tinyai-store` and the reports refer to it.
-    Belady,
+    /// (a feasible size-aware offline schedule). Formerly `Belady`: renamed
+    /// because it is Belady's optimum only for equal sizes ([`PolicyKind::Belady`]
+    /// is kept as a deprecated alias, and [`PolicyKind::from_name`] still
+    /// accepts `"belady"`).
+    FurthestNextUse,
     /// ARC (Megiddo & Modha 2003) with lists and target measured in charged
     /// bytes: a benchmark peer, written from the paper. Ignores priorities;
     /// always admits. See [`policy::arc`](crate::policy::arc).
@@ -56,26 +58,39 @@ impl PolicyKind {
         PolicyKind::Lru,
         PolicyKind::TinyAiClassic,
         PolicyKind::Adaptive,
-        PolicyKind::Belady,
+        PolicyKind::FurthestNextUse,
         PolicyKind::Arc,
         PolicyKind::S3Fifo,
     ];
 
     /// The snake_case name used in reports (`lru`, `tinyai_classic`,
-    /// `adaptive`, `belady`, `arc`, `s3_fifo`).
+    /// `adaptive`, `furthest_next_use`, `arc`, `s3_fifo`).
     pub fn name(self) -> &'static str {
         match self {
             PolicyKind::Lru => "lru",
             PolicyKind::TinyAiClassic => "tinyai_classic",
             PolicyKind::Adaptive => "adaptive",
-            PolicyKind::Belady => "belady",
+            PolicyKind::FurthestNextUse => "furthest_next_use",
             PolicyKind::Arc => "arc",
             PolicyKind::S3Fifo => "s3_fifo",
         }
     }
 
-    /// The policy of a [`name`](PolicyKind::name), if any.
+    /// The old name of [`PolicyKind::FurthestNextUse`]: it is Belady's
+    /// optimum only when every layer has the same charge.
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed FurthestNextUse: size-oblivious, not an optimum with unequal sizes (see tinyai_cache::offline)"
+    )]
+    #[allow(non_upper_case_globals)]
+    pub const Belady: PolicyKind = PolicyKind::FurthestNextUse;
+
+    /// The policy of a [`name`](PolicyKind::name), if any (`"belady"`, the
+    /// old name of `furthest_next_use`, is accepted too).
     pub fn from_name(name: &str) -> Option<PolicyKind> {
+        if name == "belady" {
+            return Some(PolicyKind::FurthestNextUse);
+        }
         PolicyKind::ALL.into_iter().find(|p| p.name() == name)
     }
 }
@@ -159,4 +174,24 @@ pub enum Decision {
     /// entries leave no room). Nothing is charged. For a Prefetch request this
     /// means "do not prefetch".
     Bypass,
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::PolicyKind;
+
+    #[test]
+    fn every_name_round_trips_and_the_old_belady_name_still_resolves() {
+        for policy in PolicyKind::ALL {
+            assert_eq!(PolicyKind::from_name(policy.name()), Some(policy));
+        }
+        assert_eq!(
+            PolicyKind::from_name("belady"),
+            Some(PolicyKind::FurthestNextUse)
+        );
+        #[allow(deprecated)]
+        let old = PolicyKind::Belady;
+        assert_eq!(old, PolicyKind::FurthestNextUse);
+        assert_eq!(PolicyKind::from_name("optimal"), None);
+    }
 }

@@ -119,7 +119,7 @@ impl Engine {
             PolicyKind::Lru => Box::new(LruPolicy::new()),
             PolicyKind::TinyAiClassic => Box::new(ClassicPolicy::new(n)),
             PolicyKind::Adaptive => Box::new(AdaptivePolicy::new(n)),
-            PolicyKind::Belady => Box::new(UnsizedBeladyPolicy::new(n)),
+            PolicyKind::FurthestNextUse => Box::new(UnsizedBeladyPolicy::new(n)),
             PolicyKind::Arc => Box::new(ArcPolicy::new(n)),
             PolicyKind::S3Fifo => Box::new(S3FifoPolicy::new(n)),
         };

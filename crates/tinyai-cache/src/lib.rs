@@ -16,7 +16,7 @@
 //! | --- | --- |
 //! | [`config`] (re-exported) | [`LayerId`], [`EngineConfig`], [`PolicyKind`], [`AccessKind`], [`Decision`] and the charging rule |
 //! | [`engine`] (re-exported) | [`Engine`]: bookkeeping of resident entries, charges, pins, priorities and the budget invariant |
-//! | [`policy`] | the internal `Policy` trait and its implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`Belady`](PolicyKind::Belady) (furthest next use, size-oblivious: not an optimum when sizes differ; see [`offline`]), and the benchmark peers [`Arc`](PolicyKind::Arc) and [`S3Fifo`](PolicyKind::S3Fifo) (byte-sized, from their papers) |
+//! | [`policy`] | the internal `Policy` trait and its implementations: [`Lru`](PolicyKind::Lru), [`TinyAiClassic`](PolicyKind::TinyAiClassic), [`Adaptive`](PolicyKind::Adaptive), [`FurthestNextUse`](PolicyKind::FurthestNextUse) (furthest next use, size-oblivious: not an optimum when sizes differ; see [`offline`]), and the benchmark peers [`Arc`](PolicyKind::Arc) and [`S3Fifo`](PolicyKind::S3Fifo) (byte-sized, from their papers) |
 //! | [`offline`] | size-aware offline references: the upper bound on byte hit ratio of any policy (Berger et al.'s fractional relaxation, solved as a min-cost flow) and a feasible offline schedule ([`offline::FlowSchedule`]) |
 //! | [`sim`] | deterministic trace generators (`forward_passes`, `forward_backward`, `zipf_experts`, `uniform_random`, `phase_change`, `priority_hot`) and the hit-ratio simulator |
 //! | [`stream`] | per-stream access-pattern detection ([`stream::PatternDetector`], [`stream::AccessOrder`]) and the streaming window's admission of layers read ahead outside the cache ([`stream::StreamingWindow`]) |

@@ -2,7 +2,7 @@
 //! no policy can beat, and a feasible offline schedule that really runs under
 //! the budget.
 //!
-//! The engine's [`PolicyKind::Belady`](crate::PolicyKind::Belady) is Belady's
+//! The engine's [`PolicyKind::FurthestNextUse`](crate::PolicyKind::FurthestNextUse) is Belady's
 //! furthest-next-use rule, which is optimal only when every layer has the same
 //! size. With unequal sizes it is a heuristic (it may keep one large layer
 //! where several small ones with nearer reuse would fit), so it is not a

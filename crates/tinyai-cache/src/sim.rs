@@ -113,7 +113,7 @@ impl Trace {
         for &(id, priority) in &self.priorities {
             engine.set_priority(id, priority)?;
         }
-        if policy == PolicyKind::Belady {
+        if policy == PolicyKind::FurthestNextUse {
             engine.set_future_trace(self.accesses.clone());
         }
         Ok(engine)

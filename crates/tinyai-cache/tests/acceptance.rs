@@ -15,7 +15,7 @@ use tinyai_cache::sim::{self, BUDGET_FRACTIONS};
 fn adaptive_near_belady_on_forward_passes() {
     let trace = sim::forward_passes(42, 240, 40);
     let adaptive = sim::simulate_policy(&trace, PolicyKind::Adaptive, 0.5).unwrap();
-    let belady = sim::simulate_policy(&trace, PolicyKind::Belady, 0.5).unwrap();
+    let belady = sim::simulate_policy(&trace, PolicyKind::FurthestNextUse, 0.5).unwrap();
     assert!(
         adaptive.byte_hit_ratio() >= 0.9 * belady.byte_hit_ratio(),
         "adaptive {} belady {}",

@@ -106,8 +106,11 @@ fn random_trace(rng: &mut SplitMix64) -> Trace {
 }
 
 fn belady_unsized(trace: &Trace, budget: u64) -> f64 {
-    let mut engine =
-        tinyai_cache::Engine::new(config(budget, PolicyKind::Belady), &trace.layer_sizes).unwrap();
+    let mut engine = tinyai_cache::Engine::new(
+        config(budget, PolicyKind::FurthestNextUse),
+        &trace.layer_sizes,
+    )
+    .unwrap();
     engine.set_future_trace(trace.accesses.clone());
     sim::simulate(trace, &mut engine).byte_hit_ratio()
 }
@@ -227,7 +230,7 @@ fn size_aware_schedule_beats_unsized_belady_on_large_embedding() {
         accesses,
         priorities: Vec::new(),
     };
-    let config = trace.config(PolicyKind::Belady, 0.25);
+    let config = trace.config(PolicyKind::FurthestNextUse, 0.25);
     let budget = config.budget_bytes;
     let belady = belady_unsized(&trace, budget);
     let (feasible, upper) = flow_schedule(&trace, budget);

@@ -57,7 +57,7 @@ fn engine(policy: PolicyKind, sizes: &[u64], budget: u64) -> Engine {
         policy,
     };
     let mut engine = Engine::new(config, sizes).unwrap();
-    if policy == PolicyKind::Belady {
+    if policy == PolicyKind::FurthestNextUse {
         engine.set_future_trace((0..1000).map(|i| LayerId(i % sizes.len() as u32)).collect());
     }
     engine

@@ -209,7 +209,7 @@ impl StoreConfig {
                 self.max_cache_size
             )));
         }
-        if self.effective_policy() == PolicyKind::Belady {
+        if self.effective_policy() == PolicyKind::FurthestNextUse {
             return Err(StoreError::InvalidConfig(
                 "the Belady policy needs the future and is for simulation only".into(),
             ));

@@ -109,7 +109,7 @@ fn absurd_configs_are_rejected() {
             ..StoreConfig::default()
         },
         StoreConfig {
-            policy: Some(tinyai_store::PolicyKind::Belady),
+            policy: Some(tinyai_store::PolicyKind::FurthestNextUse),
             ..StoreConfig::default()
         },
     ] {

@@ -2,8 +2,9 @@
 //! driven by a known future: evict the entry whose next use is furthest
 //! away, and bypass a candidate whose next use is further than that of every
 //! victim it would displace. Evaluation only; exposed as
-//! [`PolicyKind::Belady`](crate::PolicyKind::Belady) (name kept for the
-//! store and the reports; read it as "Belady, unsized").
+//! [`PolicyKind::FurthestNextUse`](crate::PolicyKind::FurthestNextUse) (formerly
+//! `PolicyKind::Belady`, renamed because it is not Belady's optimum once
+//! sizes differ; `PolicyKind::from_name("belady")` still finds it).
 //!
 //! The future is given by [`Engine::set_future_trace`](crate::Engine::set_future_trace);
 //! the `n`-th demand request after that call is assumed to be `trace[n]`

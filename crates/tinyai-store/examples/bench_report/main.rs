@@ -97,7 +97,7 @@ fn belady_missed_bytes_per_pass(sizes: &[u64], budget: u64, passes: usize) -> u6
         budget_bytes: budget,
         min_layer_charge: 4096,
         page_size: 4096,
-        policy: PolicyKind::Belady,
+        policy: PolicyKind::FurthestNextUse,
     };
     let mut engine = Engine::new(config, sizes).unwrap();
     let n = sizes.len();
