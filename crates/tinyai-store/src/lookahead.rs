@@ -248,23 +248,18 @@ impl Shared {
         }
     }
 
-    /// The reads to start ahead of the queued prefetches, oldest first, as
-    /// long as the bytes started stay within what the device needs in flight
-    /// ([`crate::io::Tuner::bytes_in_flight`]; at least the next one):
-    /// adjacent layers merged into one request, issued in file order. Marks
-    /// them advised, so each is started once.
+    /// The reads to start ahead of the queued prefetches: every queued
+    /// layer not started yet (they are charged already, so this stays within
+    /// the budget, and there are at most `lookahead` per stream), adjacent
+    /// layers merged into one request, issued in file order. Marks them
+    /// advised, so each is started once. (Capping this at the device's
+    /// measured bandwidth × latency starved the pipeline: a shallow pipeline
+    /// measures a low bandwidth, which kept it shallow.)
     fn reads_to_start(&self, state: &mut State) -> Vec<(u64, u64)> {
-        let target = self.source.tuner.bytes_in_flight();
-        let mut started = 0u64;
         let mut spans = Vec::new();
-        for (position, &queued) in state.queued_reads.iter().enumerate() {
-            let (offset, length) = self.span(queued);
-            if position > 0 && started + length > target {
-                break;
-            }
-            started += length;
+        for &queued in &state.queued_reads {
             if !std::mem::replace(&mut state.meta[queued as usize].advised, true) {
-                spans.push((offset, length));
+                spans.push(self.span(queued));
             }
         }
         merge_adjacent(spans)
