@@ -76,7 +76,7 @@ pub struct StoreConfig {
     /// than push memory over the budget).
     ///
     /// I/O depth is separate: every load (a prefetch thread's, or a missing
-    /// caller's) reads its layer in 1 MiB requests, several in flight on the
+    /// caller's) reads its layer in requests of 256 KiB to 1 MiB, several in flight on the
     /// process's shared I/O workers, as many as the device's measured
     /// bandwidth × latency calls for ([`crate::Stats::io_depth`]). More prefetch
     /// threads overlap more layers, not more requests per layer.

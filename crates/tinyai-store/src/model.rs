@@ -371,7 +371,7 @@ impl MappedModel {
     /// Test seam (not part of the supported API): like
     /// [`inject_read_fault`](MappedModel::inject_read_fault), but the fault hits
     /// the read request that covers byte `at` of layer `index` (a layer is read
-    /// in requests of 1 MiB, several in flight): a disk failing in the middle
+    /// in requests of 256 KiB to 1 MiB, several in flight): a disk failing in the middle
     /// of a layer.
     #[doc(hidden)]
     pub fn inject_read_fault_at(
