@@ -1,5 +1,5 @@
 //! The I/O pipeline (issue 13): layers larger than one read request are read
-//! in 1 MiB requests, several in flight, into buffers the owned backend reuses
+//! in requests of 256 KiB to 1 MiB, several in flight, into buffers the owned backend reuses
 //! across evictions. Every byte must be right in every backend and I/O mode,
 //! whatever the layer's size relative to a request; a request failing in the
 //! middle of a layer is a typed error at the `get` that needs the layer,
@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use tinyai_store::{Backend, CacheState, InjectedFault, MappedModel, StoreConfig, StoreError};
 
-/// Sizes around the 1 MiB request: below, exactly, one byte over, several and
+/// Sizes around the request sizes (256 KiB to 1 MiB): below, exactly, one byte over, several and
 /// a ragged tail, and a page.
 const SIZES: [u64; 8] = [
     MIB / 2,
