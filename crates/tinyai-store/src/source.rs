@@ -25,7 +25,7 @@ pub(crate) fn page_size() -> u64 {
     })
 }
 
-/// A zeroed heap buffer whose first byte is aligned to `align`, owned through
+/// A heap buffer whose first byte is aligned to `align`, owned through
 /// a raw pointer: C callers of the owned backend may write into a layer's
 /// bytes (TinyAI's API hands out `void *`), so the bytes are never owned
 /// through a Rust reference, and the pointer handed out
@@ -54,6 +54,7 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     /// A zeroed buffer of `capacity` usable bytes, of which the first `len` are
     /// the payload; `None` if the allocation fails or the sizes are invalid.
+    #[cfg(test)]
     fn zeroed(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
         let layout = std::alloc::Layout::from_size_align(capacity.max(len), align).ok()?;
         let ptr = if layout.size() == 0 {
@@ -64,6 +65,35 @@ impl AlignedBuf {
             std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
         };
         Some(AlignedBuf { ptr, layout, len })
+    }
+
+    /// A buffer for a load to read into: `capacity` bytes **not initialised**
+    /// (zeroing a buffer the read overwrites cost a full extra pass over it:
+    /// the standard allocator zeroes over-aligned allocations with a
+    /// `memset`), of which the first `len` are the payload; `None` if the
+    /// allocation fails. Its bytes are written only through raw pointers
+    /// ([`read_target`](AlignedBuf::read_target)), and it is published, pooled
+    /// or read ([`as_slice`](AlignedBuf::as_slice)) only after a read filled
+    /// the whole payload (a failed load drops it).
+    fn for_reading(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
+        let layout = std::alloc::Layout::from_size_align(capacity.max(len), align).ok()?;
+        let ptr = if layout.size() == 0 {
+            std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
+        } else {
+            // SAFETY: the layout's size is non-zero.
+            std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })?
+        };
+        Some(AlignedBuf { ptr, layout, len })
+    }
+
+    /// Where a read of the first `capacity` bytes (at most the allocation)
+    /// writes: a raw pointer, so no reference to bytes not yet initialised
+    /// is ever made.
+    fn read_target(&mut self, capacity: usize) -> ReadTarget {
+        ReadTarget {
+            ptr: self.ptr.as_ptr(),
+            len: capacity.min(self.layout.size()),
+        }
     }
 
     /// The payload as a slice. See the type's doc for when this may be called.
@@ -99,12 +129,32 @@ impl AlignedBuf {
     pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len.min(self.layout.size());
     }
+}
 
-    fn usable_mut(&mut self, capacity: usize) -> &mut [u8] {
-        let capacity = capacity.min(self.layout.size());
-        // SAFETY: `ptr` is valid for `layout.size()` zeroed bytes; `&mut self`
-        // is exclusive and the buffer is not published yet (only loads call this).
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), capacity) }
+/// The bytes of an unpublished buffer a load writes, as a raw range: the
+/// load's requests write disjoint parts of it from several I/O workers.
+#[derive(Clone, Copy, Debug)]
+struct ReadTarget {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `ReadTarget` is only made by a load from a buffer it owns
+// exclusively (`&mut AlignedBuf`, not published), and the load's requests
+// write disjoint subranges of it ([`ReadTarget::piece`]) and finish before
+// the load returns; no reference to the bytes exists meanwhile.
+unsafe impl Send for ReadTarget {}
+// SAFETY: as above; shared copies are only used to derive disjoint pieces.
+unsafe impl Sync for ReadTarget {}
+
+impl ReadTarget {
+    /// `len` bytes from `at` (within the target).
+    fn piece(self, at: usize, len: usize) -> ReadTarget {
+        debug_assert!(at + len <= self.len);
+        ReadTarget {
+            ptr: self.ptr.wrapping_add(at),
+            len,
+        }
     }
 }
 
@@ -549,7 +599,7 @@ impl Source {
             None => {
                 self.buffers.trim(room());
                 self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
-                AlignedBuf::zeroed(len_usize, rounded, page as usize)
+                AlignedBuf::for_reading(len_usize, rounded, page as usize)
                     .ok_or_else(|| self.out_of_memory(len))?
             }
         };
@@ -559,7 +609,7 @@ impl Source {
             && offset.is_multiple_of(page)
             && len > 0
         {
-            match self.read_requests(direct, offset, buffer.usable_mut(rounded), len_usize) {
+            match self.read_requests(direct, offset, buffer.read_target(rounded), len_usize) {
                 Ok(()) => return Ok(buffer),
                 Err(Failure::Short(read)) => return Err(self.short_read(layer, offset, len, read)),
                 Err(Failure::Io(error)) => {
@@ -568,7 +618,7 @@ impl Source {
             }
         }
         self.start_read(offset, len);
-        match self.read_requests(&self.file, offset, buffer.usable_mut(len_usize), len_usize) {
+        match self.read_requests(&self.file, offset, buffer.read_target(len_usize), len_usize) {
             Ok(()) => Ok(buffer),
             Err(Failure::Short(read)) => Err(self.short_read(layer, offset, len, read)),
             Err(Failure::Io(source)) => Err(StoreError::Io {
@@ -586,21 +636,20 @@ impl Source {
         &self,
         file: &File,
         offset: u64,
-        buf: &mut [u8],
+        target: ReadTarget,
         needed: usize,
     ) -> Result<(), Failure> {
-        let total = buf.len() as u64;
-        let size = self.tuner.request_size(total);
-        let requests: Vec<(u64, &mut [u8])> = buf
-            .chunks_mut(size as usize)
-            .enumerate()
-            .map(|(i, piece)| (i as u64 * size, piece))
+        let total = target.len;
+        let size = self.tuner.request_size(total as u64) as usize;
+        let requests: Vec<(usize, ReadTarget)> = (0..total)
+            .step_by(size.max(1))
+            .map(|at| (at, target.piece(at, size.min(total - at))))
             .collect();
-        run_requests(&self.tuner, requests, total, |(at, piece)| {
-            self.injected_failure(offset + at, piece.len() as u64, at)?;
-            let read = read_fully(file, offset + at, piece).map_err(Failure::Io)?;
-            let end = at as usize + read;
-            if read < piece.len() && end < needed {
+        run_requests(&self.tuner, requests, total as u64, |(at, piece)| {
+            self.injected_failure(offset + at as u64, piece.len as u64, at as u64)?;
+            let read = read_fully_raw(file, offset + at as u64, piece).map_err(Failure::Io)?;
+            let end = at + read;
+            if read < piece.len && end < needed {
                 return Err(Failure::Short(end));
             }
             Ok(())
@@ -635,6 +684,40 @@ enum Failure {
     Io(std::io::Error),
     /// The file ended at this many bytes into the read.
     Short(usize),
+}
+
+/// `pread` into a raw target until it is full or the file ends; returns the
+/// bytes read.
+fn read_fully_raw(file: &File, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < target.len {
+        let Ok(at) = libc::off_t::try_from(offset + done as u64) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EOVERFLOW));
+        };
+        // SAFETY: `target.ptr + done .. target.ptr + target.len` lies inside an
+        // allocation this load owns exclusively (see `ReadTarget`); the kernel
+        // writes at most `target.len - done` bytes there. No Rust reference to
+        // those bytes exists.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                target.ptr.wrapping_add(done).cast(),
+                target.len - done,
+                at,
+            )
+        };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// `pread` until the buffer is full or end of file; returns the bytes read.
@@ -703,7 +786,26 @@ pub fn evict_file_from_page_cache(path: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod buffer_tests {
-    use super::AlignedBuf;
+    use super::{AlignedBuf, ReadTarget};
+
+    /// A load's requests write disjoint pieces of a buffer not yet
+    /// initialised, through raw pointers only; once every piece is written,
+    /// the payload reads back (Miri checks that no byte is read before it is
+    /// written and that the pieces stay inside the allocation).
+    #[test]
+    fn a_buffer_for_reading_is_filled_piece_by_piece_through_raw_pointers() {
+        let mut buffer = AlignedBuf::for_reading(10, 4096, 4096).expect("4 KiB");
+        let target: ReadTarget = buffer.read_target(10);
+        for (at, len) in [(0, 4), (4, 4), (8, 2)] {
+            let piece = target.piece(at, len);
+            for i in 0..piece.len {
+                // SAFETY: inside the piece, inside the allocation; no reference exists.
+                unsafe { piece.ptr.add(i).write((at + i) as u8) };
+            }
+        }
+        assert_eq!(buffer.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(buffer.as_ptr() as usize % 4096, 0);
+    }
 
     /// The owned backend hands C callers a writable pointer to a layer's
     /// buffer: writing through it must be allowed (Miri checks the pointer's
@@ -719,7 +821,7 @@ mod buffer_tests {
             buffer.as_slice(),
             &[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         );
-        let empty = AlignedBuf::zeroed(0, 0, 4096).expect("nothing to allocate");
+        let empty = AlignedBuf::for_reading(0, 0, 4096).expect("nothing to allocate");
         assert!(empty.as_slice().is_empty());
         assert_eq!(empty.as_ptr() as usize % 4096, 0);
     }
