@@ -76,6 +76,15 @@ pub enum FormatError {
         /// The first (up to) 8 bytes of the input.
         found: Vec<u8>,
     },
+    /// The file is a model in another format (detected by its content), not `.tmai`.
+    #[error(
+        "this is {} (detected by its content), not a .tmai model: convert it with `tmai convert <input> <output.tmai>`, which adds page alignment and checksums",
+        kind.describe()
+    )]
+    ForeignFormat {
+        /// What the file is.
+        kind: crate::foreign::FileKind,
+    },
     /// A major version this reader does not implement (v2 header major, or v1 header version field).
     #[error("unsupported .tmai version {major}.{minor} (this reader supports 1.x legacy and 2.x)")]
     UnsupportedVersion {

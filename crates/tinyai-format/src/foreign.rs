@@ -213,3 +213,98 @@ mod tests {
         );
     }
 }
+
+/// What a file holds, judged by its first bytes (never by its name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// A current-version `.tmai` file.
+    Tmai,
+    /// A legacy TinyAI v1 file.
+    LegacyTmai,
+    /// A safetensors file.
+    Safetensors,
+    /// A sharded safetensors set's index (`model.safetensors.index.json`).
+    SafetensorsIndex,
+    /// A GGUF file (llama.cpp).
+    Gguf,
+    /// None of these.
+    Unknown,
+}
+
+impl FileKind {
+    /// A short description for messages ("a safetensors file", ...).
+    #[must_use]
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileKind::Tmai => "a .tmai file",
+            FileKind::LegacyTmai => "a legacy TinyAI v1 file",
+            FileKind::Safetensors => "a safetensors file",
+            FileKind::SafetensorsIndex => "a sharded safetensors index (JSON)",
+            FileKind::Gguf => "a GGUF file",
+            FileKind::Unknown => "an unrecognised file",
+        }
+    }
+}
+
+/// Detects what a file holds from its first bytes `head` (64 are enough)
+/// and its length, in this order:
+/// - `GGUF`: GGUF;
+/// - the `.tmai` v2 magic, then the legacy v1 magic (`49 41 4D 54`);
+/// - a little-endian `u64` header length that fits the file, then `{`: safetensors;
+/// - a first non-blank byte `{`: a safetensors index;
+/// - `{` as the 9th byte (a safetensors file whose header length is wrong:
+///   its parser says what is wrong);
+/// - otherwise [`FileKind::Unknown`].
+#[must_use]
+pub fn detect(head: &[u8], file_length: u64) -> FileKind {
+    if head.starts_with(&crate::gguf::MAGIC) {
+        return FileKind::Gguf;
+    }
+    if head.starts_with(&crate::raw::MAGIC_V2) {
+        return FileKind::Tmai;
+    }
+    if head.starts_with(&crate::raw::MAGIC_V1) {
+        return FileKind::LegacyTmai;
+    }
+    let brace_ninth = head.len() >= 9 && head[8] == b'{';
+    if brace_ninth {
+        let mut length = [0u8; 8];
+        length.copy_from_slice(&head[..8]);
+        if u64::from_le_bytes(length) <= file_length.saturating_sub(8) {
+            return FileKind::Safetensors;
+        }
+    }
+    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+        return FileKind::SafetensorsIndex;
+    }
+    if brace_ninth {
+        return FileKind::Safetensors;
+    }
+    FileKind::Unknown
+}
+
+#[cfg(test)]
+mod detect_tests {
+    use super::{FileKind, detect};
+
+    #[test]
+    fn files_are_told_apart_by_their_first_bytes() {
+        let mut safetensors = 20u64.to_le_bytes().to_vec();
+        safetensors.extend_from_slice(b"{\"a\":{}}           ");
+        assert_eq!(detect(&safetensors, 28), FileKind::Safetensors);
+        // A header length past the end: still safetensors (its parser says why it is bad).
+        assert_eq!(detect(&safetensors, 10), FileKind::Safetensors);
+        assert_eq!(
+            detect(b"  {\"weight_map\": {}}", 20),
+            FileKind::SafetensorsIndex
+        );
+        assert_eq!(detect(b"GGUF\x03\0\0\0", 1000), FileKind::Gguf);
+        assert_eq!(detect(b"TMAI\r\n\x1a\n....", 1000), FileKind::Tmai);
+        assert_eq!(
+            detect(&[0x49, 0x41, 0x4D, 0x54, 1], 1000),
+            FileKind::LegacyTmai
+        );
+        assert_eq!(detect(b"hello world", 11), FileKind::Unknown);
+        assert_eq!(detect(b"", 0), FileKind::Unknown);
+    }
+}

@@ -61,7 +61,7 @@ pub mod writer;
 
 pub use dtype::DType;
 pub use error::{FormatError, SourceError, StringOwner, Table};
-pub use foreign::{ForeignLayer, ForeignTensor, LayerSpan, group_layers};
+pub use foreign::{FileKind, ForeignLayer, ForeignTensor, LayerSpan, detect, group_layers};
 pub use gguf::GgufHeader;
 pub use grouping::Grouping;
 pub use reader::{LayerInfo, Model, TableLocation, TensorInfo, Version, locate_tables};

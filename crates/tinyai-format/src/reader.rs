@@ -215,8 +215,13 @@ impl<'a> Model<'a> {
                     available: head.len() as u64,
                 });
             }
-            return Err(FormatError::BadMagic {
-                found: head.iter().take(8).copied().collect(),
+            return Err(match crate::foreign::detect(head, file_length) {
+                kind @ (crate::foreign::FileKind::Safetensors
+                | crate::foreign::FileKind::SafetensorsIndex
+                | crate::foreign::FileKind::Gguf) => FormatError::ForeignFormat { kind },
+                _ => FormatError::BadMagic {
+                    found: head.iter().take(8).copied().collect(),
+                },
             });
         }
         let header = header_of(head)?;

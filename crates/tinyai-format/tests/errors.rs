@@ -16,6 +16,7 @@ use tinyai_format::{DType, FormatError, Model, TensorSpec, Writer, WriterOptions
 const ALL_VARIANTS: &[&str] = &[
     "Truncated",
     "BadMagic",
+    "ForeignFormat",
     "UnsupportedVersion",
     "InvalidHeaderSize",
     "HeaderChecksumMismatch",
@@ -153,6 +154,29 @@ fn parse_cases() -> Vec<Case> {
             E::Truncated { .. }
         ),
         case!("bad magic", v2_raw(|b| b[0] = b'X'), E::BadMagic { .. }),
+        case!(
+            "a safetensors file",
+            {
+                let mut bytes = 14u64.to_le_bytes().to_vec();
+                bytes.extend_from_slice(b"{\"__metadata__\":{}}");
+                bytes.resize(600, b' ');
+                bytes
+            },
+            E::ForeignFormat {
+                kind: tinyai_format::FileKind::Safetensors
+            }
+        ),
+        case!(
+            "a GGUF file",
+            {
+                let mut bytes = b"GGUF\x03\0\0\0".to_vec();
+                bytes.resize(600, 0);
+                bytes
+            },
+            E::ForeignFormat {
+                kind: tinyai_format::FileKind::Gguf
+            }
+        ),
         case!(
             "unsupported major",
             v2(|b| put_u16(b, header::MAJOR, 3)),

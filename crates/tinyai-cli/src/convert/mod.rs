@@ -29,8 +29,7 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use tinyai_format::raw::{MAGIC_V1, MAGIC_V2};
-use tinyai_format::{DType, FileWriter, TensorSpec, WriterOptions};
+use tinyai_format::{DType, FileKind, FileWriter, TensorSpec, WriterOptions};
 
 pub use grouping::Grouping;
 
@@ -136,7 +135,8 @@ pub enum InputKind {
 /// - a file starting with `49 41 4D 54`: legacy TinyAI v1;
 /// - a file whose first 8 bytes are a little-endian length that fits the file and
 ///   whose 9th byte is `{`: safetensors;
-/// - a file whose first non-blank byte is `{`: a safetensors index JSON.
+/// - a file whose first non-blank byte is `{`: a safetensors index JSON
+///   (the byte rules are `tinyai_format::detect`'s).
 pub fn detect(input: &Path) -> Result<InputKind> {
     if input.is_dir() {
         let index = input.join(INDEX_FILE_NAME);
@@ -168,32 +168,18 @@ pub fn detect(input: &Path) -> Result<InputKind> {
     let source = SourceFile::open(input)?;
     let head = source.read_head(64)?;
     let path = input.to_path_buf();
-    if head.starts_with(&gguf::MAGIC) {
-        return Ok(InputKind::Gguf(path));
-    }
-    if head.starts_with(&MAGIC_V2) {
-        return Err(CliError::bad_input(
-            input,
-            "is already a current-version .tmai file; there is nothing to convert",
-        ));
-    }
-    if head.starts_with(&MAGIC_V1) {
-        return Ok(InputKind::LegacyV1(path));
-    }
-    if head.len() >= 9 {
-        let mut length = [0u8; 8];
-        length.copy_from_slice(&head[..8]);
-        let header_length = u64::from_le_bytes(length);
-        if head[8] == b'{' && header_length <= source.len() - 8 {
-            return Ok(InputKind::Safetensors(path));
+    match tinyai_format::detect(&head, source.len()) {
+        FileKind::Gguf => return Ok(InputKind::Gguf(path)),
+        FileKind::Tmai => {
+            return Err(CliError::bad_input(
+                input,
+                "is already a current-version .tmai file; there is nothing to convert",
+            ));
         }
-    }
-    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        return Ok(InputKind::ShardedSafetensors(path));
-    }
-    if head.len() >= 9 && head[8] == b'{' {
-        // Looks like safetensors whose header length is wrong: let the parser say so.
-        return Ok(InputKind::Safetensors(path));
+        FileKind::LegacyTmai => return Ok(InputKind::LegacyV1(path)),
+        FileKind::Safetensors => return Ok(InputKind::Safetensors(path)),
+        FileKind::SafetensorsIndex => return Ok(InputKind::ShardedSafetensors(path)),
+        FileKind::Unknown => {}
     }
     let shown: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Err(CliError::bad_input(
