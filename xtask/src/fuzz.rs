@@ -1,4 +1,6 @@
-//! `cargo xtask fuzz`: runs the cargo-fuzz target `parse` (fuzz/) with nightly.
+//! `cargo xtask fuzz`: runs a cargo-fuzz target (fuzz/) with nightly: `parse`
+//! and `parse_resealed` (`.tmai`), `safetensors` and `gguf` (the foreign
+//! header readers).
 //!
 //! Optional tooling: when nightly Rust or cargo-fuzz is missing it says so and
 //! exits successfully, so nothing (CI included) depends on it.
@@ -11,16 +13,21 @@ use crate::args::{Arguments, workspace_root};
 
 /// Usage of this command.
 pub const USAGE: &str = "\
-usage: cargo xtask fuzz [--seconds N] [--target parse|parse_resealed]
+usage: cargo xtask fuzz [--seconds N] [--target parse|parse_resealed|safetensors|gguf]
 
 Runs `cargo +nightly fuzz run NAME -- -max_total_time=N` in fuzz/ (default
-target `parse`, default 60 seconds), seeding the corpus with the golden files
-of fixtures/. `parse_resealed` recomputes the CRCs of each input first, to
-reach the validation behind them. Needs the nightly toolchain and cargo-fuzz
+target `parse`, default 60 seconds). The `.tmai` targets' corpus is seeded
+with the golden files of fixtures/; `parse_resealed` recomputes the CRCs of
+each input first, to reach the validation behind them. `safetensors` (a file
+header, a sharded index, content detection) and `gguf` (a v2/v3 header) are
+seeded with a small valid file each. Needs the nightly toolchain and cargo-fuzz
 (`rustup toolchain install nightly`, `cargo install cargo-fuzz`); without them
 it prints what is missing and exits 0. Crashes are saved under
 fuzz/artifacts/NAME/.
 ";
+
+/// The targets of fuzz/Cargo.toml.
+const TARGETS: [&str; 4] = ["parse", "parse_resealed", "safetensors", "gguf"];
 
 /// Runs the command.
 pub fn run(args: &[String]) -> Result<(), TaskError> {
@@ -35,6 +42,12 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
         .parse()
         .map_err(|_| TaskError::Usage("--seconds needs a whole number".to_owned()))?;
     let target = arguments.value("target").unwrap_or("parse");
+    if !TARGETS.contains(&target) {
+        return Err(TaskError::Usage(format!(
+            "unknown fuzz target {target:?} (one of {})",
+            TARGETS.join(", ")
+        )));
+    }
     let root = workspace_root();
     let fuzz_dir = root.join("fuzz");
 
@@ -52,7 +65,27 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
     let corpus = fuzz_dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus)
         .map_err(|e| TaskError::Failed(format!("creating {}: {e}", corpus.display())))?;
-    if let Ok(entries) = std::fs::read_dir(root.join("fixtures")) {
+    match target {
+        "safetensors" => {
+            let mut seed = 55u64.to_le_bytes().to_vec();
+            seed.extend_from_slice(br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} "#);
+            seed.extend_from_slice(&[0; 8]);
+            let _ = std::fs::write(corpus.join("seed.safetensors"), seed);
+            let index = br#"{"metadata":{"total_size":8},"weight_map":{"w":"model-00001-of-00001.safetensors"}}"#;
+            let _ = std::fs::write(corpus.join("seed.index.json"), index);
+        }
+        "gguf" => {
+            let mut seed = b"GGUF".to_vec();
+            seed.extend_from_slice(&3u32.to_le_bytes());
+            seed.extend_from_slice(&0u64.to_le_bytes());
+            seed.extend_from_slice(&0u64.to_le_bytes());
+            let _ = std::fs::write(corpus.join("seed.gguf"), seed);
+        }
+        _ => {}
+    }
+    if target.starts_with("parse")
+        && let Ok(entries) = std::fs::read_dir(root.join("fixtures"))
+    {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|ext| ext == "tmai") {
