@@ -174,6 +174,10 @@ fn tsan() -> Result<(), TaskError> {
             "pinned_marker_stress",
             "--test",
             "core_defects",
+            // Multi-request loads: the I/O workers writing disjoint pieces
+            // of one buffer, and populating one mapping, from 16 threads.
+            "--test",
+            "io_pipeline",
         ])
         // Instrumented code is ~10x slower: fewer operations, same mix.
         .env("TINYAI_STRESS_OPS", "100000");
