@@ -39,7 +39,8 @@ Suites (default: all): format, cache, store, ffi, candle.
 Every ratio is measured in one run, interleaving the two sides and quoting medians.
 Writes target/bench/report.md, target/bench/*.json and target/bench/*.svg; criterion's
 HTML reports (full runs) stay under target/criterion/.
---quick: small models and few rounds (about 3 minutes); no criterion runs. The cache
+--quick: small models and few rounds, in the dev profile `cargo test` builds (a smoke
+         run: nothing to compile after the tests, timings not representative); no criterion runs. The cache
          suite always replays the full standard traces (its goals are defined on them;
          ~15 s) and fails the run if adaptive misses them; the workload families run
          short traces at one seed with --quick (~1 s; full: three seeds, ~25 s), and
@@ -88,17 +89,14 @@ impl Runner {
     ) -> Result<(), TaskError> {
         let out = self.out.join(json);
         let out = out.to_string_lossy().into_owned();
-        let mut args = vec![
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            package,
-            "--example",
-            example,
-            "--",
-            "--out",
-        ];
+        // `--quick` is CI's smoke run: the dev profile that `cargo test`
+        // already built (examples included; our crates at opt-level 1), so it
+        // compiles nothing; its timings are not representative.
+        let mut args = vec!["run", "--quiet"];
+        if !self.quick {
+            args.push("--release");
+        }
+        args.extend(["-p", package, "--example", example, "--", "--out"]);
         args.push(&out);
         args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
@@ -266,7 +264,7 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
         "Mode: {}. Machine: {} cores, {}. Each ratio comes from one run that interleaves \
          the two sides (A B A B ...) and takes medians.\n",
         if quick {
-            "`--quick` (small models, few rounds)"
+            "`--quick` (small models, few rounds, **dev profile**: a smoke run whose timings are not representative; `cargo xtask bench` for figures)"
         } else {
             "full"
         },
