@@ -53,6 +53,8 @@ struct Runner {
     root: PathBuf,
     out: PathBuf,
     quick: bool,
+    /// `--quick`: whether `cargo build --workspace --examples` ran (and how).
+    examples_built: std::sync::OnceLock<Result<(), String>>,
 }
 
 impl Runner {
@@ -89,29 +91,81 @@ impl Runner {
     ) -> Result<(), TaskError> {
         let out = self.out.join(json);
         let out = out.to_string_lossy().into_owned();
-        // `--quick` is CI's smoke run: the dev profile that `cargo test`
-        // already built (examples included; our crates at opt-level 1), so it
-        // compiles nothing; its timings are not representative.
-        let mut args = vec!["run", "--quiet"];
-        if !self.quick {
-            args.push("--release");
+        if self.quick {
+            let mut args = vec!["--out", out.as_str()];
+            args.extend_from_slice(extra);
+            return self.built_example(example, &args, &format!("{package} {example}"));
         }
-        args.extend(["-p", package, "--example", example, "--", "--out"]);
+        let mut args = vec![
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--example",
+            example,
+            "--",
+            "--out",
+        ];
         args.push(&out);
         args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
     }
 
-    /// The candle suite. `--quick` runs it in the dev profile that `cargo
-    /// test` already built (candle's kernels are optimised there; the store
-    /// is not), so that CI's smoke run does not build candle a second time.
+    /// `--quick` is CI's smoke run: the examples as `cargo test --workspace`
+    /// already built them (dev profile, features unified over the workspace;
+    /// our crates at opt-level 1), run from `target/debug/examples/`. (`cargo
+    /// run -p <crate>` resolves features for that crate alone and rebuilt
+    /// candle and the store: three minutes of a cold CI run.) Its timings are
+    /// not representative.
+    fn built_example(&self, example: &str, args: &[&str], label: &str) -> Result<(), TaskError> {
+        let built = self.examples_built.get_or_init(|| {
+            self.cargo(
+                &["build", "--quiet", "--workspace", "--examples"],
+                "examples (dev profile, as cargo test built them)",
+            )
+            .map_err(|error| match error {
+                TaskError::Usage(message) | TaskError::Failed(message) => message,
+            })
+        });
+        if let Err(error) = built {
+            return Err(TaskError::Failed(error.clone()));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| self.root.join("target"), PathBuf::from);
+        let binary = target.join("debug").join("examples").join(example);
+        let started = Instant::now();
+        eprintln!("[bench] {label} ...");
+        let status = Command::new(&binary)
+            .current_dir(&self.root)
+            .args(args)
+            .status()
+            .map_err(|e| TaskError::Failed(format!("running {}: {e}", binary.display())))?;
+        if !status.success() {
+            return Err(TaskError::Failed(format!("{label} failed ({status})")));
+        }
+        eprintln!(
+            "[bench] {label} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    /// The candle suite. `--quick` runs it as `cargo test` built it (see
+    /// [`Runner::built_example`]: candle's kernels are optimised there, the
+    /// store at opt-level 1), so that CI's smoke run does not build candle a
+    /// second time.
     fn candle(&self) -> Result<(), TaskError> {
         let out = self.out.join("candle.json");
         let out = out.to_string_lossy().into_owned();
-        let mut args = vec!["run", "--quiet"];
-        if !self.quick {
-            args.push("--release");
+        if self.quick {
+            return self.built_example(
+                "bench_candle",
+                &["--out", &out, "--quick"],
+                "tinyai-candle bench_candle",
+            );
         }
+        let mut args = vec!["run", "--quiet", "--release"];
         args.extend([
             "-p",
             "tinyai-candle",
@@ -121,9 +175,6 @@ impl Runner {
             "--out",
             &out,
         ]);
-        if self.quick {
-            args.push("--quick");
-        }
         self.cargo(&args, "tinyai-candle bench_candle")
     }
 
@@ -175,7 +226,12 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
     let out = root.join("target").join("bench");
     std::fs::create_dir_all(&out)
         .map_err(|e| TaskError::Failed(format!("creating {}: {e}", out.display())))?;
-    let runner = Runner { root, out, quick };
+    let runner = Runner {
+        root,
+        out,
+        quick,
+        examples_built: std::sync::OnceLock::new(),
+    };
     let started = Instant::now();
     for suite in &suites {
         match *suite {
