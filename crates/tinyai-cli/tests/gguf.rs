@@ -442,3 +442,34 @@ fn values_over_the_format_limit_are_summarised() {
     assert_eq!(model.metadata_value("after"), Some("still read"));
     assert_eq!(model.layer_count(), 1);
 }
+
+/// The inputs the `gguf` fuzz target found panicking the format crate's
+/// reader (a quantised tensor whose byte size overflowed `u128`) also reach
+/// this crate's own GGUF reader through `tmai convert`: a one-line error,
+/// never a panic.
+#[test]
+fn fuzz_found_gguf_inputs_fail_conversion_cleanly() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tinyai-format/tests/regressions");
+    let out = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("gguf-")
+        {
+            continue;
+        }
+        let result = tinyai_cli::convert::convert(
+            &path,
+            &out.path().join("out.tmai"),
+            &tinyai_cli::convert::ConvertOptions::default(),
+        );
+        assert!(result.is_err(), "{} converted", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 1);
+}

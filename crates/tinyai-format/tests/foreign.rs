@@ -519,3 +519,36 @@ fn many_tensors_at_one_offset_are_rejected_without_quadratic_work() {
         Err(SourceError::SourceTensorsOverlap { .. })
     ));
 }
+
+/// Inputs the `gguf` fuzz target (fuzz/) found panicking: a quantised
+/// tensor whose element count nearly fills `u128`, so its byte size
+/// overflowed. Each must be a typed error, from this crate's reader and
+/// through content detection.
+#[test]
+fn fuzz_found_gguf_inputs_are_errors_not_panics() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("gguf-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            tinyai_format::detect(&bytes, bytes.len() as u64),
+            tinyai_format::FileKind::Gguf
+        );
+        assert!(
+            GgufHeader::parse(&bytes, bytes.len() as u64).is_err(),
+            "{} parsed",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 1, "no regression inputs in {}", dir.display());
+}
