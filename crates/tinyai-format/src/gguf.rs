@@ -589,12 +589,11 @@ impl GgufHeader {
                             actual: 0,
                         });
                     }
-                    // Checked: a shape whose element count nearly fills u128 overflows
+                    // Saturating: a shape whose element count nearly fills u128 overflows
                     // here (found by the `gguf` fuzz target); such a size is never
                     // in bounds, so it becomes u64::MAX and fails the range check.
                     let bytes = (elements / u128::from(block_elements))
-                        .checked_mul(u128::from(block_bytes))
-                        .unwrap_or(u128::MAX);
+                        .saturating_mul(u128::from(block_bytes));
                     u64::try_from(bytes).unwrap_or(u64::MAX)
                 }
                 None => {

@@ -493,12 +493,11 @@ pub fn read_file(source: &SourceFile, file_index: usize) -> Result<GgufFile> {
                         info.ggml_type
                     )));
                 }
-                // Checked: a shape whose element count nearly fills u128 overflows
+                // Saturating: a shape whose element count nearly fills u128 overflows
                 // here (found by the `gguf` fuzz target); such a size is never
                 // in bounds, so it becomes u64::MAX and fails the range check.
-                let bytes = (elements / u128::from(block_elements))
-                    .checked_mul(u128::from(block_bytes))
-                    .unwrap_or(u128::MAX);
+                let bytes =
+                    (elements / u128::from(block_elements)).saturating_mul(u128::from(block_bytes));
                 u64::try_from(bytes).unwrap_or(u64::MAX)
             }
             None => {
