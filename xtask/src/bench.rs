@@ -59,13 +59,19 @@ struct Runner {
 
 impl Runner {
     fn cargo(&self, args: &[&str], label: &str) -> Result<(), TaskError> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        self.timed(Path::new(&cargo), args, label)
+    }
+
+    /// Runs `program` with `args` in the workspace root, saying how long it took.
+    fn timed(&self, program: &Path, args: &[&str], label: &str) -> Result<(), TaskError> {
         let started = Instant::now();
         eprintln!("[bench] {label} ...");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        let status = Command::new(program)
             .current_dir(&self.root)
             .args(args)
             .status()
-            .map_err(|e| TaskError::Failed(format!("running cargo: {e}")))?;
+            .map_err(|e| TaskError::Failed(format!("running {}: {e}", program.display())))?;
         if !status.success() {
             return Err(TaskError::Failed(format!("{label} failed ({status})")));
         }
@@ -134,21 +140,7 @@ impl Runner {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map_or_else(|| self.root.join("target"), PathBuf::from);
         let binary = target.join("debug").join("examples").join(example);
-        let started = Instant::now();
-        eprintln!("[bench] {label} ...");
-        let status = Command::new(&binary)
-            .current_dir(&self.root)
-            .args(args)
-            .status()
-            .map_err(|e| TaskError::Failed(format!("running {}: {e}", binary.display())))?;
-        if !status.success() {
-            return Err(TaskError::Failed(format!("{label} failed ({status})")));
-        }
-        eprintln!(
-            "[bench] {label} done in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        Ok(())
+        self.timed(&binary, args, label)
     }
 
     /// The candle suite. `--quick` runs it as `cargo test` built it (see

@@ -29,8 +29,8 @@ pub enum Backend {
     /// [`crate::MappedModel::backend`].
     #[default]
     Mapped,
-    /// Layers are read with large `pread`s into aligned heap buffers owned by the
-    /// store. Immune to the file being modified or truncated: a short read is an
+    /// Layers are read with `pread`s (several requests in flight per layer)
+    /// into aligned heap buffers owned by the store, reused across evictions. Immune to the file being modified or truncated: a short read is an
     /// error ([`StoreError::ShortRead`]), never a crash. A slice stays valid while
     /// its guard lives, even if the layer is evicted meanwhile.
     Owned {
