@@ -18,6 +18,7 @@
 //! - [`raw`]: the on-disk `#[repr(C)]` little-endian structs (zerocopy), for tools that want raw access.
 //! - [`dtype`]: element types, their codes and sizes, and the GGML block table.
 //! - [`grouping`]: the tensor → layer grouping rules shared by `tmai convert` and the direct readers.
+//! - [`direct`]: [`ForeignModel`] — a safetensors file, sharded set or GGUF file viewed as a [`Model`] (opened as it is).
 //! - [`foreign`]: [`ForeignTensor`] and [`ForeignLayer`] — tensors and layers of a safetensors or GGUF file, with absolute byte ranges.
 //! - [`safetensors`]: [`SafetensorsHeader`] and the sharded-set index [`ShardIndex`].
 //! - [`gguf`]: [`GgufHeader`] — GGUF v2/v3 metadata, tensor infos, alignment and data offset.
@@ -46,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checksum;
+pub mod direct;
 pub mod dtype;
 pub mod error;
 pub mod fixtures;
@@ -59,6 +61,7 @@ pub mod real_model;
 pub mod safetensors;
 pub mod writer;
 
+pub use direct::{FilePlacement, ForeignModel};
 pub use dtype::DType;
 pub use error::{FormatError, SourceError, StringOwner, Table};
 pub use foreign::{FileKind, ForeignLayer, ForeignTensor, LayerSpan, detect, group_layers};

@@ -7,8 +7,10 @@ use std::ops::Range;
 use zerocopy::FromBytes;
 
 use crate::checksum::crc32c;
+use crate::direct::ForeignModel;
 use crate::dtype::expected_byte_length;
 use crate::error::{FormatError, StringOwner, Table};
+use crate::foreign::FileKind;
 use crate::raw::{
     HEADER_SIZE, LAYER_ENTRY_SIZE, LAYER_FLAG_HAS_CHECKSUM, MAGIC_V1, MAGIC_V2,
     METADATA_ENTRY_SIZE, RawHeader, RawLayer, RawMetadata, RawTensor, RawV1Header, RawV1Layer,
@@ -101,6 +103,7 @@ enum Inner<'a> {
         name: &'a str,
         layers: &'a [RawV1Layer],
     },
+    Foreign(&'a ForeignModel),
 }
 
 /// One layer, as described by the layer table.
@@ -369,26 +372,58 @@ impl<'a> Model<'a> {
         parse_v2(head, tables, &location, file_length)
     }
 
-    /// The format version.
+    /// The view of a directly opened safetensors file, sharded set or GGUF file
+    /// (see [`crate::direct`]); [`ForeignModel::model`] calls this.
+    pub fn foreign(model: &'a ForeignModel) -> Model<'a> {
+        Model {
+            data: None,
+            file_length: model.length(),
+            version: Version {
+                major: model.version(),
+                minor: 0,
+            },
+            inner: Inner::Foreign(model),
+        }
+    }
+
+    /// The format version (for a directly opened file, its own format's: GGUF 2 or 3, safetensors 0).
     pub fn version(&self) -> Version {
         self.version
     }
 
-    /// Whether this is a legacy TinyAI v1 file (read-only; no tensors, names or checksums).
-    pub fn is_legacy(&self) -> bool {
-        self.version.major == 1
+    /// What kind of file this model was read from.
+    pub fn kind(&self) -> FileKind {
+        match &self.inner {
+            Inner::V2 { .. } => FileKind::Tmai,
+            Inner::V1 { .. } => FileKind::LegacyTmai,
+            Inner::Foreign(model) => model.kind(),
+        }
     }
 
-    /// The file length in bytes.
+    /// The directly opened file behind this view, if it is not a `.tmai` file.
+    pub fn foreign_model(&self) -> Option<&'a ForeignModel> {
+        match &self.inner {
+            Inner::Foreign(model) => Some(model),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a legacy TinyAI v1 file (read-only; no tensors, names or checksums).
+    pub fn is_legacy(&self) -> bool {
+        matches!(self.inner, Inner::V1 { .. })
+    }
+
+    /// The file length in bytes (for a sharded set, the length of its virtual byte space).
     pub fn file_length(&self) -> u64 {
         self.file_length
     }
 
-    /// Layer alignment in bytes (1 for legacy v1 files, which have no alignment rule).
+    /// Layer alignment in bytes (1 for legacy v1 files and directly opened
+    /// files, which have no alignment rule).
     pub fn alignment(&self) -> u64 {
         match &self.inner {
             Inner::V2 { alignment, .. } => *alignment,
-            Inner::V1 { .. } => 1,
+            Inner::V1 { .. } | Inner::Foreign(_) => 1,
         }
     }
 
@@ -397,6 +432,7 @@ impl<'a> Model<'a> {
         match &self.inner {
             Inner::V2 { layers, .. } => layers.len() as u64,
             Inner::V1 { layers, .. } => layers.len() as u64,
+            Inner::Foreign(model) => model.layers.len() as u64,
         }
     }
 
@@ -405,6 +441,7 @@ impl<'a> Model<'a> {
         match &self.inner {
             Inner::V2 { tensors, .. } => tensors.len() as u64,
             Inner::V1 { .. } => 0,
+            Inner::Foreign(model) => model.tensors.len() as u64,
         }
     }
 
@@ -432,6 +469,19 @@ impl<'a> Model<'a> {
                     tensors: 0..0,
                 })
             }
+            Inner::Foreign(model) => {
+                let layer = model.layers.get(as_usize(index)).ok_or(out_of_range)?;
+                Ok(LayerInfo {
+                    index,
+                    name: Some(&layer.name),
+                    offset: layer.offset,
+                    length: layer.length,
+                    precision_bits: layer.precision_bits,
+                    dtype: layer.dtype,
+                    checksum: None,
+                    tensors: layer.first_tensor..layer.first_tensor + layer.tensor_count,
+                })
+            }
         }
     }
 
@@ -447,6 +497,13 @@ impl<'a> Model<'a> {
 
     /// Describes tensor `index` of the tensor table.
     pub fn tensor(&self, index: u64) -> Option<TensorInfo<'a>> {
+        if let Inner::Foreign(model) = &self.inner {
+            let layer = model
+                .layers
+                .partition_point(|l| l.first_tensor + l.tensor_count <= index)
+                as u64;
+            return foreign_tensor_info(model, index, layer);
+        }
         let Inner::V2 {
             tensors,
             strings,
@@ -469,21 +526,32 @@ impl<'a> Model<'a> {
         layer: u64,
     ) -> Result<impl ExactSizeIterator<Item = TensorInfo<'a>> + '_, FormatError> {
         let info = self.layer(layer)?;
-        let strings: &'a [u8] = match &self.inner {
-            Inner::V2 { strings, .. } => strings,
-            Inner::V1 { .. } => &[],
-        };
-        let tensors: &'a [RawTensor] = match &self.inner {
-            Inner::V2 { tensors, .. } => tensors,
-            Inner::V1 { .. } => &[],
+        let (tensors, strings, foreign): (&'a [RawTensor], &'a [u8], _) = match &self.inner {
+            Inner::V2 {
+                tensors, strings, ..
+            } => (tensors, strings, None),
+            Inner::V1 { .. } => (&[], &[], None),
+            Inner::Foreign(model) => (&[], &[], Some(*model)),
         };
         let slice = tensors
             .get(as_usize(info.tensors.start)..as_usize(info.tensors.end))
             .unwrap_or(&[]);
-        Ok(slice
+        let table = slice
             .iter()
             .enumerate()
-            .map(move |(i, raw)| tensor_info(info.tensors.start + i as u64, layer, raw, strings)))
+            .map(move |(i, raw)| tensor_info(info.tensors.start + i as u64, layer, raw, strings));
+        let range = info.tensors.clone();
+        let remaining = as_usize(range.end - range.start);
+        let direct = foreign.into_iter().flat_map(move |model| {
+            range
+                .clone()
+                .filter_map(move |index| foreign_tensor_info(model, index, layer))
+        });
+        Ok(Tensors {
+            table,
+            direct,
+            remaining,
+        })
     }
 
     /// Finds a tensor of layer `layer` by name.
@@ -505,10 +573,16 @@ impl<'a> Model<'a> {
                     metadata, strings, ..
                 } => (metadata, strings, None),
                 Inner::V1 { name, .. } => (&[], &[], Some(*name)),
+                Inner::Foreign(_) => (&[], &[], None),
             };
+        let direct: &'a [(String, String)] = match &self.inner {
+            Inner::Foreign(model) => &model.metadata,
+            _ => &[],
+        };
         legacy_name
             .map(|name| ("general.name", name))
             .into_iter()
+            .chain(direct.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .chain(entries.iter().map(move |entry| {
                 (
                     str_at(strings, entry.key_offset.get(), entry.key_length.get()),
@@ -641,6 +715,62 @@ fn v2_layer_info<'a>(index: u64, raw: &RawLayer, strings: &'a [u8]) -> LayerInfo
         checksum: (raw.flags.get() & LAYER_FLAG_HAS_CHECKSUM != 0).then(|| raw.checksum.get()),
         tensors: first..first + raw.tensor_count.get(),
     }
+}
+
+/// The tensors of one layer ([`Model::layer_tensors`]): from a tensor table, or
+/// from a directly opened file's tensor list.
+struct Tensors<A, B> {
+    table: A,
+    direct: B,
+    remaining: usize,
+}
+
+impl<'a, A, B> Iterator for Tensors<A, B>
+where
+    A: Iterator<Item = TensorInfo<'a>>,
+    B: Iterator<Item = TensorInfo<'a>>,
+{
+    type Item = TensorInfo<'a>;
+
+    fn next(&mut self) -> Option<TensorInfo<'a>> {
+        let next = self.table.next().or_else(|| self.direct.next());
+        if next.is_some() {
+            self.remaining = self.remaining.saturating_sub(1);
+        }
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.remaining, Some(self.remaining))
+    }
+}
+
+impl<'a, A, B> ExactSizeIterator for Tensors<A, B>
+where
+    A: Iterator<Item = TensorInfo<'a>>,
+    B: Iterator<Item = TensorInfo<'a>>,
+{
+}
+
+fn foreign_tensor_info(model: &ForeignModel, index: u64, layer: u64) -> Option<TensorInfo<'_>> {
+    let tensor = model.tensors.get(as_usize(index))?;
+    let owner = model.layers.get(as_usize(layer))?;
+    let start = model.virtual_offset(tensor.file, tensor.start)?;
+    let mut dims = [0u64; 8];
+    for (dim, &stored) in dims.iter_mut().zip(tensor.shape.iter()) {
+        *dim = stored;
+    }
+    Some(TensorInfo {
+        index,
+        layer,
+        name: &tensor.name,
+        dtype: tensor.dtype,
+        source_type: tensor.source_type,
+        rank: tensor.shape.len().min(8) as u16,
+        dims,
+        offset_in_layer: start - owner.offset,
+        length: tensor.length(),
+    })
 }
 
 fn tensor_info<'a>(index: u64, layer: u64, raw: &RawTensor, strings: &'a [u8]) -> TensorInfo<'a> {
