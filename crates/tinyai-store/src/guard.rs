@@ -177,6 +177,21 @@ impl LayerGuard<'_> {
                 requested: T::DTYPE,
             });
         }
+        let align = std::mem::align_of::<T>();
+        if !(view.bytes.as_ptr() as usize).is_multiple_of(align) {
+            return Err(StoreError::View {
+                layer: self.index,
+                what: name.to_owned(),
+                reason: format!(
+                    "misaligned: its bytes start at byte {} of the layer, at an address that \
+                     is not a multiple of {align} as {} needs (a directly opened safetensors or \
+                     GGUF file does not align tensors: read its bytes with `tensor`, or \
+                     `tmai convert` the file)",
+                    view.info.offset_in_layer,
+                    std::any::type_name::<T>()
+                ),
+            });
+        }
         bytemuck::try_cast_slice(view.bytes).map_err(|error| StoreError::View {
             layer: self.index,
             what: name.to_owned(),

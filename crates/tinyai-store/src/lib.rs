@@ -51,6 +51,7 @@ mod hits;
 mod io;
 mod lookahead;
 pub mod model;
+mod pages;
 mod partial;
 mod reclaim;
 mod room;

@@ -226,7 +226,7 @@ impl Shared {
                     if advised && failed.is_none() {
                         // Its read was started ahead and nobody will use it:
                         // the pages must not stay resident uncharged.
-                        let (offset, length) = self.span(index);
+                        let (offset, length) = self.droppable_span(index);
                         self.source
                             .drop_pages(offset, length, self.config.keep_page_cache);
                     }

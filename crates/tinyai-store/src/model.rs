@@ -20,9 +20,8 @@ use crate::lookahead::{Prefetch, window_budget};
 use crate::reclaim::Evictions;
 use crate::shared::{EXPLICIT, LayerMeta, Shared, State, unix_ms};
 use crate::slot::{SlotState, Slots};
-use crate::source::{Source, page_size};
+use crate::source::page_size;
 use crate::stats::{Counters, Stats};
-use crate::tables::Tables;
 
 /// Where a layer's bytes are, as far as the cache is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,8 +124,7 @@ impl MappedModel {
         let span = tracing::info_span!("open", path = %path.display());
         let _entered = span.enter();
         config.validate()?;
-        let source = Source::open(path, config.backend)?;
-        let tables = Tables::read(&source)?;
+        let (source, tables) = crate::tables::open(path, config.backend)?;
         let model = tables.model();
         let spans: Vec<(u64, u64)> = model.layers().map(|l| (l.offset, l.length)).collect();
         let layer_count = spans.len();
@@ -136,7 +134,23 @@ impl MappedModel {
                 u32::MAX
             )));
         }
-        let sizes: Vec<u64> = spans.iter().map(|&(_, length)| length).collect();
+        // A layer of a directly opened file is charged for the pages that
+        // cover it (it need not start on a page); `.tmai` layers for their length.
+        let page = page_size();
+        let direct = model.foreign_model().is_some();
+        let sizes: Vec<u64> = spans
+            .iter()
+            .map(|&(offset, length)| match length {
+                0 => 0,
+                _ if direct => (offset + length).next_multiple_of(page) - offset / page * page,
+                _ => length,
+            })
+            .collect();
+        let page_neighbours = if direct {
+            crate::pages::page_neighbours(&spans, page)
+        } else {
+            Vec::new()
+        };
         let mut engine_config = EngineConfig {
             budget_bytes: config.max_cache_size,
             min_layer_charge: config.min_layer_cache_size,
@@ -198,6 +212,7 @@ impl MappedModel {
             source,
             tables,
             spans,
+            page_neighbours,
             slots,
             state: Mutex::new(State {
                 engine,

@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) tables: Tables,
     /// (offset, length) of every layer.
     pub(crate) spans: Vec<(u64, u64)>,
+    /// Per layer, the layers sharing a partly owned boundary page (see `crate::pages`).
+    pub(crate) page_neighbours: Vec<Vec<u32>>,
     pub(crate) slots: Slots<AlignedBuf>,
     pub(crate) config: StoreConfig,
     pub(crate) state: Mutex<State>,

@@ -148,6 +148,14 @@ unsafe impl Send for ReadTarget {}
 unsafe impl Sync for ReadTarget {}
 
 impl ReadTarget {
+    /// Fills the target with zeros.
+    fn zero(self) {
+        // SAFETY: the target lies inside a buffer this load owns exclusively
+        // (see above), no reference to its bytes exists, and no request writes
+        // this piece (it is a gap no file covers).
+        unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
+    }
+
     /// `len` bytes from `at` (within the target).
     fn piece(self, at: usize, len: usize) -> ReadTarget {
         debug_assert!(at + len <= self.len);
@@ -173,7 +181,8 @@ enum Access {
     /// was exposed at creation so that C callers can be handed writable pointers.
     Mapped(MmapMut, usize),
     Owned {
-        direct: Option<File>,
+        /// Reads bypass the page cache (each part has its `O_DIRECT` descriptor).
+        direct: bool,
     },
 }
 
@@ -195,13 +204,86 @@ struct Faults {
     pending: std::sync::Mutex<Vec<(u64, InjectedFault, u32)>>,
 }
 
-/// An open model file.
+/// One file of a source: a whole `.tmai`, safetensors or GGUF file, or one
+/// shard of a sharded safetensors set, placed at `base` in the source's byte
+/// space (see `tinyai_format::direct`).
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    /// An `O_DIRECT` descriptor of the same file (owned backend with direct I/O).
+    direct: Option<File>,
+    pub(crate) base: u64,
+    length: u64,
+    inode: (u64, u64),
+}
+
+impl Part {
+    /// Opens `path` as a part at `base` of a source.
+    pub(crate) fn open(path: &Path, base: u64) -> Result<Part, StoreError> {
+        let file = File::open(path).map_err(io_error(path, "open"))?;
+        let metadata = file.metadata().map_err(io_error(path, "stat"))?;
+        if !metadata.is_file() {
+            return Err(StoreError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(Part {
+            path: path.to_path_buf(),
+            file,
+            direct: None,
+            base,
+            length: metadata.len(),
+            inode: (metadata.dev(), metadata.ino()),
+        })
+    }
+
+    pub(crate) fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` of this file, or fails.
+    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let read = read_fully(&self.file, offset, buf).map_err(io_error(&self.path, "read"))?;
+        if read < buf.len() {
+            return Err(StoreError::FileChanged {
+                path: self.path.clone(),
+                opened: self.length,
+                now: offset + read as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn advise(&self, offset: u64, len: u64, advice: libc::c_int) {
+        // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+                len as libc::off_t,
+                advice,
+            );
+        }
+    }
+}
+
+/// The piece of a source's byte range that lies in one part: `len` bytes at
+/// `file_offset` of `part`, which are bytes `at..at + len` of the range.
+struct Piece<'a> {
+    part: &'a Part,
+    file_offset: u64,
+    at: u64,
+    len: u64,
+}
+
+/// An open model: one file, or the files of a sharded set laid out in one
+/// byte space (gaps between them read as zero).
 #[derive(Debug)]
 pub(crate) struct Source {
     path: PathBuf,
-    file: File,
+    parts: Vec<Part>,
     length: u64,
-    inode: (u64, u64),
     access: Access,
     faults: Faults,
     /// The device's bandwidth and latency as loads measured them (sizes the
@@ -221,17 +303,31 @@ fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) ->
 }
 
 impl Source {
+    #[cfg(test)]
     pub(crate) fn open(path: &Path, backend: Backend) -> Result<Source, StoreError> {
-        let file = File::open(path).map_err(io_error(path, "open"))?;
-        let metadata = file.metadata().map_err(io_error(path, "stat"))?;
-        if !metadata.is_file() {
-            return Err(StoreError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let length = metadata.len();
-        let access = match backend {
-            Backend::Mapped if length > 0 => {
+        let part = Part::open(path, 0)?;
+        let length = part.length;
+        Source::from_parts(path, vec![part], length, backend)
+    }
+
+    /// A source over `parts` (in base order) whose byte space is `length`
+    /// bytes; `path` names it in messages. Only a single file is mapped: a set
+    /// of several is served by the owned backend.
+    pub(crate) fn from_parts(
+        path: &Path,
+        mut parts: Vec<Part>,
+        length: u64,
+        backend: Backend,
+    ) -> Result<Source, StoreError> {
+        let backend = match backend {
+            Backend::Mapped if parts.len() > 1 => {
+                tracing::info!(path = %path.display(), files = parts.len(), "a set of files is served by the owned backend");
+                Backend::Owned { direct_io: false }
+            }
+            other => other,
+        };
+        let access = match (backend, parts.as_slice()) {
+            (Backend::Mapped, [part]) if part.length > 0 => {
                 // SAFETY: a private (MAP_PRIVATE) mapping: this crate never writes
                 // through it, and writes by C callers go to private copies, never to
                 // the file. Its bytes can still change if another process modifies
@@ -241,7 +337,7 @@ impl Source {
                 // crate decides depends on mapped bytes staying the same.
                 // MAP_NORESERVE: pages are only copied if written, so the mapping
                 // reserves no swap for the whole file.
-                match unsafe { MmapOptions::new().no_reserve_swap().map_copy(&file) } {
+                match unsafe { MmapOptions::new().no_reserve_swap().map_copy(&part.file) } {
                     Ok(mut map) => {
                         let base = map.as_mut_ptr().expose_provenance();
                         Access::Mapped(map, base)
@@ -250,39 +346,58 @@ impl Source {
                         // E.g. an address-space limit (`ulimit -v`) smaller than the
                         // file: serve from owned buffers instead of failing.
                         tracing::warn!(path = %path.display(), %error, "mmap failed; falling back to the owned backend");
-                        Access::Owned { direct: None }
+                        Access::Owned { direct: false }
                     }
                 }
             }
-            Backend::Mapped => Access::Owned { direct: None },
-            Backend::Owned { direct_io } => {
-                let direct = if direct_io {
+            (Backend::Mapped, _) => Access::Owned { direct: false },
+            (Backend::Owned { direct_io }, _) => {
+                let mut direct = direct_io;
+                for part in parts.iter_mut().filter(|_| direct_io) {
                     match File::options()
                         .read(true)
                         .custom_flags(libc::O_DIRECT)
-                        .open(path)
+                        .open(&part.path)
                     {
-                        Ok(file) => Some(file),
+                        Ok(file) => part.direct = Some(file),
                         Err(error) => {
-                            tracing::warn!(path = %path.display(), %error, "O_DIRECT unavailable; using buffered reads");
-                            None
+                            tracing::warn!(path = %part.path.display(), %error, "O_DIRECT unavailable; using buffered reads");
+                            direct = false;
                         }
                     }
-                } else {
-                    None
-                };
+                }
+                if !direct {
+                    for part in &mut parts {
+                        part.direct = None;
+                    }
+                }
                 Access::Owned { direct }
             }
         };
         Ok(Source {
             path: path.to_path_buf(),
-            file,
+            parts,
             length,
-            inode: (metadata.dev(), metadata.ino()),
             access,
             faults: Faults::default(),
             tuner: Tuner::default(),
             buffers: BufferPool::default(),
+        })
+    }
+
+    /// The pieces of `offset..offset + len` that lie in a part (bytes in the
+    /// gaps between parts have none), in order.
+    fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = Piece<'_>> {
+        let end = offset.saturating_add(len);
+        self.parts.iter().filter_map(move |part| {
+            let start = offset.max(part.base);
+            let stop = end.min(part.base + part.length);
+            (start < stop).then(|| Piece {
+                part,
+                file_offset: start - part.base,
+                at: start - offset,
+                len: stop - start,
+            })
         })
     }
 
@@ -298,9 +413,7 @@ impl Source {
     pub(crate) fn backend(&self) -> Backend {
         match &self.access {
             Access::Mapped(..) => Backend::Mapped,
-            Access::Owned { direct } => Backend::Owned {
-                direct_io: direct.is_some(),
-            },
+            Access::Owned { direct } => Backend::Owned { direct_io: *direct },
         }
     }
 
@@ -308,28 +421,37 @@ impl Source {
         matches!(self.access, Access::Mapped(..))
     }
 
-    /// Reads exactly `buf.len()` bytes at `offset` (buffered), or fails.
+    /// Reads exactly `buf.len()` bytes at `offset` of the byte space
+    /// (buffered; gaps between parts read as zero), or fails.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        let read = read_fully(&self.file, offset, buf).map_err(io_error(&self.path, "read"))?;
-        if read < buf.len() {
+        if offset.saturating_add(buf.len() as u64) > self.length {
             return Err(StoreError::FileChanged {
                 path: self.path.clone(),
                 opened: self.length,
-                now: offset + read as u64,
+                now: self.length,
             });
+        }
+        buf.fill(0);
+        for piece in self.pieces(offset, buf.len() as u64) {
+            let at = piece.at as usize;
+            piece
+                .part
+                .read_exact_at(piece.file_offset, &mut buf[at..at + piece.len as usize])?;
         }
         Ok(())
     }
 
-    /// Refuses to go on if the file's length (or identity) changed since open.
+    /// Refuses to go on if a file's length (or identity) changed since open.
     pub(crate) fn check_unchanged(&self) -> Result<(), StoreError> {
-        let metadata = self.file.metadata().map_err(io_error(&self.path, "stat"))?;
-        if metadata.len() != self.length || (metadata.dev(), metadata.ino()) != self.inode {
-            return Err(StoreError::FileChanged {
-                path: self.path.clone(),
-                opened: self.length,
-                now: metadata.len(),
-            });
+        for part in &self.parts {
+            let metadata = part.file.metadata().map_err(io_error(&part.path, "stat"))?;
+            if metadata.len() != part.length || (metadata.dev(), metadata.ino()) != part.inode {
+                return Err(StoreError::FileChanged {
+                    path: part.path.clone(),
+                    opened: part.length,
+                    now: metadata.len(),
+                });
+            }
         }
         Ok(())
     }
@@ -379,19 +501,15 @@ impl Source {
             Access::Mapped(map, _) => {
                 let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
             }
-            Access::Owned { direct: None } => {
-                // SAFETY: plain syscall on a descriptor we own; no memory is involved.
-                unsafe {
-                    libc::posix_fadvise(
-                        self.file.as_raw_fd(),
-                        offset as libc::off_t,
-                        len as libc::off_t,
-                        libc::POSIX_FADV_WILLNEED,
-                    );
+            Access::Owned { direct: false } => {
+                for piece in self.pieces(offset, len) {
+                    piece
+                        .part
+                        .advise(piece.file_offset, piece.len, libc::POSIX_FADV_WILLNEED);
                 }
             }
             // O_DIRECT reads bypass the page cache: nothing to queue.
-            Access::Owned { direct: Some(_) } => {}
+            Access::Owned { direct: true } => {}
         }
     }
 
@@ -530,14 +648,10 @@ impl Source {
             tracing::warn!(offset, len, %error, "MADV_DONTNEED failed; evicted pages stay resident");
         }
         if !keep_page_cache {
-            // SAFETY: plain syscall on a file descriptor we own; no memory is involved.
-            unsafe {
-                libc::posix_fadvise(
-                    self.file.as_raw_fd(),
-                    start as libc::off_t,
-                    (end - start) as libc::off_t,
-                    libc::POSIX_FADV_DONTNEED,
-                );
+            for piece in self.pieces(start, end - start) {
+                piece
+                    .part
+                    .advise(piece.file_offset, piece.len, libc::POSIX_FADV_DONTNEED);
             }
         }
     }
@@ -603,13 +717,13 @@ impl Source {
                     .ok_or_else(|| self.out_of_memory(len))?
             }
         };
-        if let Access::Owned {
-            direct: Some(direct),
-        } = &self.access
+        if let [part] = self.parts.as_slice()
+            && let Some(direct) = &part.direct
             && offset.is_multiple_of(page)
             && len > 0
         {
-            match self.read_requests(direct, offset, buffer.read_target(rounded), len_usize) {
+            let target = buffer.read_target(rounded);
+            match self.read_requests(direct, offset, offset, target, len_usize) {
                 Ok(()) => return Ok(buffer),
                 Err(Failure::Short(read)) => return Err(self.short_read(layer, offset, len, read)),
                 Err(Failure::Io(error)) => {
@@ -618,15 +732,43 @@ impl Source {
             }
         }
         self.start_read(offset, len);
-        match self.read_requests(&self.file, offset, buffer.read_target(len_usize), len_usize) {
-            Ok(()) => Ok(buffer),
-            Err(Failure::Short(read)) => Err(self.short_read(layer, offset, len, read)),
-            Err(Failure::Io(source)) => Err(StoreError::Io {
-                path: self.path.clone(),
-                action: "read",
-                source,
-            }),
+        let target = buffer.read_target(len_usize);
+        let mut filled = 0u64;
+        for piece in self.pieces(offset, len) {
+            // Gap bytes (between two files of a set) read as zero.
+            target.piece(filled as usize, (piece.at - filled) as usize).zero();
+            let into = target.piece(piece.at as usize, piece.len as usize);
+            let read = self.read_requests(
+                &piece.part.file,
+                piece.file_offset,
+                offset + piece.at,
+                into,
+                piece.len as usize,
+            );
+            match read {
+                Ok(()) => {}
+                Err(Failure::Short(read)) => {
+                    return Err(self.short_read(
+                        layer,
+                        offset,
+                        len,
+                        piece.at as usize + read,
+                    ));
+                }
+                Err(Failure::Io(source)) => {
+                    return Err(StoreError::Io {
+                        path: piece.part.path.clone(),
+                        action: "read",
+                        source,
+                    });
+                }
+            }
+            filled = piece.at + piece.len;
         }
+        target
+            .piece(filled as usize, (len - filled) as usize)
+            .zero();
+        Ok(buffer)
     }
 
     /// Fills `buf` from `file` at `offset` in [`crate::io::CHUNK`] requests,
@@ -636,6 +778,7 @@ impl Source {
         &self,
         file: &File,
         offset: u64,
+        virtual_offset: u64,
         target: ReadTarget,
         needed: usize,
     ) -> Result<(), Failure> {
@@ -646,7 +789,7 @@ impl Source {
             .map(|at| (at, target.piece(at, size.min(total - at))))
             .collect();
         run_requests(&self.tuner, requests, total as u64, |(at, piece)| {
-            self.injected_failure(offset + at as u64, piece.len as u64, at as u64)?;
+            self.injected_failure(virtual_offset + at as u64, piece.len as u64, at as u64)?;
             let read = read_fully_raw(file, offset + at as u64, piece).map_err(Failure::Io)?;
             let end = at + read;
             if read < piece.len && end < needed {

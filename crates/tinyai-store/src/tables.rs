@@ -1,52 +1,141 @@
 //! A private, owned copy of a model's header and tables, parsed once at open.
 
+use std::path::Path;
 use std::ptr::NonNull;
 
-use tinyai_format::{Model, limits::MAX_HEADER_SIZE, locate_tables};
+use tinyai_format::{
+    FileKind, FormatError, ForeignModel, Grouping, Model, detect, direct::read_direct,
+    limits::MAX_HEADER_SIZE, locate_tables,
+};
 
+use crate::config::Backend;
 use crate::error::StoreError;
-use crate::source::Source;
+use crate::source::{Part, Source};
 
-/// Owns the header and table bytes and the [`Model`] view that borrows them.
+/// Owns the header and table bytes (a `.tmai` file) or the description of a
+/// directly opened safetensors/GGUF file, and the [`Model`] view that borrows them.
 ///
 /// Tables are read with `pread` into this private buffer (never served from the
 /// mapping), so nothing the store decides depends on bytes another process can
 /// change after open.
 pub(crate) struct Tables {
-    // Field order matters: `model` borrows from `bytes` and must be dropped first.
+    // Field order matters: `model` borrows from `owner` and must be dropped first.
     model: Model<'static>,
-    /// The allocation `model` borrows, from `Box::into_raw` (a raw pointer, not a
-    /// `Box`, so that moving `Tables` asserts nothing about the bytes' uniqueness
-    /// while `model` borrows them); freed in `Drop`.
-    bytes: NonNull<[u8]>,
+    /// What `model` borrows, from `Box::into_raw` (a raw pointer, not a
+    /// `Box`, so that moving `Tables` asserts nothing about its uniqueness
+    /// while `model` borrows it); freed in `Drop`.
+    owner: Owner,
 }
 
-// SAFETY: `bytes` is an immutable heap allocation owned by this value; it is
+enum Owner {
+    Bytes(NonNull<[u8]>),
+    Foreign(NonNull<ForeignModel>),
+}
+
+// SAFETY: the owner is an immutable heap allocation owned by this value; it is
 // only read (through `model`), so sharing or sending it across threads is as
-// safe as for a `Box<[u8]>`.
+// safe as for a `Box<[u8]>` or `Box<ForeignModel>` (both `Send + Sync`).
 unsafe impl Send for Tables {}
 // SAFETY: as above.
 unsafe impl Sync for Tables {}
 
 impl Drop for Tables {
     fn drop(&mut self) {
-        // SAFETY: `bytes` came from `Box::into_raw` in `Tables::read` and is freed
-        // only here, once. `model`, which borrows it, is never used again: it is
-        // a field of `self`, dropped after this body runs but it has no drop glue
-        // that reads the bytes (it is plain borrowed views).
-        drop(unsafe { Box::from_raw(self.bytes.as_ptr()) });
+        // SAFETY: the pointer came from `Box::into_raw`/`Box::leak` in
+        // `Tables::read` or `Tables::foreign` and is freed only here, once.
+        // `model`, which borrows it, is never used again: it is a field of
+        // `self`, dropped after this body runs, but it has no drop glue that
+        // reads the owner (it is plain borrowed views).
+        match self.owner {
+            Owner::Bytes(bytes) => drop(unsafe { Box::from_raw(bytes.as_ptr()) }),
+            Owner::Foreign(model) => drop(unsafe { Box::from_raw(model.as_ptr()) }),
+        }
     }
 }
 
 impl std::fmt::Debug for Tables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tables")
+            .field("kind", &self.model.kind())
             .field("layers", &self.model.layer_count())
             .finish()
     }
 }
 
+/// An error of reading a directly opened file's headers.
+enum DirectError {
+    Format(FormatError),
+    Store(StoreError),
+}
+
+impl From<FormatError> for DirectError {
+    fn from(error: FormatError) -> DirectError {
+        DirectError::Format(error)
+    }
+}
+
+impl From<StoreError> for DirectError {
+    fn from(error: StoreError) -> DirectError {
+        DirectError::Store(error)
+    }
+}
+
+/// Opens `path` as whatever model it holds (detected by content: `.tmai` v2,
+/// legacy v1, safetensors, a sharded safetensors index, GGUF) and reads its tables.
+pub(crate) fn open(path: &Path, backend: Backend) -> Result<(Source, Tables), StoreError> {
+    let main = Part::open(path, 0)?;
+    let mut first = vec![0u8; main.length().min(64) as usize];
+    main.read_exact_at(0, &mut first)?;
+    let kind = detect(&first, main.length());
+    if !matches!(
+        kind,
+        FileKind::Safetensors | FileKind::SafetensorsIndex | FileKind::Gguf
+    ) {
+        let length = main.length();
+        let source = Source::from_parts(path, vec![main], length, backend)?;
+        let tables = Tables::read(&source)?;
+        return Ok((source, tables));
+    }
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let read = read_direct::<Part, DirectError>(
+        kind,
+        main,
+        Part::length,
+        |part, offset, buf| Ok(part.read_exact_at(offset, buf)?),
+        |name| Ok(Part::open(&directory.join(name), 0)?),
+        &Grouping::Default,
+    );
+    let (foreign, mut parts) = match read {
+        Ok(read) => read,
+        Err(DirectError::Store(error)) => return Err(error),
+        Err(DirectError::Format(source)) => {
+            return Err(StoreError::Format {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for (part, placement) in parts.iter_mut().zip(foreign.files()) {
+        part.base = placement.base;
+    }
+    let source = Source::from_parts(path, parts, foreign.length(), backend)?;
+    Ok((source, Tables::foreign(foreign)))
+}
+
 impl Tables {
+    fn foreign(foreign: ForeignModel) -> Tables {
+        let owner = NonNull::from(Box::leak(Box::new(foreign)));
+        // SAFETY: `owner` is a leaked heap allocation that nothing else
+        // references; from here it is owned by the returned `Tables`, never
+        // mutated, and freed only in `Tables::drop`. `model` never escapes with
+        // the 'static lifetime: `Tables::model` re-borrows it for `&self`.
+        let stable: &'static ForeignModel = unsafe { owner.as_ref() };
+        Tables {
+            model: stable.model(),
+            owner: Owner::Foreign(owner),
+        }
+    }
+
     pub(crate) fn read(source: &Source) -> Result<Tables, StoreError> {
         let format_error = |source_error| StoreError::Format {
             path: source.path().to_path_buf(),
@@ -76,7 +165,10 @@ impl Tables {
             location.tables.start,
             file_length,
         ) {
-            Ok(model) => Ok(Tables { model, bytes }),
+            Ok(model) => Ok(Tables {
+                model,
+                owner: Owner::Bytes(bytes),
+            }),
             Err(error) => {
                 // SAFETY: from `Box::leak` above; the failed parse kept no borrow.
                 drop(unsafe { Box::from_raw(bytes.as_ptr()) });
