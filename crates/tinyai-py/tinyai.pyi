@@ -170,7 +170,7 @@ class Model:
         checksums_verified,
         load_time (s), cached_bytes, transient_bytes, reclaim_pending_bytes,
         io_bandwidth (bytes/s), io_latency (s), io_depth, buffers_reused,
-        buffers_allocated, pooled_bytes, hit_ratio."""
+        buffers_allocated, pooled_bytes, layers_without_checksum, hit_ratio."""
     def read_tensor_bytes(self, index: int, name: str, start: int, length: int) -> bytes:
         """``length`` bytes of tensor ``name`` of layer ``index`` from ``start``,
         read from the file without loading or charging the layer (gathering

@@ -591,6 +591,96 @@ pub fn golden_files() -> Result<Vec<(&'static str, Vec<u8>)>, FormatError> {
     ])
 }
 
+/// A GGUF v3 file written for tests: string and `u32` metadata, then tensors
+/// whose data start at multiples of the alignment (32 unless `general.alignment`
+/// is set with [`GgufWriter::alignment`]). Shapes are given outermost first, as
+/// everywhere in this crate, and written innermost first, as GGUF stores them.
+#[derive(Clone, Debug, Default)]
+pub struct GgufWriter {
+    metadata: Vec<u8>,
+    metadata_count: u64,
+    alignment: Option<u64>,
+    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+}
+
+fn gguf_string(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+impl GgufWriter {
+    /// An empty file.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a string metadata value.
+    pub fn string(&mut self, key: &str, value: &str) -> &mut Self {
+        gguf_string(&mut self.metadata, key);
+        self.metadata.extend_from_slice(&8u32.to_le_bytes());
+        gguf_string(&mut self.metadata, value);
+        self.metadata_count += 1;
+        self
+    }
+
+    /// Adds a `u32` metadata value.
+    pub fn u32(&mut self, key: &str, value: u32) -> &mut Self {
+        gguf_string(&mut self.metadata, key);
+        self.metadata.extend_from_slice(&4u32.to_le_bytes());
+        self.metadata.extend_from_slice(&value.to_le_bytes());
+        self.metadata_count += 1;
+        self
+    }
+
+    /// Sets `general.alignment` (a power of two).
+    pub fn alignment(&mut self, alignment: u32) -> &mut Self {
+        self.alignment = Some(u64::from(alignment));
+        self.u32("general.alignment", alignment)
+    }
+
+    /// Adds a tensor of GGML type `ggml_type` (0 = F32, 1 = F16, …) with its bytes.
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[u64],
+        ggml_type: u32,
+        data: Vec<u8>,
+    ) -> &mut Self {
+        self.tensors
+            .push((name.to_owned(), shape.to_vec(), ggml_type, data));
+        self
+    }
+
+    /// The file's bytes.
+    #[must_use]
+    pub fn build(&self) -> Vec<u8> {
+        let alignment = self.alignment.unwrap_or(32).max(1);
+        let mut out = b"GGUF".to_vec();
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.metadata_count.to_le_bytes());
+        out.extend_from_slice(&self.metadata);
+        let mut offset = 0u64;
+        for (name, shape, ggml_type, data) in &self.tensors {
+            gguf_string(&mut out, name);
+            out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+            for dimension in shape.iter().rev() {
+                out.extend_from_slice(&dimension.to_le_bytes());
+            }
+            out.extend_from_slice(&ggml_type.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset = (offset + data.len() as u64).next_multiple_of(alignment);
+        }
+        out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
+        for (_, _, _, data) in &self.tensors {
+            out.extend_from_slice(data);
+            out.resize((out.len() as u64).next_multiple_of(alignment) as usize, 0);
+        }
+        out
+    }
+}
+
 /// Name of the environment variable naming the file where [`skip`] records
 /// skipped tests (`.ci/run` sets it and fails on skips not in its allowlist).
 pub const SKIP_LOG_VARIABLE: &str = "TINYAI_SKIP_LOG";
@@ -624,6 +714,19 @@ pub fn skip(test: &str, reason: &str) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn gguf_writer_output_parses_back() {
+        let mut writer = GgufWriter::new();
+        writer
+            .string("general.name", "t")
+            .tensor("blk.0.w", &[2, 3], 0, (0..24).collect());
+        let bytes = writer.build();
+        let header = crate::GgufHeader::parse(&bytes, bytes.len() as u64).unwrap();
+        assert_eq!(header.tensors[0].shape, [2, 3]);
+        let start = header.tensors[0].start as usize;
+        assert_eq!(bytes[start..start + 24], (0..24).collect::<Vec<u8>>()[..]);
+    }
 
     #[test]
     fn chunked_fill_matches_the_byte_definition() {

@@ -175,6 +175,7 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, stats: &Stats) -> PyResult<Bound<
     dict.set_item("buffers_reused", stats.buffers_reused)?;
     dict.set_item("buffers_allocated", stats.buffers_allocated)?;
     dict.set_item("pooled_bytes", stats.pooled_bytes)?;
+    dict.set_item("layers_without_checksum", stats.layers_without_checksum)?;
     dict.set_item("hit_ratio", stats.hit_ratio())?;
     Ok(dict)
 }

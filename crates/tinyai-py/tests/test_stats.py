@@ -11,6 +11,7 @@ KEYS = {
     "prefetch_wasted", "prefetch_cancelled", "checksum_failures", "checksums_verified", "load_time",
     "cached_bytes", "transient_bytes", "reclaim_pending_bytes", "hit_ratio",
     "io_bandwidth", "io_latency", "io_depth", "buffers_reused", "buffers_allocated", "pooled_bytes",
+    "layers_without_checksum",
 }
 # Measured from the device's timing: they differ between two runs of the same accesses.
 TIMED = {"load_time", "io_bandwidth", "io_latency", "io_depth"}

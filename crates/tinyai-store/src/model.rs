@@ -58,8 +58,13 @@ pub struct LayerDescriptor {
     pub last_accessed_ms: u64,
     /// Number of demand accesses.
     pub access_count: u64,
-    /// Bytes this layer is charged when cached.
+    /// Bytes this layer is charged when cached (for a layer of a directly
+    /// opened safetensors or GGUF file, the pages that cover it).
     pub charge: u64,
+    /// The layer's CRC-32C, when the file has one: `None` for legacy v1 files
+    /// and for directly opened safetensors and GGUF files, which carry no
+    /// checksums (`tmai convert` adds them).
+    pub checksum: Option<u32>,
 }
 
 /// A pin on a layer held without a guard ([`MappedModel::pin_detached`]).
@@ -208,6 +213,11 @@ impl MappedModel {
         );
         let stale_after = config.lookahead.max(1) as u64;
         let source_base = source.mapped_base();
+        let counters = Counters::default();
+        counters.layers_without_checksum.store(
+            model.layers().filter(|l| l.checksum.is_none()).count() as u64,
+            Ordering::Relaxed,
+        );
         let shared = Arc::new_cyclic(|this| Shared {
             source,
             tables,
@@ -233,7 +243,7 @@ impl MappedModel {
             }),
             config,
             changed: Condvar::new(),
-            counters: Counters::default(),
+            counters,
             hits: ReadBuffers::default(),
             pool,
             reclaim,
@@ -305,6 +315,7 @@ impl MappedModel {
             last_accessed_ms: slot.last_accessed_ms(),
             access_count: slot.access_count(),
             charge,
+            checksum: info.checksum,
         })
     }
 
@@ -716,8 +727,8 @@ impl MappedModel {
     }
 
     /// Verifies layer `index`'s checksum by reading its bytes (through the cache).
-    /// A layer without a checksum (legacy v1) is an error here
-    /// ([`tinyai_format::FormatError::NoChecksum`]).
+    /// A layer without a checksum (legacy v1, a directly opened safetensors or
+    /// GGUF file) is an error here ([`tinyai_format::FormatError::NoChecksum`]).
     pub fn verify_layer(&self, index: u64) -> Result<(), StoreError> {
         let stripe = self.shared.pin(index)?;
         let guard = LayerGuard::borrowed(&self.shared, index, stripe);

@@ -7,8 +7,8 @@
 //! pinned neighbour's bytes stay resident, and an evicted pair leaves nothing
 //! behind). `.tmai` layers are aligned and have no such neighbours.
 
-use crate::slot::SlotState;
 use crate::shared::Shared;
+use crate::slot::SlotState;
 use crate::source::page_size;
 
 /// For each layer, the other layers that touch its first or last page when

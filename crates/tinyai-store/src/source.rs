@@ -736,7 +736,9 @@ impl Source {
         let mut filled = 0u64;
         for piece in self.pieces(offset, len) {
             // Gap bytes (between two files of a set) read as zero.
-            target.piece(filled as usize, (piece.at - filled) as usize).zero();
+            target
+                .piece(filled as usize, (piece.at - filled) as usize)
+                .zero();
             let into = target.piece(piece.at as usize, piece.len as usize);
             let read = self.read_requests(
                 &piece.part.file,
@@ -748,12 +750,7 @@ impl Source {
             match read {
                 Ok(()) => {}
                 Err(Failure::Short(read)) => {
-                    return Err(self.short_read(
-                        layer,
-                        offset,
-                        len,
-                        piece.at as usize + read,
-                    ));
+                    return Err(self.short_read(layer, offset, len, piece.at as usize + read));
                 }
                 Err(Failure::Io(source)) => {
                     return Err(StoreError::Io {

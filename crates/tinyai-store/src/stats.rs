@@ -16,6 +16,8 @@ pub(crate) struct Counters {
     pub(crate) checksum_failures: AtomicU64,
     pub(crate) checksums_verified: AtomicU64,
     pub(crate) load_nanos: AtomicU64,
+    /// Set once at open: layers the file has no checksum for.
+    pub(crate) layers_without_checksum: AtomicU64,
 }
 
 /// A snapshot of a model's counters (since open).
@@ -71,6 +73,10 @@ pub struct Stats {
     /// Owned backend: bytes of free buffers kept for reuse (within the budget
     /// together with the charged bytes).
     pub pooled_bytes: u64,
+    /// Layers the file has no checksum for (every layer of a legacy v1 file or
+    /// of a directly opened safetensors or GGUF file): their bytes are served
+    /// unverified.
+    pub layers_without_checksum: u64,
 }
 
 impl Stats {
@@ -111,6 +117,7 @@ impl Counters {
             buffers_reused: 0,
             buffers_allocated: 0,
             pooled_bytes: 0,
+            layers_without_checksum: get(&self.layers_without_checksum),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::ptr::NonNull;
 
 use tinyai_format::{
-    FileKind, FormatError, ForeignModel, Grouping, Model, detect, direct::read_direct,
+    FileKind, ForeignModel, FormatError, Grouping, Model, detect, direct::read_direct,
     limits::MAX_HEADER_SIZE, locate_tables,
 };
 
@@ -41,13 +41,15 @@ unsafe impl Sync for Tables {}
 
 impl Drop for Tables {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::into_raw`/`Box::leak` in
-        // `Tables::read` or `Tables::foreign` and is freed only here, once.
-        // `model`, which borrows it, is never used again: it is a field of
-        // `self`, dropped after this body runs, but it has no drop glue that
-        // reads the owner (it is plain borrowed views).
+        // The pointer came from `Box::into_raw`/`Box::leak` in `Tables::read`
+        // or `Tables::foreign` and is freed only here, once. `model`, which
+        // borrows it, is never used again: it is a field of `self`, dropped
+        // after this body runs, but it has no drop glue that reads the owner
+        // (it is plain borrowed views).
         match self.owner {
+            // SAFETY: see above (a leaked `Box<[u8]>`).
             Owner::Bytes(bytes) => drop(unsafe { Box::from_raw(bytes.as_ptr()) }),
+            // SAFETY: see above (a leaked `Box<ForeignModel>`).
             Owner::Foreign(model) => drop(unsafe { Box::from_raw(model.as_ptr()) }),
         }
     }
