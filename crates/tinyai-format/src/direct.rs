@@ -239,6 +239,11 @@ impl ForeignModel {
 /// First bytes read of a header before the parser says how many it needs.
 const FIRST_READ: u64 = 64 << 10;
 
+/// The longest header [`read_direct`] reads (a GGUF header's length is only
+/// known while parsing it; a safetensors header is limited to
+/// [`crate::safetensors::MAX_HEADER_LENGTH`] by its own parser).
+pub const MAX_DIRECT_HEADER: u64 = 1 << 30;
+
 /// Reads what [`ForeignModel`] needs from a file set through caller-supplied I/O
 /// and builds it: `kind` from [`crate::detect`] on the first bytes of `main`
 /// ([`FileKind::Safetensors`], [`FileKind::SafetensorsIndex`] or [`FileKind::Gguf`];
@@ -269,7 +274,16 @@ pub fn read_direct<S, E: From<FormatError>>(
                 Err(SourceError::NeedMoreBytes { needed, .. })
                     if needed > given && needed <= file_length =>
                 {
-                    given = needed.max(given.saturating_mul(2)).min(file_length);
+                    if needed > MAX_DIRECT_HEADER {
+                        return Err(E::from(FormatError::InvalidInput(format!(
+                            "the header needs more than {needed} bytes, beyond the limit of \
+                             {MAX_DIRECT_HEADER} bytes read to open a file directly"
+                        ))));
+                    }
+                    given = needed
+                        .max(given.saturating_mul(2))
+                        .min(file_length)
+                        .min(MAX_DIRECT_HEADER);
                 }
                 Err(error) => return Err(E::from(FormatError::from(error))),
                 Ok(()) => return Ok(head),

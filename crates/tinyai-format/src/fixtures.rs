@@ -652,6 +652,43 @@ impl GgufWriter {
         self
     }
 
+    /// A GGUF file holding the tensors of a safetensors file (`bytes`, the whole
+    /// file) under the same names, shapes and bytes, in data order, with its
+    /// `__metadata__` as string values (for plain dtypes GGUF has: f32, f16,
+    /// bf16, f64, i8, i16, i32, i64; others are an error).
+    ///
+    /// # Errors
+    /// The safetensors header's error, or [`FormatError::InvalidInput`] for a
+    /// dtype GGUF cannot hold.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<GgufWriter, FormatError> {
+        let header = crate::SafetensorsHeader::parse(bytes, bytes.len() as u64)?;
+        let mut writer = GgufWriter::new();
+        for (key, value) in &header.metadata {
+            writer.string(key, value);
+        }
+        for tensor in &header.tensors {
+            let ggml = match tensor.dtype {
+                DType::F32 => 0,
+                DType::F16 => 1,
+                DType::I8 => 24,
+                DType::I16 => 25,
+                DType::I32 => 26,
+                DType::I64 => 27,
+                DType::F64 => 28,
+                DType::BF16 => 30,
+                other => {
+                    return Err(FormatError::InvalidInput(format!(
+                        "tensor {}: GGUF has no plain type for {other:?}",
+                        tensor.name
+                    )));
+                }
+            };
+            let data = bytes[tensor.start as usize..tensor.end as usize].to_vec();
+            writer.tensor(&tensor.name, &tensor.shape, ggml, data);
+        }
+        Ok(writer)
+    }
+
     /// The file's bytes.
     #[must_use]
     pub fn build(&self) -> Vec<u8> {

@@ -6,7 +6,11 @@
 //! Nothing here touches the cache: the bytes are read from the file with
 //! positioned reads into the caller's buffer (served from the OS page cache
 //! when the pages are there), never charged against `max_cache_size`, and
-//! counted in [`crate::Stats::bytes_read`].
+//! counted in [`crate::Stats::bytes_read`]. Unless
+//! [`crate::StoreConfig::keep_page_cache`] is set, the whole pages read this
+//! way are dropped from the page cache afterwards when their layer is not in
+//! memory, so that gathering from a table larger than the budget does not
+//! leave it resident uncharged.
 
 use std::sync::atomic::Ordering;
 
@@ -52,8 +56,7 @@ impl MappedModel {
         }
         let (layer_offset, _) = self.shared.span(index);
         self.shared
-            .source
-            .read_exact_at(layer_offset + range.start as u64 + start, buf)?;
+            .read_uncharged(index, layer_offset + range.start as u64 + start, buf)?;
         self.shared
             .counters
             .bytes_read

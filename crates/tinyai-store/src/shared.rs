@@ -594,6 +594,29 @@ impl Shared {
             .saturating_sub(state.engine.usage() + state.transient_charge + state.reclaim_pending)
     }
 
+    /// Reads bytes of layer `index` from the file without loading or charging
+    /// it (and without kernel read-ahead); unless `keep_page_cache`, drops the
+    /// layer's pages from the page cache afterwards when the layer is not in
+    /// memory (they are not charged).
+    pub(crate) fn read_uncharged(
+        &self,
+        index: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), StoreError> {
+        self.source.read_exact_at_no_readahead(offset, buf)?;
+        if !self.config.keep_page_cache
+            && self.slots.at(index as usize).load().state() == SlotState::Absent
+        {
+            // The whole layer's pages, not only those just read: the page
+            // cache holds large folios, which a drop only takes when they lie
+            // entirely inside its range (a folio may straddle two reads).
+            let (start, length) = self.droppable_span(index);
+            self.source.drop_cached(start, length);
+        }
+        Ok(())
+    }
+
     /// Verifies layer `index`'s checksum against the file's bytes, read in
     /// chunks of [`VERIFY_CHUNK`] (so neither the layer nor the mapping is
     /// touched, and nothing is charged). Layers without a checksum (legacy
@@ -606,7 +629,7 @@ impl Shared {
             let mut done = 0u64;
             while done < length {
                 let n = VERIFY_CHUNK.min(length - done) as usize;
-                if let Err(error) = self.source.read_exact_at(offset + done, &mut scratch[..n]) {
+                if let Err(error) = self.read_uncharged(index, offset + done, &mut scratch[..n]) {
                     failed = Some(error);
                     return;
                 }

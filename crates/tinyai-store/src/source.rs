@@ -213,6 +213,9 @@ pub(crate) struct Part {
     pub(crate) file: File,
     /// An `O_DIRECT` descriptor of the same file (owned backend with direct I/O).
     direct: Option<File>,
+    /// A descriptor of the same file with kernel read-ahead off
+    /// (`POSIX_FADV_RANDOM`), for uncharged reads (opened on first use).
+    random: OnceLock<File>,
     pub(crate) base: u64,
     length: u64,
     inode: (u64, u64),
@@ -232,6 +235,7 @@ impl Part {
             path: path.to_path_buf(),
             file,
             direct: None,
+            random: OnceLock::new(),
             base,
             length: metadata.len(),
             inode: (metadata.dev(), metadata.ino()),
@@ -245,6 +249,31 @@ impl Part {
     /// Reads exactly `buf.len()` bytes at `offset` of this file, or fails.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
         let read = read_fully(&self.file, offset, buf).map_err(io_error(&self.path, "read"))?;
+        if read < buf.len() {
+            return Err(StoreError::FileChanged {
+                path: self.path.clone(),
+                opened: self.length,
+                now: offset + read as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Like [`Part::read_exact_at`], through a descriptor whose kernel
+    /// read-ahead is off: reads that nothing charges must not pull in
+    /// megabytes after them (read-ahead state belongs to the descriptor, so
+    /// loads through the main one keep theirs).
+    fn read_exact_at_no_readahead(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let file = match self.random.get() {
+            Some(file) => file,
+            None => {
+                let file = File::open(&self.path).map_err(io_error(&self.path, "open"))?;
+                // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+                self.random.get_or_init(|| file)
+            }
+        };
+        let read = read_fully(file, offset, buf).map_err(io_error(&self.path, "read"))?;
         if read < buf.len() {
             return Err(StoreError::FileChanged {
                 path: self.path.clone(),
@@ -424,6 +453,24 @@ impl Source {
     /// Reads exactly `buf.len()` bytes at `offset` of the byte space
     /// (buffered; gaps between parts read as zero), or fails.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.read_pieces(offset, buf, Part::read_exact_at)
+    }
+
+    /// [`Source::read_exact_at`] without kernel read-ahead (for uncharged reads).
+    pub(crate) fn read_exact_at_no_readahead(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), StoreError> {
+        self.read_pieces(offset, buf, Part::read_exact_at_no_readahead)
+    }
+
+    fn read_pieces(
+        &self,
+        offset: u64,
+        buf: &mut [u8],
+        read: impl Fn(&Part, u64, &mut [u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if offset.saturating_add(buf.len() as u64) > self.length {
             return Err(StoreError::FileChanged {
                 path: self.path.clone(),
@@ -434,9 +481,11 @@ impl Source {
         buf.fill(0);
         for piece in self.pieces(offset, buf.len() as u64) {
             let at = piece.at as usize;
-            piece
-                .part
-                .read_exact_at(piece.file_offset, &mut buf[at..at + piece.len as usize])?;
+            read(
+                piece.part,
+                piece.file_offset,
+                &mut buf[at..at + piece.len as usize],
+            )?;
         }
         Ok(())
     }
@@ -648,6 +697,17 @@ impl Source {
             tracing::warn!(offset, len, %error, "MADV_DONTNEED failed; evicted pages stay resident");
         }
         if !keep_page_cache {
+            self.drop_cached(start, end - start);
+        }
+    }
+
+    /// Drops the pages that lie entirely inside a range from the page cache
+    /// (`POSIX_FADV_DONTNEED`; pages mapped or dirty stay).
+    pub(crate) fn drop_cached(&self, offset: u64, len: u64) {
+        let page = page_size();
+        let start = offset.next_multiple_of(page);
+        let end = (offset + len) / page * page;
+        if end > start {
             for piece in self.pieces(start, end - start) {
                 piece
                     .part
