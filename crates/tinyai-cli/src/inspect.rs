@@ -143,7 +143,11 @@ struct JsonTensor<'a> {
     size: u64,
 }
 
-fn write_json(model: &Model<'_>, files: &[DataFile<'_>], out: &mut dyn Write) -> std::io::Result<()> {
+fn write_json(
+    model: &Model<'_>,
+    files: &[DataFile<'_>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut layers = Vec::new();
     for layer in model.layers() {
         let tensors = model

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use tinyai_format::direct::read_direct;
 use tinyai_format::{
-    FilePlacement, FileKind, ForeignModel, FormatError, Grouping, Model, SourceError,
+    FileKind, FilePlacement, ForeignModel, FormatError, Grouping, Model, SourceError,
 };
 
 use crate::convert::safetensors::{ShardHeaders, read_shard_headers};

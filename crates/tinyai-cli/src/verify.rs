@@ -27,11 +27,16 @@ const LISTED_FAILURES: usize = 5;
 
 /// Runs `tmai verify` on `path`; a summary line goes to `out`.
 pub fn run(path: &Path, quiet: bool, out: &mut dyn Write) -> Result<()> {
-    let file = ModelFile::open(path)?;
+    verify_file(&ModelFile::open(path)?, quiet, out)
+}
+
+/// Verifies an opened file (see the module docs); a summary line goes to `out`.
+pub fn verify_file(file: &ModelFile, quiet: bool, out: &mut dyn Write) -> Result<()> {
+    let path = file.path();
     let model = file.model()?;
     let source = match &file {
         ModelFile::Tmai { source, .. } => source,
-        ModelFile::Direct { .. } => return verify_direct(path, &file, &model, quiet, out),
+        ModelFile::Direct { .. } => return verify_direct(path, file, &model, quiet, out),
     };
     let stdout_error = CliError::io("writing to stdout");
     if model.is_legacy() {
@@ -166,10 +171,12 @@ fn verify_direct(
             let mut remaining = length;
             while remaining > 0 {
                 let want = remaining.min(CHUNK as u64) as usize;
-                let count = reader.read(&mut buffer[..want]).map_err(CliError::io(format!(
-                    "reading {what} of {}",
-                    source.path().display()
-                )))?;
+                let count = reader
+                    .read(&mut buffer[..want])
+                    .map_err(CliError::io(format!(
+                        "reading {what} of {}",
+                        source.path().display()
+                    )))?;
                 if count == 0 {
                     return Err(CliError::bad_input(
                         source.path(),

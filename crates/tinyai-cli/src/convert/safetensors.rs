@@ -15,11 +15,11 @@ use crate::error::{CliError, Result};
 use crate::source::SourceFile;
 
 use tinyai_format::SourceError;
+use tinyai_format::safetensors::header_bytes_needed;
 pub use tinyai_format::safetensors::{
     DTYPES, MAX_HEADER_LENGTH, MAX_INDEX_LENGTH, dtype_of, value_to_string,
 };
 pub use tinyai_format::safetensors::{SafetensorsHeader, ShardIndex};
-use tinyai_format::safetensors::header_bytes_needed;
 
 /// The tensors of one safetensors file, in data-offset order, and its `__metadata__`.
 #[derive(Debug)]
