@@ -74,7 +74,9 @@ impl ModelFile {
         let source = SourceFile::open(path)?;
         let head = source.read_head(64)?;
         match tinyai_format::detect(&head, source.len()) {
-            FileKind::Safetensors | FileKind::Gguf => Self::open_single(path, source, &head),
+            kind @ (FileKind::Safetensors | FileKind::Gguf) => {
+                Self::open_single(path, source, kind)
+            }
             FileKind::SafetensorsIndex => {
                 drop(source);
                 let ShardHeaders {
@@ -103,19 +105,17 @@ impl ModelFile {
         }
     }
 
-    fn open_single(path: &Path, source: SourceFile, head: &[u8]) -> Result<ModelFile> {
-        let kind = tinyai_format::detect(head, source.len());
+    /// A safetensors or GGUF file, read by [`read_direct`] (headers in growing prefixes).
+    fn open_single(path: &Path, source: SourceFile, kind: FileKind) -> Result<ModelFile> {
         let file_length = source.len();
         let read = read_direct(
             kind,
             source,
             |source: &SourceFile| source.len(),
             |source: &SourceFile, offset, buffer: &mut [u8]| {
-                let bytes = source
-                    .read_at(offset, buffer.len() as u64, "the header")
-                    .map_err(DirectError::Cli)?;
-                buffer.copy_from_slice(&bytes);
-                Ok(())
+                source
+                    .read_into(offset, buffer, "the header")
+                    .map_err(DirectError::Cli)
             },
             |name: &str| {
                 Err(DirectError::Cli(CliError::bad_input(
