@@ -450,3 +450,18 @@ fn verify_reads_every_layer_byte_and_fails_on_a_shard_cut_after_opening() {
         "{error}"
     );
 }
+
+#[test]
+fn tmai_files_say_their_source_format_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "legacy.tmai",
+        &common::legacy_v1("m", 2, 100, 8),
+    );
+    let json = inspect_json(&path);
+    assert_eq!(json["source_format"], "tmai-v1");
+    assert_eq!(json["files"][0]["path"], path.display().to_string());
+    assert_eq!(json["files"][0]["base"], 0);
+    assert_eq!(json["files"][0]["length"], json["file_length"]);
+}
