@@ -13,8 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use tinyai_format::checksum::{crc32c, crc32c_append};
-
-use tinyai_format::Model;
+use tinyai_format::{FileKind, Model};
 
 use crate::error::{CliError, Result};
 use crate::model_file::ModelFile;
@@ -34,7 +33,7 @@ pub fn run(path: &Path, quiet: bool, out: &mut dyn Write) -> Result<()> {
 pub fn verify_file(file: &ModelFile, quiet: bool, out: &mut dyn Write) -> Result<()> {
     let path = file.path();
     let model = file.model()?;
-    let source = match &file {
+    let source = match file {
         ModelFile::Tmai { source, .. } => source,
         ModelFile::Direct { .. } => return verify_direct(path, file, &model, quiet, out),
     };
@@ -197,10 +196,10 @@ fn verify_direct(
     }
     progress.finish();
     let what = match model.kind() {
-        tinyai_format::FileKind::SafetensorsIndex => {
+        FileKind::SafetensorsIndex => {
             format!("sharded safetensors set of {} files", files.len())
         }
-        tinyai_format::FileKind::Gguf => format!("GGUF v{} file", model.version().major),
+        FileKind::Gguf => format!("GGUF v{} file", model.version().major),
         _ => "safetensors file".to_owned(),
     };
     writeln!(
