@@ -11,7 +11,7 @@ use tinyai_format::limits;
 use crate::convert::{self, ConvertOptions, Grouping};
 use crate::error::{CliError, Result};
 
-/// Inspect, verify and convert TinyAI `.tmai` model files.
+/// Inspect, verify and convert TinyAI `.tmai` model files (inspect and verify also open safetensors and GGUF files as they are).
 #[derive(Debug, Parser)]
 #[command(name = "tmai", version, about, long_about = None)]
 pub struct Cli {
@@ -26,17 +26,19 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print a .tmai file's header, metadata, layer table and tensors (reads only header and tables).
+    /// Print a model's header, metadata, layer table and tensors (reads only headers and tables).
     Inspect {
-        /// The .tmai file (current or legacy v1).
+        /// A .tmai file (current or legacy v1), safetensors file, sharded set's
+        /// model.safetensors.index.json or GGUF file: detected by content, not by extension.
         file: PathBuf,
         /// Print one JSON document (schema: see the crate README).
         #[arg(long)]
         json: bool,
     },
-    /// Validate a .tmai file's structure and every layer checksum.
+    /// Validate a model's structure and every layer checksum (safetensors/GGUF: every layer byte is read; they carry no checksums).
     Verify {
-        /// The .tmai file (current or legacy v1).
+        /// A .tmai file (current or legacy v1), safetensors file, sharded set's
+        /// model.safetensors.index.json or GGUF file: detected by content, not by extension.
         file: PathBuf,
     },
     /// Convert safetensors (file, sharded index or directory), GGUF v2/v3 or legacy v1 to .tmai.

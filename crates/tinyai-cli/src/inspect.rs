@@ -1,25 +1,45 @@
 //! `tmai inspect`: header, metadata, layers and tensors, as text or as JSON.
 //!
+//! Accepts every file [`crate::model_file`] opens, detected by content: a `.tmai`
+//! file (current or legacy v1), a safetensors file, a sharded set's
+//! `model.safetensors.index.json` or a GGUF file. The last three are shown through
+//! the same [`Model`] view, with the layers `tmai convert` would make of them; they
+//! carry no checksums (`checksum` is null).
+//!
 //! # JSON schema (stable)
 //!
 //! `tmai inspect FILE --json` prints one JSON object:
 //!
 //! ```text
 //! {
-//!   "format_version": "2.0",          // "MAJOR.MINOR" ("1.0" for legacy files)
-//!   "file_length": 123456,            // bytes
-//!   "alignment": 4096,                // layer alignment (1 for legacy files)
+//!   "format_version": "2.0",          // "MAJOR.MINOR" ("1.0" for legacy files; for a
+//!                                     // directly opened file its own format's version:
+//!                                     // "3.0" for GGUF v3, "0.0" for safetensors)
+//!   "file_length": 123456,            // bytes (a sharded set: its byte space, see "files")
+//!   "alignment": 4096,                // layer alignment (1 for legacy and directly opened files)
 //!   "legacy": false,                  // true for legacy TinyAI v1 files
+//!   "source_format": "tmai",          // "tmai", "tmai-v1", "safetensors",
+//!                                     // "safetensors-index" (a sharded set) or "gguf"
+//!   "files": [                        // the data files: the file itself at base 0, or
+//!     {                               // the shards of a set, laid end to end in one
+//!       "path": "model.tmai",         // byte space (each base 64 KiB-aligned)
+//!       "base": 0,                    // offset of the file's first byte in that space
+//!       "length": 123456              // bytes
+//!     }
+//!   ],
 //!   "metadata": { "key": "value" },   // in table order; legacy: {"general.name": ...}
 //!   "layers": [
 //!     {
 //!       "index": 0,
 //!       "name": "embeddings",         // null for legacy layers
-//!       "offset": 4096,               // absolute, bytes
-//!       "length": 1536,               // bytes
+//!       "offset": 4096,               // absolute, bytes (a set: base of its first
+//!                                     // shard + offset in that shard)
+//!       "length": 1536,               // bytes (directly opened files: the range
+//!                                     // covering its tensors, possibly across shards)
 //!       "precision_bits": 32,
 //!       "dtype": "f32",               // DType name; "mixed" when tensors differ, "opaque" for legacy
 //!       "checksum": "1a2b3c4d",       // CRC-32C as 8 lower-case hex digits, or null
+//!                                     // (always null for safetensors and GGUF files)
 //!       "tensors": [
 //!         {
 //!           "name": "embeddings.word_embeddings.weight",
@@ -27,7 +47,8 @@
 //!           "dtype": "f32",           // DType name ("ggml" for GGML quantized types)
 //!           "source_type": 0,         // GGML type id when dtype is "ggml", else 0
 //!           "shape": [2, 3],          // outermost dimension first
-//!           "offset": 4096,           // absolute offset in the file
+//!           "offset": 4096,           // absolute offset in the file (a set: base of
+//!                                     // its shard + offset in that shard)
 //!           "offset_in_layer": 0,
 //!           "size": 24                // bytes
 //!         }
@@ -45,21 +66,24 @@ use std::io::Write;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use tinyai_format::dtype::GGML_TYPES;
-use tinyai_format::{DType, Model};
+use tinyai_format::{DType, FileKind, Model};
 
 use crate::error::{CliError, Result};
-use crate::source::SourceFile;
-use crate::tmai_file::TmaiTables;
+use crate::model_file::{DataFile, ModelFile, source_format};
+
+/// What the text output says about files without checksums.
+pub const NO_CHECKSUMS: &str =
+    "no checksums (safetensors/GGUF files carry none; `tmai convert` adds them)";
 
 /// Runs `tmai inspect` on `path`, writing to `out`.
 pub fn run(path: &std::path::Path, json: bool, out: &mut dyn Write) -> Result<()> {
-    let source = SourceFile::open(path)?;
-    let tables = TmaiTables::read(&source)?;
-    let model = tables.model(&source)?;
+    let file = ModelFile::open(path)?;
+    let model = file.model()?;
+    let files = file.data_files();
     let written = if json {
-        write_json(&model, out)
+        write_json(&model, &files, out)
     } else {
-        write_text(&source, &model, out)
+        write_text(file.path(), &model, &files, out)
     };
     written.map_err(CliError::io("writing to stdout"))
 }
@@ -70,8 +94,17 @@ struct JsonModel<'a> {
     file_length: u64,
     alignment: u64,
     legacy: bool,
+    source_format: &'static str,
+    files: Vec<JsonFile>,
     metadata: JsonMetadata<'a>,
     layers: Vec<JsonLayer<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonFile {
+    path: String,
+    base: u64,
+    length: u64,
 }
 
 struct JsonMetadata<'a>(Vec<(&'a str, &'a str)>);
@@ -110,7 +143,11 @@ struct JsonTensor<'a> {
     size: u64,
 }
 
-fn write_json(model: &Model<'_>, out: &mut dyn Write) -> std::io::Result<()> {
+fn write_json(
+    model: &Model<'_>,
+    files: &[DataFile<'_>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let mut layers = Vec::new();
     for layer in model.layers() {
         let tensors = model
@@ -147,6 +184,15 @@ fn write_json(model: &Model<'_>, out: &mut dyn Write) -> std::io::Result<()> {
         file_length: model.file_length(),
         alignment: model.alignment(),
         legacy: model.is_legacy(),
+        source_format: source_format(model.kind()),
+        files: files
+            .iter()
+            .map(|file| JsonFile {
+                path: file.path.display().to_string(),
+                base: file.base,
+                length: file.length,
+            })
+            .collect(),
         metadata: JsonMetadata(model.metadata().collect()),
         layers,
     };
@@ -185,18 +231,53 @@ fn display_value(value: &str) -> String {
     format!("{cut}… ({} bytes)", value.len())
 }
 
-fn write_text(source: &SourceFile, model: &Model<'_>, out: &mut dyn Write) -> std::io::Result<()> {
+fn write_text(
+    path: &std::path::Path,
+    model: &Model<'_>,
+    files: &[DataFile<'_>],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let version = model.version();
-    writeln!(out, "file: {}", source.path().display())?;
-    if model.is_legacy() {
-        writeln!(
+    writeln!(out, "file: {}", path.display())?;
+    match model.kind() {
+        FileKind::LegacyTmai => writeln!(
             out,
             "format: legacy TinyAI v1 (read-only; no tensors, names or checksums)"
-        )?;
-    } else {
-        writeln!(out, "format: tmai {}.{}", version.major, version.minor)?;
+        )?,
+        FileKind::Safetensors => {
+            writeln!(out, "format: safetensors (opened directly; {NO_CHECKSUMS})")?
+        }
+        FileKind::SafetensorsIndex => writeln!(
+            out,
+            "format: sharded safetensors set of {} files (opened directly; {NO_CHECKSUMS})",
+            files.len()
+        )?,
+        FileKind::Gguf => writeln!(
+            out,
+            "format: GGUF v{} (opened directly; {NO_CHECKSUMS})",
+            version.major
+        )?,
+        _ => writeln!(out, "format: tmai {}.{}", version.major, version.minor)?,
     }
-    writeln!(out, "file length: {} bytes", model.file_length())?;
+    if model.kind() == FileKind::SafetensorsIndex {
+        writeln!(
+            out,
+            "files ({}, laid end to end in one byte space; offsets below are in it):",
+            files.len()
+        )?;
+        for file in files {
+            writeln!(
+                out,
+                "  {}  base {}  length {}",
+                file.path.display(),
+                file.base,
+                file.length
+            )?;
+        }
+        writeln!(out, "byte space length: {} bytes", model.file_length())?;
+    } else {
+        writeln!(out, "file length: {} bytes", model.file_length())?;
+    }
     writeln!(out, "alignment: {}", model.alignment())?;
     let metadata: Vec<_> = model.metadata().collect();
     writeln!(out, "metadata ({}):", metadata.len())?;

@@ -55,14 +55,21 @@ impl SourceFile {
         let size = usize::try_from(length)
             .map_err(|_| CliError::bad_input(&self.path, format!("{what} is too large")))?;
         let mut buffer = vec![0u8; size];
+        self.read_into(offset, &mut buffer, what)?;
+        Ok(buffer)
+    }
+
+    /// Fills `buffer` from `offset` (checked against the file length first); `what` names the bytes in errors.
+    pub fn read_into(&self, offset: u64, buffer: &mut [u8], what: &str) -> Result<()> {
+        let length = buffer.len() as u64;
+        self.check_range(offset, length, what)?;
         let mut file = &self.file;
         file.seek(SeekFrom::Start(offset))
-            .and_then(|_| file.read_exact(&mut buffer))
+            .and_then(|_| file.read_exact(buffer))
             .map_err(CliError::io(format!(
                 "reading {what} ({length} bytes at offset {offset}) of {}",
                 self.path.display()
-            )))?;
-        Ok(buffer)
+            )))
     }
 
     /// Reads up to `length` bytes at offset 0 (fewer if the file is shorter).

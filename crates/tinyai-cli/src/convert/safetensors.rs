@@ -15,10 +15,11 @@ use crate::error::{CliError, Result};
 use crate::source::SourceFile;
 
 use tinyai_format::SourceError;
+use tinyai_format::safetensors::header_bytes_needed;
 pub use tinyai_format::safetensors::{
     DTYPES, MAX_HEADER_LENGTH, MAX_INDEX_LENGTH, dtype_of, value_to_string,
 };
-use tinyai_format::safetensors::{SafetensorsHeader, ShardIndex, header_bytes_needed};
+pub use tinyai_format::safetensors::{SafetensorsHeader, ShardIndex};
 
 /// The tensors of one safetensors file, in data-offset order, and its `__metadata__`.
 #[derive(Debug)]
@@ -78,8 +79,21 @@ pub struct ShardedSet {
     pub metadata: MetadataList,
 }
 
-/// Reads an index JSON and every shard it names, checking that they agree.
-pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
+/// The index of a sharded set, its shard files and their parsed headers.
+#[derive(Debug)]
+pub struct ShardHeaders {
+    /// The parsed index.
+    pub index: ShardIndex,
+    /// Shard files in the index's (file-name) order, opened relative to the index's directory.
+    pub files: Vec<SourceFile>,
+    /// `headers[i]` is the header of `files[i]`; checked against the index.
+    pub headers: Vec<SafetensorsHeader>,
+}
+
+/// Reads an index JSON and the header of every shard it names (relative to the
+/// index's directory), checking that they agree. Errors name the file concerned:
+/// the index, or the shard that is missing, unreadable or malformed.
+pub fn read_shard_headers(index_path: &Path) -> Result<ShardHeaders> {
     let bad = |message: String| CliError::bad_input(index_path, message);
     let index_file = SourceFile::open(index_path)?;
     if index_file.len() > MAX_INDEX_LENGTH {
@@ -90,10 +104,6 @@ pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
     }
     let text = index_file.read_at(0, index_file.len(), "the index JSON")?;
     let index = ShardIndex::parse(&text).map_err(|error| bad(error.to_string()))?;
-    let mut metadata = MetadataList::default();
-    for (key, value) in &index.metadata {
-        metadata.insert(format!("safetensors.index.{key}"), value.clone());
-    }
     let directory = index_path.parent().unwrap_or(Path::new("."));
     let mut files = Vec::new();
     let mut headers = Vec::new();
@@ -105,6 +115,24 @@ pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
     index
         .check_shards(&headers)
         .map_err(|error| bad(error.to_string()))?;
+    Ok(ShardHeaders {
+        index,
+        files,
+        headers,
+    })
+}
+
+/// Reads an index JSON and every shard it names, checking that they agree.
+pub fn read_sharded(index_path: &Path) -> Result<ShardedSet> {
+    let ShardHeaders {
+        index,
+        files,
+        headers,
+    } = read_shard_headers(index_path)?;
+    let mut metadata = MetadataList::default();
+    for (key, value) in &index.metadata {
+        metadata.insert(format!("safetensors.index.{key}"), value.clone());
+    }
     let mut tensors: Vec<SourceTensor> = Vec::new();
     for header in headers {
         let parsed = SafetensorsFile::from(header);
