@@ -406,6 +406,51 @@ fn seed_usage_example_compiles_unchanged_and_runs() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("Failed to open model"));
 }
 
+/// Issue 15: the seed example, unchanged, on all-MiniLM-L6-v2's
+/// `model.safetensors` and on a GGUF file written from it, each reached as
+/// `model.tmai` (the name the example opens) through a symbolic link: the
+/// content, not the name, says what the file is.
+#[test]
+fn seed_usage_example_runs_unchanged_on_minilm_safetensors_and_gguf() {
+    const TEST: &str = "seed_usage_example_runs_unchanged_on_minilm_safetensors_and_gguf";
+    let minilm = match tinyai_format::real_model::ensure(tinyai_format::real_model::DEFAULT_TIMEOUT)
+    {
+        Ok(dir) => dir.join("model.safetensors"),
+        Err(reason) => {
+            return fixtures::skip(
+                TEST,
+                &format!("all-MiniLM-L6-v2 is not available: {reason}"),
+            );
+        }
+    };
+    let dir = tempdir();
+    let exe = compile(Lang::C, "c/seed_example.c", dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let original = std::fs::read(&minilm).unwrap();
+    let gguf = dir.path().join("model.gguf");
+    std::fs::write(
+        &gguf,
+        fixtures::GgufWriter::from_safetensors(&original)
+            .unwrap()
+            .build(),
+    )
+    .unwrap();
+    for (name, target) in [("safetensors", minilm.as_path()), ("gguf", gguf.as_path())] {
+        let run_dir = dir.path().join(name);
+        std::fs::create_dir(&run_dir).unwrap();
+        std::os::unix::fs::symlink(target, run_dir.join("model.tmai")).unwrap();
+        let layers = tinyai_store::MappedModel::open(target, Default::default())
+            .unwrap()
+            .layer_count() as usize;
+        assert!(layers >= 8, "{name}: {layers} layers");
+        let stdout = run_ok(&exe, &[], &run_dir, &[], &seed_lines(layers));
+        assert!(
+            !stdout.contains("Memory usage: 0.00 MB"),
+            "{name}: {stdout}"
+        );
+    }
+}
+
 /// The files `errors.c` must refuse, in `dir`; returns their paths.
 fn malformed_files(dir: &Path) -> Vec<PathBuf> {
     let valid = fixtures::fixture_bytes(&FixtureSpec::uniform(3, 64, &[4096; 4], 2)).unwrap();
@@ -443,6 +488,39 @@ fn malformed_files(dir: &Path) -> Vec<PathBuf> {
     let mut huge_count = legacy;
     huge_count[8..12].copy_from_slice(&1_000_000_000u32.to_le_bytes());
     files.push(("legacy_huge_count.tmai", huge_count));
+    // Safetensors and GGUF files (opened directly, detected by content).
+    let header = br#"{"layers.0.w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+    let mut safetensors = (header.len() as u64).to_le_bytes().to_vec();
+    safetensors.extend_from_slice(header);
+    safetensors.extend_from_slice(&[7; 16]);
+    files.push((
+        "st_cut_in_header.safetensors",
+        safetensors[..header.len() / 2].to_vec(),
+    ));
+    files.push((
+        "st_cut_in_data.safetensors",
+        safetensors[..safetensors.len() - 1].to_vec(),
+    ));
+    let mut bad_json = safetensors.clone();
+    bad_json[8] = b'[';
+    files.push(("st_bad_json.safetensors", bad_json));
+    let mut gguf = fixtures::GgufWriter::new();
+    gguf.string("general.name", "m")
+        .tensor("blk.0.w", &[4, 4], 0, vec![1; 64]);
+    let gguf = gguf.build();
+    files.push(("gguf_cut_in_infos.gguf", gguf[..40].to_vec()));
+    files.push(("gguf_cut_in_data.gguf", gguf[..gguf.len() - 8].to_vec()));
+    let mut absurd = gguf.clone();
+    absurd[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    files.push(("gguf_absurd_count.gguf", absurd));
+    files.push((
+        "index_missing_shard.json",
+        br#"{"weight_map": {"layers.0.w": "absent.safetensors"}}"#.to_vec(),
+    ));
+    files.push((
+        "index_escaping_shard.json",
+        br#"{"weight_map": {"layers.0.w": "../x.safetensors"}}"#.to_vec(),
+    ));
     files
         .into_iter()
         .map(|(name, bytes)| {
