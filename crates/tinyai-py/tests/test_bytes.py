@@ -153,6 +153,20 @@ def test_known_values_of_every_numpy_dtype_through_convert(tmp_path):
         assert array.shape == expected.shape, name
         assert np.array_equal(array, expected), name
 
+    # The same file opened as it is (issue 15): the same arrays, no conversion,
+    # and no checksums to verify.
+    with tinyai.open(source, max_cache_size=1 << 20) as model:
+        assert sorted(model.tensor_names()) == sorted(arrays)
+        assert model.stats()["layers_without_checksum"] == 3
+        direct = {}
+        for layer in model.forward_pass():
+            direct.update({name: array.copy() for name, array in layer.tensors().items()})
+    for name, expected in arrays.items():
+        array = direct[name]
+        assert array.dtype == expected.dtype, name
+        assert array.shape == expected.shape, name
+        assert np.array_equal(array, expected), name
+
 
 def test_metadata_descriptor_and_inspect(fixture_dir):
     path = fixture_dir / "multi_tensor.tmai"
