@@ -71,7 +71,8 @@ fn write_safetensors(path: &Path, tensors: &[(String, &'static str, DType, Vec<u
     }
     let header = format!("{{{}}}", entries.join(","));
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    file.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
+    file.write_all(&(header.len() as u64).to_le_bytes())
+        .unwrap();
     file.write_all(header.as_bytes()).unwrap();
     let mut seed = 1u64;
     for (_, _, dtype, shape) in tensors {
