@@ -340,22 +340,25 @@ impl Source {
     }
 
     /// A source over `parts` (in base order) whose byte space is `length`
-    /// bytes; `path` names it in messages. Only a single file is mapped: a set
-    /// of several is served by the owned backend.
+    /// bytes; `path` names it in messages. A set of several files is mapped
+    /// into one reserved range, each file at its base ([`map_set`]).
     pub(crate) fn from_parts(
         path: &Path,
         mut parts: Vec<Part>,
         length: u64,
         backend: Backend,
     ) -> Result<Source, StoreError> {
-        let backend = match backend {
-            Backend::Mapped if parts.len() > 1 => {
-                tracing::info!(path = %path.display(), files = parts.len(), "a set of files is served by the owned backend");
-                Backend::Owned { direct_io: false }
-            }
-            other => other,
-        };
         let access = match (backend, parts.as_slice()) {
+            (Backend::Mapped, [_, _, ..]) => match map_set(&parts, length) {
+                Ok(mut map) => {
+                    let base = map.as_mut_ptr().expose_provenance();
+                    Access::Mapped(map, base)
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "mapping the set failed; falling back to the owned backend");
+                    Access::Owned { direct: false }
+                }
+            },
             (Backend::Mapped, [part]) if part.length > 0 => {
                 // SAFETY: a private (MAP_PRIVATE) mapping: this crate never writes
                 // through it, and writes by C callers go to private copies, never to
@@ -876,6 +879,47 @@ impl Source {
             read: read as u64,
         }
     }
+}
+
+/// Maps a set of files into one range: a private anonymous reservation of
+/// `length` bytes (zero pages, reading as zero between the files), over which
+/// each file is mapped privately at its base with `MAP_FIXED`. Unmapping the
+/// reservation (dropping the returned map) unmaps the files too.
+fn map_set(parts: &[Part], length: u64) -> std::io::Result<MmapMut> {
+    let length =
+        usize::try_from(length).map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    let mut map = MmapOptions::new()
+        .len(length)
+        .no_reserve_swap()
+        .map_anon()?;
+    for part in parts.iter().filter(|part| part.length > 0) {
+        let end = part.base.checked_add(part.length);
+        if end.is_none_or(|end| end > length as u64) {
+            return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: `part.base..part.base + part.length` lies inside the
+        // reservation (checked above) that this function owns exclusively:
+        // nothing else references its pages yet. MAP_FIXED replaces that part
+        // of the reservation with a private (copy-on-write) mapping of the
+        // file, on the same terms as a single file's mapping (see
+        // `from_parts`); the kernel rounds the length up to a page, which
+        // stays below the next base (bases are 64 KiB-aligned). The file
+        // mapping is unmapped with the reservation when `map` drops.
+        let mapped = unsafe {
+            libc::mmap(
+                map.as_mut_ptr().add(part.base as usize).cast(),
+                part.length as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                part.file.as_raw_fd(),
+                0,
+            )
+        };
+        if mapped == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(map)
 }
 
 /// Why a multi-request read failed.
