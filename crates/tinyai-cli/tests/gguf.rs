@@ -402,6 +402,7 @@ fn malformed_files_fail_with_a_message() {
         assert_clean_failure(&run, 1, needle);
         assert!(run.stderr.contains("bad.gguf: GGUF: "), "{label}: {run:?}");
         assert!(!output.exists(), "{label}");
+        common::refused_when_opened_directly(&input, label);
     }
 }
 

@@ -339,6 +339,7 @@ fn malformed_sharded_sets() {
             .to_string();
         assert!(error.contains(needle), "{label}: {error}");
         assert!(!error.contains('\n'), "{label}: {error}");
+        common::refused_when_opened_directly(&path, label);
     }
     // Same tensor in both shards.
     let dir = tempfile::tempdir().unwrap();
@@ -354,6 +355,10 @@ fn malformed_sharded_sets() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("appears in two shards"), "{error}");
+    common::refused_when_opened_directly(
+        &dir.path().join("model.safetensors.index.json"),
+        "same tensor in two shards",
+    );
 }
 
 #[test]
@@ -472,6 +477,7 @@ fn malformed_headers_fail_with_a_message() {
         assert_clean_failure(&run, 1, needle);
         assert!(run.stderr.contains("bad.safetensors"), "{label}: {run:?}");
         assert!(!output.exists(), "{label}");
+        common::refused_when_opened_directly(&input, label);
     }
 }
 

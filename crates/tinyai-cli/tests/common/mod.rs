@@ -233,3 +233,36 @@ pub fn convert_lib(
     tinyai_cli::convert::convert(input, output, &options)?;
     Ok(std::fs::read(output).unwrap())
 }
+
+/// Issue 15: a file `tmai convert` refuses, opened as it is through the store
+/// (every backend) and the C API, is refused there too: a typed error, a NULL
+/// model with a last error, never a crash.
+pub fn refused_when_opened_directly(path: &Path, label: &str) {
+    use tinyai_store::{Backend, MappedModel, StoreConfig};
+    for backend in [
+        Backend::Mapped,
+        Backend::Owned { direct_io: false },
+        Backend::Owned { direct_io: true },
+    ] {
+        let config = StoreConfig {
+            backend,
+            ..StoreConfig::default()
+        };
+        match MappedModel::open(path, config) {
+            Err(error) => assert!(!error.to_string().is_empty(), "{label}"),
+            Ok(model) => panic!(
+                "{label}: opened directly ({backend:?}) with {} layers",
+                model.layer_count()
+            ),
+        }
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path and a NULL config (the defaults),
+    // as the C API allows; a returned model would be closed at once.
+    let model = unsafe { tinyai::tinyaiOpenMappedModel(c_path.as_ptr(), std::ptr::null()) };
+    if !model.is_null() {
+        // SAFETY: a model this call opened, closed once.
+        unsafe { tinyai::tinyaiCloseMappedModel(model) };
+        panic!("{label}: the C API opened it");
+    }
+}
