@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tinyai_format::grouping::Grouping;
-use tinyai_format::{GgufHeader, detect, group_layers};
+use tinyai_format::{ForeignModel, GgufHeader, detect, group_layers};
 
 fuzz_target!(|data: &[u8]| {
     let length = data.len() as u64;
@@ -22,5 +22,16 @@ fuzz_target!(|data: &[u8]| {
             let _ = header.metadata_value(&entry.key);
         }
         let _ = group_layers(&header.tensors, &Grouping::Default);
+        // The direct view the store opens: every layer inside the file and
+        // every tensor inside its layer.
+        let direct = ForeignModel::from_gguf(header, data, &Grouping::Default);
+        let model = direct.model();
+        for layer in model.layers() {
+            assert!(layer.offset + layer.length <= length, "layer past the file");
+            for tensor in model.layer_tensors(layer.index).unwrap() {
+                assert!(tensor.offset_in_layer + tensor.length <= layer.length);
+            }
+        }
+        let _ = model.metadata().count();
     }
 });

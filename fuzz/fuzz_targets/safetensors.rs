@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use tinyai_format::grouping::Grouping;
 use tinyai_format::safetensors::header_bytes_needed;
-use tinyai_format::{SafetensorsHeader, ShardIndex, detect, group_layers};
+use tinyai_format::{ForeignModel, SafetensorsHeader, ShardIndex, detect, group_layers};
 
 fuzz_target!(|data: &[u8]| {
     let length = data.len() as u64;
@@ -25,6 +25,16 @@ fuzz_target!(|data: &[u8]| {
         let _ = group_layers(&header.tensors, &Grouping::Default);
         if let Ok(index) = ShardIndex::parse(br#"{"weight_map": {}}"#) {
             let _ = index.check_shards(std::slice::from_ref(&header));
+        }
+        // The direct view the store opens: every layer inside the file and
+        // every tensor inside its layer.
+        let direct = ForeignModel::from_safetensors(header, &Grouping::Default);
+        let model = direct.model();
+        for layer in model.layers() {
+            assert!(layer.offset + layer.length <= length, "layer past the file");
+            for tensor in model.layer_tensors(layer.index).unwrap() {
+                assert!(tensor.offset_in_layer + tensor.length <= layer.length);
+            }
         }
     }
     if let Ok(index) = ShardIndex::parse(data) {
