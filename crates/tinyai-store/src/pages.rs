@@ -11,41 +11,37 @@ use crate::shared::Shared;
 use crate::slot::SlotState;
 use crate::source::page_size;
 
-/// For each layer, the other layers that touch its first or last page when
-/// that page is only partly the layer's (empty when both ends are aligned).
+/// For each layer, the other layers whose bytes lie on any page it covers
+/// (empty when it shares no page: always for aligned layers). Usually these
+/// are the neighbours on its first and last page; when a layer's tensors are
+/// not adjacent in the file, its range may also overlap other layers' ranges.
 pub(crate) fn page_neighbours(spans: &[(u64, u64)], page: u64) -> Vec<Vec<u32>> {
     let mut by_start: Vec<(u64, u64, u32)> = spans
         .iter()
         .enumerate()
+        .filter(|&(_, &(_, length))| length > 0)
         .map(|(index, &(offset, length))| (offset, offset + length, index as u32))
         .collect();
     by_start.sort_unstable();
     let longest = spans.iter().map(|&(_, length)| length).max().unwrap_or(0);
-    // The layers other than `me` whose range meets the page at `page_start`.
-    let touching = |page_start: u64, me: u32, out: &mut Vec<u32>| {
-        let page_end = page_start + page;
-        let cut = by_start.partition_point(|&(start, ..)| start < page_end);
-        for &(start, end, index) in by_start[..cut].iter().rev() {
-            if start.saturating_add(longest) < page_start {
-                break;
-            }
-            if end > page_start && index != me && !out.contains(&index) {
-                out.push(index);
-            }
-        }
-    };
     spans
         .iter()
         .enumerate()
         .map(|(index, &(offset, length))| {
-            let mut out = Vec::new();
-            let end = offset + length;
-            if length > 0 && !offset.is_multiple_of(page) {
-                touching(offset / page * page, index as u32, &mut out);
+            if length == 0 {
+                return Vec::new();
             }
-            if length > 0 && !end.is_multiple_of(page) {
-                touching(end / page * page, index as u32, &mut out);
-            }
+            let low = offset / page * page;
+            let high = (offset + length).next_multiple_of(page);
+            let cut = by_start.partition_point(|&(start, ..)| start < high);
+            let mut out: Vec<u32> = by_start[..cut]
+                .iter()
+                .rev()
+                .take_while(|&&(start, ..)| start.saturating_add(longest) > low)
+                .filter(|&&(_, end, other)| end > low && other != index as u32)
+                .map(|&(.., other)| other)
+                .collect();
+            out.sort_unstable();
             out
         })
         .collect()
@@ -54,8 +50,11 @@ pub(crate) fn page_neighbours(spans: &[(u64, u64)], page: u64) -> Vec<Vec<u32>> 
 impl Shared {
     /// The range whose whole pages an eviction of layer `index` drops: its own
     /// range, widened to a partly shared boundary page when no layer touching
-    /// that page is resident. (A neighbour that starts loading meanwhile only
-    /// refaults the page: bytes are never at stake, only residency.)
+    /// that page is resident, or nothing at all when a resident layer's bytes
+    /// lie on its interior pages (layers whose tensors interleave in the file:
+    /// dropping would discard that layer's private pages, e.g. a C caller's
+    /// writes). A neighbour that starts loading meanwhile only refaults the
+    /// page: bytes are never at stake, only residency.
     pub(crate) fn droppable_span(&self, index: u64) -> (u64, u64) {
         let (offset, length) = self.span(index);
         let Some(neighbours) = self.page_neighbours.get(index as usize) else {
@@ -65,26 +64,32 @@ impl Shared {
             return (offset, length);
         }
         let page = page_size();
-        let free = |page_start: u64| {
-            neighbours.iter().all(|&other| {
-                let (start, len) = self.span(u64::from(other));
-                start + len <= page_start
-                    || start >= page_start + page
-                    || matches!(
-                        self.slots.at(other as usize).load().state(),
-                        SlotState::Absent | SlotState::Evicting
-                    )
-            })
-        };
         let end = offset + length;
         let first_page = offset / page * page;
-        let start = if !offset.is_multiple_of(page) && free(first_page) {
+        let last_page = end / page * page;
+        let (interior_start, interior_end) = (offset.next_multiple_of(page), last_page);
+        let (mut first_free, mut last_free) = (true, true);
+        for &other in neighbours {
+            if matches!(
+                self.slots.at(other as usize).load().state(),
+                SlotState::Absent | SlotState::Evicting
+            ) {
+                continue;
+            }
+            let (start, len) = self.span(u64::from(other));
+            let stop = start + len;
+            if start < interior_end && stop > interior_start {
+                return (offset, 0);
+            }
+            first_free &= !(start < first_page + page && stop > first_page);
+            last_free &= !(start < last_page + page && stop > last_page);
+        }
+        let start = if !offset.is_multiple_of(page) && first_free {
             first_page
         } else {
             offset
         };
-        let last_page = end / page * page;
-        let stop = if !end.is_multiple_of(page) && free(last_page) {
+        let stop = if !end.is_multiple_of(page) && last_free {
             (last_page + page).min(self.source.length().next_multiple_of(page))
         } else {
             end
@@ -99,12 +104,22 @@ mod tests {
 
     #[test]
     fn neighbours_are_the_layers_sharing_a_boundary_page() {
-        // 0: 100..5000, 1: 5000..5100, 2: 5100..8192 (aligned end), 3: 8192..12288 (aligned).
-        let spans = [(100, 4900), (5000, 100), (5100, 3092), (8192, 4096)];
+        // 0: 100..5000, 1: 5000..5100, 2: 5100..8192 (aligned end), 3: 8192..12288 (aligned),
+        // 4: 20000..40000 and 5: 24576..28000, inside 4's range (interleaved tensors).
+        let spans = [
+            (100, 4900),
+            (5000, 100),
+            (5100, 3092),
+            (8192, 4096),
+            (20_000, 20_000),
+            (24_576, 3424),
+        ];
         let neighbours = page_neighbours(&spans, 4096);
-        assert_eq!(neighbours[0], [2, 1]);
-        assert_eq!(neighbours[1], [2, 0]);
-        assert_eq!(neighbours[2], [1, 0]);
+        assert_eq!(neighbours[0], [1, 2]);
+        assert_eq!(neighbours[1], [0, 2]);
+        assert_eq!(neighbours[2], [0, 1]);
         assert!(neighbours[3].is_empty());
+        assert_eq!(neighbours[4], [5]);
+        assert_eq!(neighbours[5], [4]);
     }
 }

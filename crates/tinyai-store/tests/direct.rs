@@ -510,3 +510,42 @@ fn mutated_headers_never_panic() {
         "{opened} opened, {refused} refused"
     );
 }
+
+/// A layer whose tensors are not adjacent covers another layer's bytes:
+/// evicting it must not drop the pages of that other layer while it is
+/// pinned (a C caller's writes into its private pages would be lost).
+#[test]
+fn evicting_an_interleaved_layer_keeps_the_pinned_layer_inside_it() {
+    let dir = tempdir();
+    let tensors = vec![
+        tensor("layers.0.a", "U8", &[10_000], 1),
+        tensor("layers.1.a", "U8", &[20_000], 2),
+        tensor("layers.0.b", "U8", &[100], 3),
+    ];
+    let path = write(
+        dir.path(),
+        "interleaved.safetensors",
+        &safetensors_bytes(&tensors),
+    );
+    let model = MappedModel::open(&path, config(MIB, Backend::Mapped)).unwrap();
+    let (outer, inner) = (model.descriptor(0).unwrap(), model.descriptor(1).unwrap());
+    assert!(outer.offset < inner.offset && inner.offset + inner.size < outer.offset + outer.size);
+    drop(model.get(0).unwrap());
+    let pinned = model.get(1).unwrap();
+    let pointer = model.mapped_ptr_mut(1).unwrap();
+    let middle = inner.size as usize / 2;
+    // SAFETY: layer 1 is pinned by `pinned`; the pointer is into the private
+    // mapping (copy-on-write), as a C caller would write.
+    unsafe { pointer.add(middle).write(!tensors[1].data[middle]) };
+    model.release(0).unwrap();
+    assert!(wait_for(|| model.stats().reclaim_pending_bytes == 0));
+    assert_eq!(
+        pinned[middle], !tensors[1].data[middle],
+        "the write survives"
+    );
+    drop(pinned);
+    // Once neither is held, both go and the file's bytes come back.
+    model.release(1).unwrap();
+    assert!(wait_for(|| model.stats().reclaim_pending_bytes == 0));
+    assert!(model.get(1).unwrap().tensor("layers.1.a").unwrap().bytes == &tensors[1].data[..]);
+}
