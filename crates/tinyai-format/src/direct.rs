@@ -497,18 +497,7 @@ fn decode_scalar(ty: u32, raw: &[u8]) -> Option<GgufValue> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn tensor(name: &str, file: usize, start: u64, end: u64) -> ForeignTensor {
-        ForeignTensor {
-            name: name.to_owned(),
-            dtype: DType::U8,
-            source_type: 0,
-            shape: vec![end - start],
-            file,
-            start,
-            end,
-        }
-    }
+    use crate::foreign::test_tensor as tensor;
 
     #[test]
     fn files_of_a_set_are_laid_end_to_end_at_aligned_bases() {

@@ -142,21 +142,24 @@ pub(crate) fn element_count(shape: &[u64]) -> Option<u128> {
     })
 }
 
+/// Test support: a `u8` tensor of file `file` covering `start..end`.
+#[cfg(test)]
+pub(crate) fn test_tensor(name: &str, file: usize, start: u64, end: u64) -> ForeignTensor {
+    ForeignTensor {
+        name: name.to_owned(),
+        dtype: DType::U8,
+        source_type: 0,
+        shape: vec![end - start],
+        file,
+        start,
+        end,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_tensor as tensor;
     use super::*;
-
-    fn tensor(name: &str, file: usize, start: u64, end: u64) -> ForeignTensor {
-        ForeignTensor {
-            name: name.to_owned(),
-            dtype: DType::U8,
-            source_type: 0,
-            shape: vec![end - start],
-            file,
-            start,
-            end,
-        }
-    }
 
     #[test]
     fn spans_cover_tensors_and_say_when_they_are_interleaved() {

@@ -248,7 +248,18 @@ impl Part {
 
     /// Reads exactly `buf.len()` bytes at `offset` of this file, or fails.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        let read = read_fully(&self.file, offset, buf).map_err(io_error(&self.path, "read"))?;
+        self.read_exact_through(&self.file, offset, buf)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset` through `file` (a
+    /// descriptor of this part's file), or fails.
+    fn read_exact_through(
+        &self,
+        file: &File,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), StoreError> {
+        let read = read_fully(file, offset, buf).map_err(io_error(&self.path, "read"))?;
         if read < buf.len() {
             return Err(StoreError::FileChanged {
                 path: self.path.clone(),
@@ -273,15 +284,7 @@ impl Part {
                 self.random.get_or_init(|| file)
             }
         };
-        let read = read_fully(file, offset, buf).map_err(io_error(&self.path, "read"))?;
-        if read < buf.len() {
-            return Err(StoreError::FileChanged {
-                path: self.path.clone(),
-                opened: self.length,
-                now: offset + read as u64,
-            });
-        }
-        Ok(())
+        self.read_exact_through(file, offset, buf)
     }
 
     fn advise(&self, offset: u64, len: u64, advice: libc::c_int) {
