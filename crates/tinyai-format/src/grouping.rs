@@ -96,20 +96,34 @@ enum Order {
     Post(usize),
 }
 
-enum Key {
-    Numbered { family: String, number: u128 },
-    Custom(String),
-    Ungrouped(String),
+#[derive(PartialEq, Eq)]
+enum Key<'a> {
+    Numbered { family: &'a str, number: u128 },
+    Custom(&'a str),
+    Ungrouped(&'a str),
 }
+
+/// The words that, followed by a number component, make a layer (the default rule).
+const LAYER_WORDS: &[&str] = &["layers", "layer", "blk", "h", "block", "blocks"];
 
 /// The layer prefix of an unnumbered tensor name (see the module docs).
 pub fn ungrouped_prefix(name: &str) -> String {
-    let components: Vec<&str> = name.split('.').collect();
+    prefix_of(name).to_owned()
+}
+
+/// [`ungrouped_prefix`] as a slice of `name`.
+fn prefix_of(name: &str) -> &str {
+    let count = name.bytes().filter(|&byte| byte == b'.').count() + 1;
+    let mut components = name.split('.');
+    let mut current = components.next().unwrap_or_default();
+    let mut length = current.len();
     let mut index = 0;
-    while index + 2 < components.len() && WRAPPERS.contains(&components[index]) {
+    while index + 2 < count && WRAPPERS.contains(&current) {
+        current = components.next().unwrap_or_default();
+        length += 1 + current.len();
         index += 1;
     }
-    components[..=index].join(".")
+    name.get(..length).unwrap_or(name)
 }
 
 fn is_pre(prefix: &str) -> bool {
@@ -145,46 +159,78 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
     parts
 }
 
-fn key_of(name: &str, grouping: &Grouping) -> Key {
+/// The default rule's match in `name`: the family (the name up to and including
+/// the word) and the layer number text. Equivalent to [`DEFAULT_PATTERN`]'s
+/// leftmost match for ASCII names, without running the regex: a match is a
+/// component that is one of [`LAYER_WORDS`] followed by a component of ASCII
+/// digits only (the regex's `\d` also takes other Unicode digits, so names that
+/// are not ASCII go to the regex).
+fn default_match(name: &str) -> Option<(&str, &str)> {
+    if !name.is_ascii() {
+        let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
+        let (word, number) = (captures.get(1)?, captures.get(2)?);
+        return Some((name.get(..word.end())?, number.as_str()));
+    }
+    let mut start = 0;
+    let mut components = name.split('.').peekable();
+    while let Some(component) = components.next() {
+        let end = start + component.len();
+        if LAYER_WORDS.contains(&component)
+            && let Some(next) = components.peek()
+            && !next.is_empty()
+            && next.bytes().all(|byte| byte.is_ascii_digit())
+        {
+            return Some((name.get(..end)?, next));
+        }
+        start = end + 1;
+    }
+    None
+}
+
+fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
     match grouping {
         Grouping::Default => {
-            if let Some(pattern) = DEFAULT_PATTERN.as_ref()
-                && let Some(captures) = pattern.captures(name)
-                && let (Some(word), Some(number)) = (captures.get(1), captures.get(2))
-                && let Ok(number) = number.as_str().parse::<u128>()
+            if let Some((family, number)) = default_match(name)
+                && let Ok(number) = number.parse::<u128>()
             {
-                return Key::Numbered {
-                    family: name[..word.end()].to_owned(),
-                    number,
-                };
+                return Key::Numbered { family, number };
             }
         }
         Grouping::Regex(pattern) => {
             if let Some(capture) = pattern.captures(name).and_then(|c| c.get(1)) {
-                return Key::Custom(capture.as_str().to_owned());
+                return Key::Custom(capture.as_str());
             }
         }
     }
-    Key::Ungrouped(ungrouped_prefix(name))
+    Key::Ungrouped(prefix_of(name))
 }
 
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
-    let keys: Vec<Key> = names
+    let keys: Vec<Key<'_>> = names
         .iter()
         .map(|name| key_of(name.as_ref(), grouping))
         .collect();
     let mut families: Vec<&str> = Vec::new();
     for key in &keys {
         if let Key::Numbered { family, .. } = key
-            && !families.contains(&family.as_str())
+            && !families.contains(family)
         {
-            families.push(family);
+            families.push(*family);
         }
     }
     let mut layers: Vec<(Order, PlannedLayer)> = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
+    // The key and layer of the previous tensor: neighbours mostly share a layer,
+    // and the same key always names the same layer.
+    let mut previous: Option<(&Key<'_>, usize)> = None;
     for (index, key) in keys.iter().enumerate() {
+        if let Some((previous_key, slot)) = previous
+            && previous_key == key
+        {
+            layers[slot].1.tensors.push(index);
+            continue;
+        }
         let (name, order) = match key {
             Key::Numbered { family, number } => {
                 let family_index = families
@@ -203,7 +249,7 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                     Ok(number) if capture.bytes().all(|b| b.is_ascii_digit()) => {
                         format!("layer.{number}")
                     }
-                    _ => capture.clone(),
+                    _ => (*capture).to_owned(),
                 };
                 let order = Order::Custom(natural_key(&name));
                 (name, order)
@@ -214,11 +260,14 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                 } else {
                     Order::Post(layers.len())
                 };
-                (prefix.clone(), order)
+                ((*prefix).to_owned(), order)
             }
         };
-        match by_name.get(&name) {
-            Some(&slot) => layers[slot].1.tensors.push(index),
+        let slot = match by_name.get(&name) {
+            Some(&slot) => {
+                layers[slot].1.tensors.push(index);
+                slot
+            }
             None => {
                 by_name.insert(name.clone(), layers.len());
                 layers.push((
@@ -228,8 +277,10 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                         tensors: vec![index],
                     },
                 ));
+                layers.len() - 1
             }
-        }
+        };
+        previous = Some((key, slot));
     }
     layers.sort_by(|a, b| a.0.cmp(&b.0));
     layers.into_iter().map(|(_, layer)| layer).collect()
@@ -344,6 +395,110 @@ mod tests {
         let layers = plan(&names, &Grouping::Regex(Regex::new(r"^stage(\d+)\.")?));
         assert_eq!(names_of(&layers), ["layer.2", "layer.10", "head", "stem"]);
         Ok(())
+    }
+
+    /// The default rule as the regex alone reads it (the code before the scan).
+    fn regex_key(name: &str) -> Option<(String, u128)> {
+        let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
+        let (word, number) = (captures.get(1)?, captures.get(2)?);
+        let number = number.as_str().parse::<u128>().ok()?;
+        Some((name[..word.end()].to_owned(), number))
+    }
+
+    fn scanned_key(name: &str) -> Option<(String, u128)> {
+        match key_of(name, &Grouping::Default) {
+            Key::Numbered { family, number } => Some((family.to_owned(), number)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
+    fn the_default_scan_matches_the_regex() {
+        let parts = [
+            "layers",
+            "layer",
+            "blk",
+            "h",
+            "block",
+            "blocks",
+            "hh",
+            "xlayers",
+            "layers_",
+            "0",
+            "7",
+            "12",
+            "007",
+            "3x",
+            "",
+            "model",
+            "weight",
+            "-1",
+            "1e3",
+            "340282366920938463463374607431768211455", // u128::MAX
+            "340282366920938463463374607431768211456", // u128::MAX + 1
+            "\u{663}", // Arabic-Indic digit three: `\d` but not ASCII
+            "1\u{663}",
+            "é",
+            "layérs",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let count = 1 + next(6);
+            let mut name = String::new();
+            for index in 0..count {
+                if index > 0 {
+                    name.push(if next(16) == 0 { '_' } else { '.' });
+                }
+                name.push_str(parts[next(parts.len())]);
+            }
+            assert_eq!(scanned_key(&name), regex_key(&name), "{name:?}");
+            checked += usize::from(regex_key(&name).is_some());
+        }
+        assert!(checked > 1000, "only {checked} numbered names");
+        for name in [
+            "layers.1.layers.2",
+            "a.blocks.3.blk.4",
+            ".layers.5",
+            "layers.6.",
+            "layers..7",
+            "h.\u{663}.layers.8",
+            "h.1\u{663}.layers.9",
+            "layers.99999999999999999999999999999999999999999.blk.1",
+        ] {
+            assert_eq!(scanned_key(name), regex_key(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
+    fn neighbours_with_one_key_share_a_layer_and_merged_names_still_merge() {
+        let names = [
+            "model.layers.0.a",
+            "model.layers.0.b",
+            "model.layers.1.a",
+            "model.layers.0.c",
+            "lm_head.weight",
+            "lm_head.bias",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(names_of(&layers), ["layer.0", "layer.1", "lm_head"]);
+        assert_eq!(layers[0].tensors, [0, 1, 3]);
+        assert_eq!(layers[1].tensors, [2]);
+        assert_eq!(layers[2].tensors, [4, 5]);
     }
 
     #[test]
