@@ -171,20 +171,35 @@ fn default_match(name: &str) -> Option<(&str, &str)> {
         let (word, number) = (captures.get(1)?, captures.get(2)?);
         return Some((name.get(..word.end())?, number.as_str()));
     }
+    let bytes = name.as_bytes();
+    let component_end = |start: usize| {
+        bytes
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&byte| byte == b'.'))
+            .map_or(bytes.len(), |length| start + length)
+    };
     let mut start = 0;
-    let mut components = name.split('.').peekable();
-    while let Some(component) = components.next() {
-        let end = start + component.len();
-        if LAYER_WORDS.contains(&component)
-            && let Some(next) = components.peek()
-            && !next.is_empty()
-            && next.bytes().all(|byte| byte.is_ascii_digit())
+    let mut end = component_end(0);
+    // A word needs a following component: stop at the last one.
+    while end < bytes.len() {
+        let next_start = end + 1;
+        let next_end = component_end(next_start);
+        if bytes.get(start..end).is_some_and(is_layer_word)
+            && next_end > next_start
+            && bytes
+                .get(next_start..next_end)
+                .is_some_and(|digits| digits.iter().all(u8::is_ascii_digit))
         {
-            return Some((name.get(..end)?, next));
+            return Some((name.get(..end)?, name.get(next_start..next_end)?));
         }
-        start = end + 1;
+        (start, end) = (next_start, next_end);
     }
     None
+}
+
+/// Whether `component` is one of [`LAYER_WORDS`].
+fn is_layer_word(component: &[u8]) -> bool {
+    LAYER_WORDS.iter().any(|word| word.as_bytes() == component)
 }
 
 fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
@@ -269,18 +284,26 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                 slot
             }
             None => {
-                by_name.insert(name.clone(), layers.len());
+                // Room for the run of neighbours with this key (often the whole layer).
+                let run = keys[index..].iter().take_while(|k| *k == key).count();
+                let mut tensors = Vec::with_capacity(run);
+                tensors.push(index);
+                by_name.insert(name, layers.len());
                 layers.push((
                     order,
                     PlannedLayer {
-                        name,
-                        tensors: vec![index],
+                        // Moved out of `by_name` below.
+                        name: String::new(),
+                        tensors,
                     },
                 ));
                 layers.len() - 1
             }
         };
         previous = Some((key, slot));
+    }
+    for (name, slot) in by_name {
+        layers[slot].1.name = name;
     }
     layers.sort_by(|a, b| a.0.cmp(&b.0));
     layers.into_iter().map(|(_, layer)| layer).collect()
@@ -515,5 +538,24 @@ mod tests {
             "model.language_model.norm"
         );
         assert_eq!(ungrouped_prefix(""), "");
+        // The slice version against the component join it replaced.
+        let joined = |name: &str| {
+            let components: Vec<&str> = name.split('.').collect();
+            let mut index = 0;
+            while index + 2 < components.len() && WRAPPERS.contains(&components[index]) {
+                index += 1;
+            }
+            components[..=index].join(".")
+        };
+        let parts = ["model", "transformer", "bert", "norm", "weight", "", "x.y"];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    for name in [a.to_owned(), format!("{a}.{b}"), format!("{a}.{b}.{c}")] {
+                        assert_eq!(ungrouped_prefix(&name), joined(&name), "{name:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,6 @@
 //! order, inside the data area and of the size dtype and shape imply, no two
 //! tensors overlapping. Tensors come out in data-offset order.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Component, Path};
@@ -263,18 +262,25 @@ fn scan_entries(
     // Real entries take some 80 to 150 bytes; this guess saves most regrowth
     // while reserving less than the header's own size.
     let mut tensors = Vec::with_capacity(json.len() / 96);
+    let data_length = file_length - data_start;
     let metadata = scan::scan(json, |entry| {
-        let tensor = check_tensor(
-            Cow::Borrowed(entry.name),
-            Cow::Borrowed(entry.dtype),
-            entry.shape,
-            (entry.begin, entry.end),
-            data_start,
-            file_length,
-            file,
+        let dtype = check(
+            entry.dtype,
+            &entry.shape,
+            entry.begin,
+            entry.end,
+            data_length,
         )
         .ok()?;
-        tensors.push(tensor);
+        tensors.push(ForeignTensor {
+            name: entry.name.to_owned(),
+            dtype,
+            source_type: 0,
+            shape: entry.shape,
+            file,
+            start: data_start + entry.begin,
+            end: data_start + entry.end,
+        });
         Some(())
     })?;
     if has_duplicate_names(&tensors) {
@@ -334,8 +340,8 @@ fn parse_entries_with_serde(
         let info: RawInfo = serde_json::from_value(value)
             .map_err(|error| malformed(format!("tensor {name:?}"), 8, error.to_string()))?;
         tensors.push(check_tensor(
-            Cow::Owned(name),
-            Cow::Owned(info.dtype),
+            name,
+            info.dtype,
             info.shape,
             info.data_offsets,
             data_start,
@@ -346,12 +352,51 @@ fn parse_entries_with_serde(
     Ok((tensors, metadata))
 }
 
-/// Checks one tensor entry (dtype, rank, offsets inside the data area
-/// `data_start..file_length` and of the size dtype and shape imply) and makes
-/// it a [`ForeignTensor`] with absolute offsets.
+/// What [`check`] found wrong with a tensor entry.
+enum Flaw {
+    UnknownDType,
+    Rank,
+    Reversed,
+    OutOfBounds,
+    /// The size dtype and shape imply (`u128::MAX` if none).
+    Size(u128),
+}
+
+/// The checks of one tensor entry, shared by both paths: a known dtype, at most
+/// [`limits::MAX_RANK`] dimensions, `data_offsets` in order, inside a data area
+/// of `data_length` bytes and of the size dtype and shape imply. Gives the dtype.
+fn check(
+    dtype_name: &str,
+    shape: &[u64],
+    begin: u64,
+    end: u64,
+    data_length: u64,
+) -> Result<DType, Flaw> {
+    let dtype = dtype_of(dtype_name).ok_or(Flaw::UnknownDType)?;
+    if shape.len() > limits::MAX_RANK {
+        return Err(Flaw::Rank);
+    }
+    if begin > end {
+        return Err(Flaw::Reversed);
+    }
+    if end > data_length {
+        return Err(Flaw::OutOfBounds);
+    }
+    let bits = dtype.bits().unwrap_or(8);
+    let expected = element_count(shape)
+        .and_then(|count| count.checked_mul(u128::from(bits)))
+        .map_or(u128::MAX, |bits| bits.div_ceil(8));
+    if expected != u128::from(end - begin) {
+        return Err(Flaw::Size(expected));
+    }
+    Ok(dtype)
+}
+
+/// [`check`]s one tensor entry and makes it a [`ForeignTensor`] with absolute
+/// offsets (the data area is `data_start..file_length`), or the error.
 fn check_tensor(
-    name: Cow<'_, str>,
-    dtype_name: Cow<'_, str>,
+    name: String,
+    dtype_name: String,
     shape: Vec<u64>,
     (begin, end): (u64, u64),
     data_start: u64,
@@ -359,60 +404,48 @@ fn check_tensor(
     file: usize,
 ) -> Result<ForeignTensor, SourceError> {
     let what = || format!("tensor {name:?}");
-    let Some(dtype) = dtype_of(&dtype_name) else {
-        return Err(SourceError::UnsupportedSourceDType {
+    match check(&dtype_name, &shape, begin, end, file_length - data_start) {
+        Ok(dtype) => Ok(ForeignTensor {
+            name,
+            dtype,
+            source_type: 0,
+            shape,
+            file,
+            start: data_start + begin,
+            end: data_start + end,
+        }),
+        Err(Flaw::UnknownDType) => Err(SourceError::UnsupportedSourceDType {
             format: FORMAT,
-            tensor: name.into_owned(),
-            dtype: dtype_name.into_owned(),
-        });
-    };
-    if shape.len() > limits::MAX_RANK {
-        return Err(malformed(
+            tensor: name,
+            dtype: dtype_name,
+        }),
+        Err(Flaw::Rank) => Err(malformed(
             what(),
             8,
             format!("rank {} exceeds {}", shape.len(), limits::MAX_RANK),
-        ));
-    }
-    if begin > end {
-        return Err(malformed(
+        )),
+        Err(Flaw::Reversed) => Err(malformed(
             what(),
             8,
             format!("data_offsets [{begin}, {end}] are reversed"),
-        ));
-    }
-    if end > file_length - data_start {
-        return Err(SourceError::SourceTensorOutOfBounds {
+        )),
+        Err(Flaw::OutOfBounds) => Err(SourceError::SourceTensorOutOfBounds {
             format: FORMAT,
-            tensor: name.into_owned(),
+            tensor: name,
             start: data_start.saturating_add(begin),
             end: data_start.saturating_add(end),
             data_start,
             data_end: file_length,
-        });
-    }
-    let bits = dtype.bits().unwrap_or(8);
-    let expected = element_count(&shape)
-        .and_then(|count| count.checked_mul(u128::from(bits)))
-        .map_or(u128::MAX, |bits| bits.div_ceil(8));
-    if expected != u128::from(end - begin) {
-        return Err(SourceError::SourceTensorSizeMismatch {
+        }),
+        Err(Flaw::Size(expected)) => Err(SourceError::SourceTensorSizeMismatch {
             format: FORMAT,
-            tensor: name.into_owned(),
-            dtype: dtype_name.into_owned(),
+            tensor: name,
+            dtype: dtype_name,
             shape,
             expected,
             actual: end - begin,
-        });
+        }),
     }
-    Ok(ForeignTensor {
-        name: name.into_owned(),
-        dtype,
-        source_type: 0,
-        shape,
-        file,
-        start: data_start + begin,
-        end: data_start + end,
-    })
 }
 
 /// Byte offset of a serde_json error inside `json` (its line and column are 1-based).
