@@ -41,6 +41,7 @@
 //! ([`crate::foreign::group_layers`]) share this one implementation.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -199,7 +200,9 @@ fn default_match(name: &str) -> Option<(&str, &str)> {
 
 /// Whether `component` is one of [`LAYER_WORDS`].
 fn is_layer_word(component: &[u8]) -> bool {
-    LAYER_WORDS.iter().any(|word| word.as_bytes() == component)
+    // By length first: most components are no word's length.
+    matches!(component.len(), 1 | 3 | 5 | 6)
+        && LAYER_WORDS.iter().any(|word| word.as_bytes() == component)
 }
 
 fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
@@ -278,17 +281,18 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                 ((*prefix).to_owned(), order)
             }
         };
-        let slot = match by_name.get(&name) {
-            Some(&slot) => {
+        let slot = match by_name.entry(name) {
+            Entry::Occupied(entry) => {
+                let slot = *entry.get();
                 layers[slot].1.tensors.push(index);
                 slot
             }
-            None => {
+            Entry::Vacant(entry) => {
                 // Room for the run of neighbours with this key (often the whole layer).
                 let run = keys[index..].iter().take_while(|k| *k == key).count();
                 let mut tensors = Vec::with_capacity(run);
                 tensors.push(index);
-                by_name.insert(name, layers.len());
+                entry.insert(layers.len());
                 layers.push((
                     order,
                     PlannedLayer {
