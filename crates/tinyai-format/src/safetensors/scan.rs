@@ -89,6 +89,13 @@ fn string_stops(word: u64) -> u64 {
         | (word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS)
 }
 
+/// The fields of a tensor entry.
+enum Field {
+    DType,
+    Shape,
+    DataOffsets,
+}
+
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
@@ -170,6 +177,24 @@ impl<'a> Scanner<'a> {
         Some(value)
     }
 
+    /// One of the three field names, spelled plainly (any other key, or an
+    /// escape in one of these, is [`None`]).
+    fn field(&mut self) -> Option<Field> {
+        self.skip_whitespace();
+        let rest = self.bytes.get(self.position..)?;
+        let (field, length) = if rest.starts_with(b"\"dtype\"") {
+            (Field::DType, 7)
+        } else if rest.starts_with(b"\"shape\"") {
+            (Field::Shape, 7)
+        } else if rest.starts_with(b"\"data_offsets\"") {
+            (Field::DataOffsets, 14)
+        } else {
+            return None;
+        };
+        self.position += length;
+        Some(field)
+    }
+
     /// `{"dtype": …, "shape": …, "data_offsets": …}`, each field once, in any order.
     fn tensor(&mut self, name: &'a str) -> Option<Entry<'a>> {
         self.expect(b'{')?;
@@ -177,12 +202,12 @@ impl<'a> Scanner<'a> {
         let mut shape = None;
         let mut offsets = None;
         loop {
-            let field = self.string()?;
+            let field = self.field()?;
             self.expect(b':')?;
             match field {
-                "dtype" if dtype.is_none() => dtype = Some(self.string()?),
-                "shape" if shape.is_none() => shape = Some(self.shape()?),
-                "data_offsets" if offsets.is_none() => {
+                Field::DType if dtype.is_none() => dtype = Some(self.string()?),
+                Field::Shape if shape.is_none() => shape = Some(self.shape()?),
+                Field::DataOffsets if offsets.is_none() => {
                     self.expect(b'[')?;
                     let begin = self.number()?;
                     self.expect(b',')?;
