@@ -149,6 +149,7 @@ fn main() {
         assert_eq!(header.tensors.len(), tensors);
         assert_eq!(layers.len(), tensors.div_ceil(TENSORS_PER_LAYER));
         let mut ours = Vec::new();
+        let mut parse_only = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..rounds {
             ours.push(time_batch(
@@ -158,6 +159,16 @@ fn main() {
                             .unwrap();
                     std::hint::black_box(group_layers(&header.tensors, &Grouping::Default));
                     std::hint::black_box(header);
+                },
+                iterations,
+            ));
+            // The parse alone (no grouping), to show where the time goes.
+            parse_only.push(time_batch(
+                || {
+                    std::hint::black_box(
+                        SafetensorsHeader::parse(std::hint::black_box(&theirs_bytes), length)
+                            .unwrap(),
+                    );
                 },
                 iterations,
             ));
@@ -174,10 +185,12 @@ fn main() {
             ));
         }
         let ours = median(&mut ours);
+        let parse_only = median(&mut parse_only);
         let theirs = median(&mut theirs);
         safetensors_rows.push(format!(
-            "{{\"tensors\": {tensors}, \"ours_seconds\": {ours:.9}, \"safetensors_crate_seconds\": {theirs:.9}, \"speedup\": {:.3}}}",
-            theirs / ours
+            "{{\"tensors\": {tensors}, \"ours_seconds\": {ours:.9}, \"safetensors_crate_seconds\": {theirs:.9}, \"speedup\": {:.3}, \"ours_parse_only_seconds\": {parse_only:.9}, \"parse_only_speedup\": {:.3}}}",
+            theirs / ours,
+            theirs / parse_only
         ));
     }
     let document = format!(
