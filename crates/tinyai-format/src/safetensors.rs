@@ -249,16 +249,14 @@ impl SafetensorsHeader {
     }
 }
 
+/// A header's tensors in document order and its metadata sorted by key.
+type ReadHeader = (Vec<ForeignTensor>, Vec<(String, String)>);
+
 /// The tensors (document order) and sorted metadata of a header, read with
 /// [`scan::scan`] when the header has the plain shape it reads and every tensor
-/// passes [`check_tensor`]; [`None`] leaves the header, and the reporting of any
+/// passes [`check`]; [`None`] leaves the header, and the reporting of any
 /// error, to [`parse_entries_with_serde`].
-fn scan_entries(
-    json: &[u8],
-    data_start: u64,
-    file_length: u64,
-    file: usize,
-) -> Option<(Vec<ForeignTensor>, Vec<(String, String)>)> {
+fn scan_entries(json: &[u8], data_start: u64, file_length: u64, file: usize) -> Option<ReadHeader> {
     // Real entries take some 80 to 150 bytes; this guess saves most regrowth
     // while reserving less than the header's own size.
     let mut tensors = Vec::with_capacity(json.len() / 96);
@@ -315,7 +313,7 @@ fn parse_entries_with_serde(
     data_start: u64,
     file_length: u64,
     file: usize,
-) -> Result<(Vec<ForeignTensor>, Vec<(String, String)>), SourceError> {
+) -> Result<ReadHeader, SourceError> {
     let entries: Entries = serde_json::from_slice(json).map_err(|error| {
         malformed(
             format!("JSON header (bytes 8..{data_start})"),
