@@ -5,9 +5,10 @@
 //!
 //! It reads only a subset of JSON and gives up ([`None`]) on anything else: an
 //! escape in a string, a metadata value that is not a string, a number that is not
-//! a plain decimal `u64`, a missing, unknown or repeated field, a repeated key, a
-//! rank above [`limits::MAX_RANK`], text that is not UTF-8, anything that is not
-//! valid JSON. The caller then parses with serde_json, which reads every valid
+//! a plain decimal `u64`, a missing, unknown or repeated field, a repeated
+//! metadata key or `__metadata__`, a rank above [`limits::MAX_RANK`], text that
+//! is not UTF-8, anything that is not valid JSON; repeated tensor names are the
+//! caller's to find (`has_duplicate_names`), and it gives up on them too. The caller then parses with serde_json, which reads every valid
 //! JSON document and reports every error. So whatever this accepts, serde_json
 //! accepts too and reads the same way (`tests::fast_and_serde_paths_agree`
 //! checks that on mutated headers).
