@@ -112,7 +112,10 @@ impl<'a> Scanner<'a> {
 
     /// Consumes `byte` (after whitespace) if it comes next.
     fn eat(&mut self, byte: u8) -> bool {
-        self.skip_whitespace();
+        // Compact headers have no whitespace: try the byte first.
+        if self.bytes.get(self.position) != Some(&byte) {
+            self.skip_whitespace();
+        }
         if self.bytes.get(self.position) == Some(&byte) {
             self.position += 1;
             true
