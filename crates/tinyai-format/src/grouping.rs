@@ -162,16 +162,12 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
 
 /// The default rule's match in `name`: the family (the name up to and including
 /// the word) and the layer number text. Equivalent to [`DEFAULT_PATTERN`]'s
-/// leftmost match for ASCII names, without running the regex: a match is a
-/// component that is one of [`LAYER_WORDS`] followed by a component of ASCII
-/// digits only (the regex's `\d` also takes other Unicode digits, so names that
-/// are not ASCII go to the regex).
+/// leftmost match, without running the regex: a match is a component that is
+/// one of [`LAYER_WORDS`] followed by a component of digits only. The regex's
+/// `\d` also takes Unicode digits other than ASCII ones, so when the component
+/// after a word holds a byte that is not ASCII (the first such place, left to
+/// right), the regex decides for the whole name.
 fn default_match(name: &str) -> Option<(&str, &str)> {
-    if !name.is_ascii() {
-        let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
-        let (word, number) = (captures.get(1)?, captures.get(2)?);
-        return Some((name.get(..word.end())?, number.as_str()));
-    }
     let bytes = name.as_bytes();
     let component_end = |start: usize| {
         bytes
@@ -185,13 +181,16 @@ fn default_match(name: &str) -> Option<(&str, &str)> {
     while end < bytes.len() {
         let next_start = end + 1;
         let next_end = component_end(next_start);
-        if bytes.get(start..end).is_some_and(is_layer_word)
-            && next_end > next_start
-            && bytes
-                .get(next_start..next_end)
-                .is_some_and(|digits| digits.iter().all(u8::is_ascii_digit))
-        {
-            return Some((name.get(..end)?, name.get(next_start..next_end)?));
+        if bytes.get(start..end).is_some_and(is_layer_word) && next_end > next_start {
+            let next = bytes.get(next_start..next_end).unwrap_or_default();
+            if next.iter().all(u8::is_ascii_digit) {
+                return Some((name.get(..end)?, name.get(next_start..next_end)?));
+            }
+            if !next.is_ascii() {
+                let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
+                let (word, number) = (captures.get(1)?, captures.get(2)?);
+                return Some((name.get(..word.end())?, number.as_str()));
+            }
         }
         (start, end) = (next_start, next_end);
     }
@@ -255,10 +254,12 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                     .iter()
                     .position(|f| f == family)
                     .unwrap_or_default();
-                let name = if families.len() == 1 {
-                    format!("layer.{number}")
-                } else {
-                    format!("{family}.{number}")
+                // u64 formats faster than u128, and layer numbers fit one.
+                let name = match (families.len(), u64::try_from(*number)) {
+                    (1, Ok(small)) => format!("layer.{small}"),
+                    (1, Err(_)) => format!("layer.{number}"),
+                    (_, Ok(small)) => format!("{family}.{small}"),
+                    (_, Err(_)) => format!("{family}.{number}"),
                 };
                 (name, Order::Numbered(family_index, *number))
             }
