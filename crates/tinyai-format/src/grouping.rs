@@ -97,9 +97,16 @@ enum Order {
     Post(usize),
 }
 
-#[derive(PartialEq, Eq)]
 enum Key<'a> {
     Numbered { family: &'a str, number: u128 },
+    Custom(&'a str),
+    Ungrouped(&'a str),
+}
+
+/// A [`Key`] with its family replaced by its position in the family list.
+#[derive(PartialEq, Eq)]
+enum Interned<'a> {
+    Numbered { family: usize, number: u128 },
     Custom(&'a str),
     Ungrouped(&'a str),
 }
@@ -224,23 +231,31 @@ fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
 
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
-    let keys: Vec<Key<'_>> = names
-        .iter()
-        .map(|name| key_of(name.as_ref(), grouping))
-        .collect();
+    // Families in order of first appearance; keys refer to them by position, so
+    // that neighbours compare without reading their names again.
     let mut families: Vec<&str> = Vec::new();
-    for key in &keys {
-        if let Key::Numbered { family, .. } = key
-            && !families.contains(family)
-        {
-            families.push(*family);
-        }
-    }
+    let keys: Vec<Interned<'_>> = names
+        .iter()
+        .map(|name| match key_of(name.as_ref(), grouping) {
+            Key::Numbered { family, number } => {
+                let family = match families.iter().position(|known| *known == family) {
+                    Some(position) => position,
+                    None => {
+                        families.push(family);
+                        families.len() - 1
+                    }
+                };
+                Interned::Numbered { family, number }
+            }
+            Key::Custom(capture) => Interned::Custom(capture),
+            Key::Ungrouped(prefix) => Interned::Ungrouped(prefix),
+        })
+        .collect();
     let mut layers: Vec<(Order, PlannedLayer)> = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
     // The key and layer of the previous tensor: neighbours mostly share a layer,
     // and the same key always names the same layer.
-    let mut previous: Option<(&Key<'_>, usize)> = None;
+    let mut previous: Option<(&Interned<'_>, usize)> = None;
     for (index, key) in keys.iter().enumerate() {
         if let Some((previous_key, slot)) = previous
             && previous_key == key
@@ -249,11 +264,11 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
             continue;
         }
         let (name, order) = match key {
-            Key::Numbered { family, number } => {
-                let family_index = families
-                    .iter()
-                    .position(|f| f == family)
-                    .unwrap_or_default();
+            Interned::Numbered {
+                family: family_index,
+                number,
+            } => {
+                let family = families.get(*family_index).copied().unwrap_or_default();
                 // u64 formats faster than u128, and layer numbers fit one.
                 let name = match (families.len(), u64::try_from(*number)) {
                     (1, Ok(small)) => format!("layer.{small}"),
@@ -261,9 +276,9 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                     (_, Ok(small)) => format!("{family}.{small}"),
                     (_, Err(_)) => format!("{family}.{number}"),
                 };
-                (name, Order::Numbered(family_index, *number))
+                (name, Order::Numbered(*family_index, *number))
             }
-            Key::Custom(capture) => {
+            Interned::Custom(capture) => {
                 let name = match capture.parse::<u128>() {
                     Ok(number) if capture.bytes().all(|b| b.is_ascii_digit()) => {
                         format!("layer.{number}")
@@ -273,7 +288,7 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
                 let order = Order::Custom(natural_key(&name));
                 (name, order)
             }
-            Key::Ungrouped(prefix) => {
+            Interned::Ungrouped(prefix) => {
                 let order = if is_pre(prefix) {
                     Order::Pre(layers.len())
                 } else {
