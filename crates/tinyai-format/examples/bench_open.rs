@@ -1,5 +1,7 @@
 //! Open + validate a `.tmai` file vs the `safetensors` crate parsing the header of an
-//! equivalent file, interleaved (A B A B …), medians. Run by `cargo xtask bench format`.
+//! equivalent file, and our direct safetensors reader (`SafetensorsHeader::parse` +
+//! `group_layers`) vs the `safetensors` crate on the same safetensors file;
+//! interleaved (A B A B …), medians. Run by `cargo xtask bench format`.
 //!
 //! Usage: bench_open [--quick] [--out FILE]
 #![allow(clippy::unwrap_used)]
@@ -8,7 +10,9 @@ use std::collections::HashMap;
 use std::io::Cursor;
 use std::time::Instant;
 
-use tinyai_format::{DType, Model, TensorSpec, Writer, WriterOptions};
+use tinyai_format::{
+    DType, Grouping, Model, SafetensorsHeader, TensorSpec, Writer, WriterOptions, group_layers,
+};
 
 const TENSORS_PER_LAYER: usize = 4;
 const ELEMENTS: u64 = 16;
@@ -81,6 +85,7 @@ fn main() {
         .unwrap_or_else(|| "target/bench/format.json".to_owned());
     let rounds = if quick { 7 } else { 21 };
     let mut rows = Vec::new();
+    let mut safetensors_rows = Vec::new();
     for tensors in [10usize, 1_000, 100_000] {
         eprintln!(
             "[bench format] open {tensors} tensors: tmai vs safetensors, {rounds} interleaved rounds"
@@ -128,8 +133,71 @@ fn main() {
             "{{\"tensors\": {tensors}, \"tmai_open_seconds\": {ours:.9}, \"safetensors_header_seconds\": {theirs:.9}, \"speedup\": {:.3}}}",
             theirs / ours
         ));
+
+        // The same safetensors file: our direct reader (parse + validate + layer
+        // grouping) vs the safetensors crate's header parse.
+        eprintln!(
+            "[bench format] safetensors open {tensors} tensors: SafetensorsHeader::parse + group_layers vs safetensors, {rounds} interleaved rounds"
+        );
+        let length = theirs_bytes.len() as u64;
+        let direct = || {
+            let header = SafetensorsHeader::parse(&theirs_bytes, length).unwrap();
+            let layers = group_layers(&header.tensors, &Grouping::Default);
+            (header, layers)
+        };
+        let (header, layers) = direct();
+        assert_eq!(header.tensors.len(), tensors);
+        assert_eq!(layers.len(), tensors.div_ceil(TENSORS_PER_LAYER));
+        let mut ours = Vec::new();
+        let mut parse_only = Vec::new();
+        let mut theirs = Vec::new();
+        for _ in 0..rounds {
+            ours.push(time_batch(
+                || {
+                    let header =
+                        SafetensorsHeader::parse(std::hint::black_box(&theirs_bytes), length)
+                            .unwrap();
+                    std::hint::black_box(group_layers(&header.tensors, &Grouping::Default));
+                    std::hint::black_box(header);
+                },
+                iterations,
+            ));
+            // The parse alone (no grouping), to show where the time goes.
+            parse_only.push(time_batch(
+                || {
+                    std::hint::black_box(
+                        SafetensorsHeader::parse(std::hint::black_box(&theirs_bytes), length)
+                            .unwrap(),
+                    );
+                },
+                iterations,
+            ));
+            theirs.push(time_batch(
+                || {
+                    std::hint::black_box(
+                        safetensors::SafeTensors::read_metadata(std::hint::black_box(
+                            &theirs_bytes,
+                        ))
+                        .unwrap(),
+                    );
+                },
+                iterations,
+            ));
+        }
+        let ours = median(&mut ours);
+        let parse_only = median(&mut parse_only);
+        let theirs = median(&mut theirs);
+        safetensors_rows.push(format!(
+            "{{\"tensors\": {tensors}, \"ours_seconds\": {ours:.9}, \"safetensors_crate_seconds\": {theirs:.9}, \"speedup\": {:.3}, \"ours_parse_only_seconds\": {parse_only:.9}, \"parse_only_speedup\": {:.3}}}",
+            theirs / ours,
+            theirs / parse_only
+        ));
     }
-    let document = format!("{{\n  \"open\": [\n    {}\n  ]\n}}\n", rows.join(",\n    "));
+    let document = format!(
+        "{{\n  \"open\": [\n    {}\n  ],\n  \"safetensors_open\": [\n    {}\n  ]\n}}\n",
+        rows.join(",\n    "),
+        safetensors_rows.join(",\n    ")
+    );
     if let Some(parent) = std::path::Path::new(&out).parent() {
         std::fs::create_dir_all(parent).unwrap();
     }

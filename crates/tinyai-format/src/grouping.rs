@@ -41,6 +41,7 @@
 //! ([`crate::foreign::group_layers`]) share this one implementation.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -96,20 +97,41 @@ enum Order {
     Post(usize),
 }
 
-enum Key {
-    Numbered { family: String, number: u128 },
-    Custom(String),
-    Ungrouped(String),
+enum Key<'a> {
+    Numbered { family: &'a str, number: u128 },
+    Custom(&'a str),
+    Ungrouped(&'a str),
 }
+
+/// A [`Key`] with its family replaced by its position in the family list.
+#[derive(PartialEq, Eq)]
+enum Interned<'a> {
+    Numbered { family: usize, number: u128 },
+    Custom(&'a str),
+    Ungrouped(&'a str),
+}
+
+/// The words that, followed by a number component, make a layer (the default rule).
+const LAYER_WORDS: &[&str] = &["layers", "layer", "blk", "h", "block", "blocks"];
 
 /// The layer prefix of an unnumbered tensor name (see the module docs).
 pub fn ungrouped_prefix(name: &str) -> String {
-    let components: Vec<&str> = name.split('.').collect();
+    prefix_of(name).to_owned()
+}
+
+/// [`ungrouped_prefix`] as a slice of `name`.
+fn prefix_of(name: &str) -> &str {
+    let count = name.bytes().filter(|&byte| byte == b'.').count() + 1;
+    let mut components = name.split('.');
+    let mut current = components.next().unwrap_or_default();
+    let mut length = current.len();
     let mut index = 0;
-    while index + 2 < components.len() && WRAPPERS.contains(&components[index]) {
+    while index + 2 < count && WRAPPERS.contains(&current) {
+        current = components.next().unwrap_or_default();
+        length += 1 + current.len();
         index += 1;
     }
-    components[..=index].join(".")
+    name.get(..length).unwrap_or(name)
 }
 
 fn is_pre(prefix: &str) -> bool {
@@ -145,91 +167,163 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
     parts
 }
 
-fn key_of(name: &str, grouping: &Grouping) -> Key {
+/// The default rule's match in `name`: the family (the name up to and including
+/// the word) and the layer number text. Equivalent to [`DEFAULT_PATTERN`]'s
+/// leftmost match, without running the regex: a match is a component that is
+/// one of [`LAYER_WORDS`] followed by a component of digits only. The regex's
+/// `\d` also takes Unicode digits other than ASCII ones, so when the component
+/// after a word holds a byte that is not ASCII (the first such place, left to
+/// right), the regex decides for the whole name.
+fn default_match(name: &str) -> Option<(&str, &str)> {
+    let bytes = name.as_bytes();
+    let component_end = |start: usize| {
+        bytes
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&byte| byte == b'.'))
+            .map_or(bytes.len(), |length| start + length)
+    };
+    let mut start = 0;
+    let mut end = component_end(0);
+    // A word needs a following component: stop at the last one.
+    while end < bytes.len() {
+        let next_start = end + 1;
+        let next_end = component_end(next_start);
+        if bytes.get(start..end).is_some_and(is_layer_word) && next_end > next_start {
+            let next = bytes.get(next_start..next_end).unwrap_or_default();
+            if next.iter().all(u8::is_ascii_digit) {
+                return Some((name.get(..end)?, name.get(next_start..next_end)?));
+            }
+            if !next.is_ascii() {
+                let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
+                let (word, number) = (captures.get(1)?, captures.get(2)?);
+                return Some((name.get(..word.end())?, number.as_str()));
+            }
+        }
+        (start, end) = (next_start, next_end);
+    }
+    None
+}
+
+/// Whether `component` is one of [`LAYER_WORDS`].
+fn is_layer_word(component: &[u8]) -> bool {
+    // By length first: most components are no word's length.
+    matches!(component.len(), 1 | 3 | 5 | 6)
+        && LAYER_WORDS.iter().any(|word| word.as_bytes() == component)
+}
+
+fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
     match grouping {
         Grouping::Default => {
-            if let Some(pattern) = DEFAULT_PATTERN.as_ref()
-                && let Some(captures) = pattern.captures(name)
-                && let (Some(word), Some(number)) = (captures.get(1), captures.get(2))
-                && let Ok(number) = number.as_str().parse::<u128>()
+            if let Some((family, number)) = default_match(name)
+                && let Ok(number) = number.parse::<u128>()
             {
-                return Key::Numbered {
-                    family: name[..word.end()].to_owned(),
-                    number,
-                };
+                return Key::Numbered { family, number };
             }
         }
         Grouping::Regex(pattern) => {
             if let Some(capture) = pattern.captures(name).and_then(|c| c.get(1)) {
-                return Key::Custom(capture.as_str().to_owned());
+                return Key::Custom(capture.as_str());
             }
         }
     }
-    Key::Ungrouped(ungrouped_prefix(name))
+    Key::Ungrouped(prefix_of(name))
 }
 
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
-    let keys: Vec<Key> = names
-        .iter()
-        .map(|name| key_of(name.as_ref(), grouping))
-        .collect();
+    // Families in order of first appearance; keys refer to them by position, so
+    // that neighbours compare without reading their names again.
     let mut families: Vec<&str> = Vec::new();
-    for key in &keys {
-        if let Key::Numbered { family, .. } = key
-            && !families.contains(&family.as_str())
-        {
-            families.push(family);
-        }
-    }
+    let keys: Vec<Interned<'_>> = names
+        .iter()
+        .map(|name| match key_of(name.as_ref(), grouping) {
+            Key::Numbered { family, number } => {
+                let family = match families.iter().position(|known| *known == family) {
+                    Some(position) => position,
+                    None => {
+                        families.push(family);
+                        families.len() - 1
+                    }
+                };
+                Interned::Numbered { family, number }
+            }
+            Key::Custom(capture) => Interned::Custom(capture),
+            Key::Ungrouped(prefix) => Interned::Ungrouped(prefix),
+        })
+        .collect();
     let mut layers: Vec<(Order, PlannedLayer)> = Vec::new();
     let mut by_name: HashMap<String, usize> = HashMap::new();
+    // The key and layer of the previous tensor: neighbours mostly share a layer,
+    // and the same key always names the same layer.
+    let mut previous: Option<(&Interned<'_>, usize)> = None;
     for (index, key) in keys.iter().enumerate() {
+        if let Some((previous_key, slot)) = previous
+            && previous_key == key
+        {
+            layers[slot].1.tensors.push(index);
+            continue;
+        }
         let (name, order) = match key {
-            Key::Numbered { family, number } => {
-                let family_index = families
-                    .iter()
-                    .position(|f| f == family)
-                    .unwrap_or_default();
-                let name = if families.len() == 1 {
-                    format!("layer.{number}")
-                } else {
-                    format!("{family}.{number}")
+            Interned::Numbered {
+                family: family_index,
+                number,
+            } => {
+                let family = families.get(*family_index).copied().unwrap_or_default();
+                // u64 formats faster than u128, and layer numbers fit one.
+                let name = match (families.len(), u64::try_from(*number)) {
+                    (1, Ok(small)) => format!("layer.{small}"),
+                    (1, Err(_)) => format!("layer.{number}"),
+                    (_, Ok(small)) => format!("{family}.{small}"),
+                    (_, Err(_)) => format!("{family}.{number}"),
                 };
-                (name, Order::Numbered(family_index, *number))
+                (name, Order::Numbered(*family_index, *number))
             }
-            Key::Custom(capture) => {
+            Interned::Custom(capture) => {
                 let name = match capture.parse::<u128>() {
                     Ok(number) if capture.bytes().all(|b| b.is_ascii_digit()) => {
                         format!("layer.{number}")
                     }
-                    _ => capture.clone(),
+                    _ => (*capture).to_owned(),
                 };
                 let order = Order::Custom(natural_key(&name));
                 (name, order)
             }
-            Key::Ungrouped(prefix) => {
+            Interned::Ungrouped(prefix) => {
                 let order = if is_pre(prefix) {
                     Order::Pre(layers.len())
                 } else {
                     Order::Post(layers.len())
                 };
-                (prefix.clone(), order)
+                ((*prefix).to_owned(), order)
             }
         };
-        match by_name.get(&name) {
-            Some(&slot) => layers[slot].1.tensors.push(index),
-            None => {
-                by_name.insert(name.clone(), layers.len());
+        let slot = match by_name.entry(name) {
+            Entry::Occupied(entry) => {
+                let slot = *entry.get();
+                layers[slot].1.tensors.push(index);
+                slot
+            }
+            Entry::Vacant(entry) => {
+                // Room for the run of neighbours with this key (often the whole layer).
+                let run = keys[index..].iter().take_while(|k| *k == key).count();
+                let mut tensors = Vec::with_capacity(run);
+                tensors.push(index);
+                entry.insert(layers.len());
                 layers.push((
                     order,
                     PlannedLayer {
-                        name,
-                        tensors: vec![index],
+                        // Moved out of `by_name` below.
+                        name: String::new(),
+                        tensors,
                     },
                 ));
+                layers.len() - 1
             }
-        }
+        };
+        previous = Some((key, slot));
+    }
+    for (name, slot) in by_name {
+        layers[slot].1.name = name;
     }
     layers.sort_by(|a, b| a.0.cmp(&b.0));
     layers.into_iter().map(|(_, layer)| layer).collect()
@@ -346,6 +440,110 @@ mod tests {
         Ok(())
     }
 
+    /// The default rule as the regex alone reads it (the code before the scan).
+    fn regex_key(name: &str) -> Option<(String, u128)> {
+        let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
+        let (word, number) = (captures.get(1)?, captures.get(2)?);
+        let number = number.as_str().parse::<u128>().ok()?;
+        Some((name[..word.end()].to_owned(), number))
+    }
+
+    fn scanned_key(name: &str) -> Option<(String, u128)> {
+        match key_of(name, &Grouping::Default) {
+            Key::Numbered { family, number } => Some((family.to_owned(), number)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
+    fn the_default_scan_matches_the_regex() {
+        let parts = [
+            "layers",
+            "layer",
+            "blk",
+            "h",
+            "block",
+            "blocks",
+            "hh",
+            "xlayers",
+            "layers_",
+            "0",
+            "7",
+            "12",
+            "007",
+            "3x",
+            "",
+            "model",
+            "weight",
+            "-1",
+            "1e3",
+            "340282366920938463463374607431768211455", // u128::MAX
+            "340282366920938463463374607431768211456", // u128::MAX + 1
+            "\u{663}", // Arabic-Indic digit three: `\d` but not ASCII
+            "1\u{663}",
+            "é",
+            "layérs",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut checked = 0;
+        for _ in 0..20_000 {
+            let count = 1 + next(6);
+            let mut name = String::new();
+            for index in 0..count {
+                if index > 0 {
+                    name.push(if next(16) == 0 { '_' } else { '.' });
+                }
+                name.push_str(parts[next(parts.len())]);
+            }
+            assert_eq!(scanned_key(&name), regex_key(&name), "{name:?}");
+            checked += usize::from(regex_key(&name).is_some());
+        }
+        assert!(checked > 1000, "only {checked} numbered names");
+        for name in [
+            "layers.1.layers.2",
+            "a.blocks.3.blk.4",
+            ".layers.5",
+            "layers.6.",
+            "layers..7",
+            "h.\u{663}.layers.8",
+            "h.1\u{663}.layers.9",
+            "layers.99999999999999999999999999999999999999999.blk.1",
+        ] {
+            assert_eq!(scanned_key(name), regex_key(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "pure logic over the regex crate; compiling regexes under Miri takes minutes"
+    )]
+    fn neighbours_with_one_key_share_a_layer_and_merged_names_still_merge() {
+        let names = [
+            "model.layers.0.a",
+            "model.layers.0.b",
+            "model.layers.1.a",
+            "model.layers.0.c",
+            "lm_head.weight",
+            "lm_head.bias",
+        ];
+        let layers = plan(&names, &Grouping::Default);
+        assert_eq!(names_of(&layers), ["layer.0", "layer.1", "lm_head"]);
+        assert_eq!(layers[0].tensors, [0, 1, 3]);
+        assert_eq!(layers[1].tensors, [2]);
+        assert_eq!(layers[2].tensors, [4, 5]);
+    }
+
     #[test]
     #[cfg_attr(
         miri,
@@ -360,5 +558,24 @@ mod tests {
             "model.language_model.norm"
         );
         assert_eq!(ungrouped_prefix(""), "");
+        // The slice version against the component join it replaced.
+        let joined = |name: &str| {
+            let components: Vec<&str> = name.split('.').collect();
+            let mut index = 0;
+            while index + 2 < components.len() && WRAPPERS.contains(&components[index]) {
+                index += 1;
+            }
+            components[..=index].join(".")
+        };
+        let parts = ["model", "transformer", "bert", "norm", "weight", "", "x.y"];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    for name in [a.to_owned(), format!("{a}.{b}"), format!("{a}.{b}.{c}")] {
+                        assert_eq!(ungrouped_prefix(&name), joined(&name), "{name:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -24,6 +24,8 @@ use crate::error::SourceError;
 use crate::foreign::{ForeignTensor, element_count};
 use crate::{DType, limits};
 
+mod scan;
+
 /// `format` of this module's errors.
 const FORMAT: &str = "safetensors";
 /// `format` of the index's errors.
@@ -183,6 +185,17 @@ impl SafetensorsHeader {
         file_length: u64,
         file: usize,
     ) -> Result<SafetensorsHeader, SourceError> {
+        Self::parse_shard_with(head, file_length, file, true)
+    }
+
+    /// [`SafetensorsHeader::parse_shard`], trying the fast scanner first if `fast`
+    /// (`false` reads every header with serde_json: the reference in tests).
+    fn parse_shard_with(
+        head: &[u8],
+        file_length: u64,
+        file: usize,
+        fast: bool,
+    ) -> Result<SafetensorsHeader, SourceError> {
         if head.len() as u64 > file_length {
             return Err(malformed(
                 "input",
@@ -205,87 +218,15 @@ impl SafetensorsHeader {
                 available: head.len() as u64,
             });
         };
-        let entries: Entries = serde_json::from_slice(json).map_err(|error| {
-            malformed(
-                format!("JSON header (bytes 8..{data_start})"),
-                8 + error_offset(json, &error),
-                error.to_string(),
-            )
-        })?;
-        let data_length = file_length - data_start;
-        let mut tensors = Vec::new();
-        let mut metadata = Vec::new();
-        for (name, value) in entries.0 {
-            if name == "__metadata__" {
-                let serde_json::Value::Object(map) = value else {
-                    return Err(malformed(
-                        "JSON header",
-                        8,
-                        "__metadata__ is not a JSON object",
-                    ));
-                };
-                metadata.extend(map.iter().map(|(k, v)| (k.clone(), value_to_string(v))));
-                continue;
-            }
-            let what = || format!("tensor {name:?}");
-            let info: RawInfo = serde_json::from_value(value)
-                .map_err(|error| malformed(what(), 8, error.to_string()))?;
-            let Some(dtype) = dtype_of(&info.dtype) else {
-                return Err(SourceError::UnsupportedSourceDType {
-                    format: FORMAT,
-                    tensor: name,
-                    dtype: info.dtype,
-                });
-            };
-            if info.shape.len() > limits::MAX_RANK {
-                return Err(malformed(
-                    what(),
-                    8,
-                    format!("rank {} exceeds {}", info.shape.len(), limits::MAX_RANK),
-                ));
-            }
-            let (begin, end) = info.data_offsets;
-            if begin > end {
-                return Err(malformed(
-                    what(),
-                    8,
-                    format!("data_offsets [{begin}, {end}] are reversed"),
-                ));
-            }
-            if end > data_length {
-                return Err(SourceError::SourceTensorOutOfBounds {
-                    format: FORMAT,
-                    tensor: name,
-                    start: data_start.saturating_add(begin),
-                    end: data_start.saturating_add(end),
-                    data_start,
-                    data_end: file_length,
-                });
-            }
-            let bits = dtype.bits().unwrap_or(8);
-            let expected = element_count(&info.shape)
-                .and_then(|count| count.checked_mul(u128::from(bits)))
-                .map_or(u128::MAX, |bits| bits.div_ceil(8));
-            if expected != u128::from(end - begin) {
-                return Err(SourceError::SourceTensorSizeMismatch {
-                    format: FORMAT,
-                    tensor: name,
-                    dtype: info.dtype,
-                    shape: info.shape,
-                    expected,
-                    actual: end - begin,
-                });
-            }
-            tensors.push(ForeignTensor {
-                name,
-                dtype,
-                source_type: 0,
-                shape: info.shape,
-                file,
-                start: data_start + begin,
-                end: data_start + end,
-            });
-        }
+        let fast = if fast {
+            scan_entries(json, data_start, file_length, file)
+        } else {
+            None
+        };
+        let (mut tensors, metadata) = match fast {
+            Some(read) => read,
+            None => parse_entries_with_serde(json, data_start, file_length, file)?,
+        };
         tensors.sort_by_key(|tensor| (tensor.start, tensor.end));
         for pair in tensors.windows(2) {
             if pair[1].start < pair[0].end {
@@ -305,6 +246,203 @@ impl SafetensorsHeader {
             tensors,
             metadata,
         })
+    }
+}
+
+/// A header's tensors in document order and its metadata sorted by key.
+type ReadHeader = (Vec<ForeignTensor>, Vec<(String, String)>);
+
+/// The tensors (document order) and sorted metadata of a header, read with
+/// [`scan::scan`] when the header has the plain shape it reads and every tensor
+/// passes [`check`]; [`None`] leaves the header, and the reporting of any
+/// error, to [`parse_entries_with_serde`].
+fn scan_entries(json: &[u8], data_start: u64, file_length: u64, file: usize) -> Option<ReadHeader> {
+    // Real entries take some 80 to 150 bytes; this guess saves most regrowth
+    // while reserving less than the header's own size.
+    let mut tensors = Vec::with_capacity(json.len() / 96);
+    let data_length = file_length - data_start;
+    let metadata = scan::scan(json, |entry| {
+        let dtype = check(
+            entry.dtype,
+            &entry.shape,
+            entry.begin,
+            entry.end,
+            data_length,
+        )
+        .ok()?;
+        tensors.push(ForeignTensor {
+            name: entry.name.to_owned(),
+            dtype,
+            source_type: 0,
+            shape: entry.shape,
+            file,
+            start: data_start + entry.begin,
+            end: data_start + entry.end,
+        });
+        Some(())
+    })?;
+    if has_duplicate_names(&tensors) {
+        return None;
+    }
+    let metadata = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    Some((tensors, metadata))
+}
+
+/// Whether two tensors share a name. Writers commonly list names in increasing
+/// order (the safetensors crate writes them by dtype, then name), which proves
+/// there is none without hashing.
+fn has_duplicate_names(tensors: &[ForeignTensor]) -> bool {
+    if tensors.windows(2).all(|pair| pair[0].name < pair[1].name) {
+        return false;
+    }
+    let mut seen = HashSet::with_capacity(tensors.len());
+    !tensors
+        .iter()
+        .all(|tensor| seen.insert(tensor.name.as_str()))
+}
+
+/// The tensors (document order) and sorted metadata of a header, read with
+/// serde_json: the path for every header [`scan::scan`] does not take (escapes,
+/// non-string metadata values, odd numbers, invalid JSON), and the reference
+/// the fast path is tested against.
+fn parse_entries_with_serde(
+    json: &[u8],
+    data_start: u64,
+    file_length: u64,
+    file: usize,
+) -> Result<ReadHeader, SourceError> {
+    let entries: Entries = serde_json::from_slice(json).map_err(|error| {
+        malformed(
+            format!("JSON header (bytes 8..{data_start})"),
+            8 + error_offset(json, &error),
+            error.to_string(),
+        )
+    })?;
+    let mut tensors = Vec::new();
+    let mut metadata = Vec::new();
+    for (name, value) in entries.0 {
+        if name == "__metadata__" {
+            let serde_json::Value::Object(map) = value else {
+                return Err(malformed(
+                    "JSON header",
+                    8,
+                    "__metadata__ is not a JSON object",
+                ));
+            };
+            metadata.extend(map.iter().map(|(k, v)| (k.clone(), value_to_string(v))));
+            continue;
+        }
+        let info: RawInfo = serde_json::from_value(value)
+            .map_err(|error| malformed(format!("tensor {name:?}"), 8, error.to_string()))?;
+        tensors.push(check_tensor(
+            name,
+            info.dtype,
+            info.shape,
+            info.data_offsets,
+            data_start,
+            file_length,
+            file,
+        )?);
+    }
+    Ok((tensors, metadata))
+}
+
+/// What [`check`] found wrong with a tensor entry.
+enum Flaw {
+    UnknownDType,
+    Rank,
+    Reversed,
+    OutOfBounds,
+    /// The size dtype and shape imply (`u128::MAX` if none).
+    Size(u128),
+}
+
+/// The checks of one tensor entry, shared by both paths: a known dtype, at most
+/// [`limits::MAX_RANK`] dimensions, `data_offsets` in order, inside a data area
+/// of `data_length` bytes and of the size dtype and shape imply. Gives the dtype.
+fn check(
+    dtype_name: &str,
+    shape: &[u64],
+    begin: u64,
+    end: u64,
+    data_length: u64,
+) -> Result<DType, Flaw> {
+    let dtype = dtype_of(dtype_name).ok_or(Flaw::UnknownDType)?;
+    if shape.len() > limits::MAX_RANK {
+        return Err(Flaw::Rank);
+    }
+    if begin > end {
+        return Err(Flaw::Reversed);
+    }
+    if end > data_length {
+        return Err(Flaw::OutOfBounds);
+    }
+    let bits = dtype.bits().unwrap_or(8);
+    let expected = element_count(shape)
+        .and_then(|count| count.checked_mul(u128::from(bits)))
+        .map_or(u128::MAX, |bits| bits.div_ceil(8));
+    if expected != u128::from(end - begin) {
+        return Err(Flaw::Size(expected));
+    }
+    Ok(dtype)
+}
+
+/// [`check`]s one tensor entry and makes it a [`ForeignTensor`] with absolute
+/// offsets (the data area is `data_start..file_length`), or the error.
+fn check_tensor(
+    name: String,
+    dtype_name: String,
+    shape: Vec<u64>,
+    (begin, end): (u64, u64),
+    data_start: u64,
+    file_length: u64,
+    file: usize,
+) -> Result<ForeignTensor, SourceError> {
+    let what = || format!("tensor {name:?}");
+    match check(&dtype_name, &shape, begin, end, file_length - data_start) {
+        Ok(dtype) => Ok(ForeignTensor {
+            name,
+            dtype,
+            source_type: 0,
+            shape,
+            file,
+            start: data_start + begin,
+            end: data_start + end,
+        }),
+        Err(Flaw::UnknownDType) => Err(SourceError::UnsupportedSourceDType {
+            format: FORMAT,
+            tensor: name,
+            dtype: dtype_name,
+        }),
+        Err(Flaw::Rank) => Err(malformed(
+            what(),
+            8,
+            format!("rank {} exceeds {}", shape.len(), limits::MAX_RANK),
+        )),
+        Err(Flaw::Reversed) => Err(malformed(
+            what(),
+            8,
+            format!("data_offsets [{begin}, {end}] are reversed"),
+        )),
+        Err(Flaw::OutOfBounds) => Err(SourceError::SourceTensorOutOfBounds {
+            format: FORMAT,
+            tensor: name,
+            start: data_start.saturating_add(begin),
+            end: data_start.saturating_add(end),
+            data_start,
+            data_end: file_length,
+        }),
+        Err(Flaw::Size(expected)) => Err(SourceError::SourceTensorSizeMismatch {
+            format: FORMAT,
+            tensor: name,
+            dtype: dtype_name,
+            shape,
+            expected,
+            actual: end - begin,
+        }),
     }
 }
 
@@ -590,6 +728,303 @@ mod tests {
             header_bytes_needed(&bytes, bytes.len() as u64),
             Err(SourceError::MalformedSourceHeader { offset: 0, .. })
         ));
+    }
+
+    /// `json` in a file with `data` bytes of data, parsed both ways.
+    fn both_ways(json: &[u8], data: usize) -> (String, String) {
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(json);
+        bytes.resize(bytes.len() + data, 0);
+        let length = bytes.len() as u64;
+        let fast = SafetensorsHeader::parse_shard_with(&bytes, length, 3, true);
+        let serde = SafetensorsHeader::parse_shard_with(&bytes, length, 3, false);
+        (format!("{fast:?}"), format!("{serde:?}"))
+    }
+
+    /// Whether the scanner reads `json` (with `data` bytes of data) itself.
+    fn scanned(json: &str, data: u64) -> bool {
+        let data_start = 8 + json.len() as u64;
+        scan_entries(json.as_bytes(), data_start, data_start + data, 0).is_some()
+    }
+
+    /// Headers of many spellings: plain, spaced, escaped, odd metadata values.
+    fn sample_headers() -> Vec<String> {
+        let mut headers = vec![
+            r#"{"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]},"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"__metadata__":{"format":"pt","n":"1"}}"#.to_owned(),
+            "{ \"__metadata__\" : { \"z\" : \"1\" , \"a\" : \"\" } ,\n\t\"w\" :\r\n{ \"shape\" : [ 2 , 3 ] , \"data_offsets\" : [ 0 , 12 ] , \"dtype\" : \"F16\" } , \"e\" : {\"dtype\":\"BOOL\",\"shape\":[],\"data_offsets\":[12,13]} } \n".to_owned(),
+            r#"{"a\"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\u00e9\ud83d\ude00":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#.to_owned(),
+            r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"__metadata__":{"n":1,"f":1.5e3,"o":{"y":[1,null,true],"x":"\n"},"s":"\u00e9"}}"#.to_owned(),
+            r#"{"x":{"dtype":"I8","shape":[1,1,1,1,1,1,1,1],"data_offsets":[0,1]},"y":{"dtype":"BF16","shape":[0,7],"data_offsets":[1,1]},"z":{"dtype":"F8_E4M3","shape":[3],"data_offsets":[1,4]}}"#.to_owned(),
+            r#"{"é":{"dtype":"U8","shape":[2],"data_offsets":[0,2],"extra":{"k":[1,2]}}}"#.to_owned(),
+            "{}".to_owned(),
+            r#"{"__metadata__":{}}"#.to_owned(),
+        ];
+        // Many tensors, not in name order, over several layers.
+        let mut many = String::from("{");
+        for index in 0..40u64 {
+            let name = format!("model.layers.{}.t{}.weight", (index * 7) % 10, index);
+            many.push_str(&format!(
+                "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[2,1],\"data_offsets\":[{},{}]}},",
+                index * 8,
+                index * 8 + 8
+            ));
+        }
+        many.push_str("\"__metadata__\":{\"format\":\"pt\"}}");
+        headers.push(many);
+        headers
+    }
+
+    #[test]
+    fn plain_headers_take_the_scanner_and_others_serde() {
+        for (json, data) in [
+            (
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                " {\n\"a\"\t: { \"data_offsets\":[0, 1],\"shape\" :[ 1 ] ,\"dtype\":\"U8\"}\r}\n ",
+                1,
+            ),
+            (
+                r#"{"__metadata__":{"k":"v"},"é":{"dtype":"U8","shape":[],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            ("{}", 0),
+        ] {
+            assert!(scanned(json, data), "{json}");
+        }
+        for (json, data) in [
+            // Escapes, even harmless ones, are serde's.
+            (
+                r#"{"\u0061":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U\u0038","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            // Metadata values that are not strings.
+            (r#"{"__metadata__":{"k":1}}"#, 0),
+            // Numbers that are not plain u64s.
+            (
+                r#"{"a":{"dtype":"U8","shape":[1.0],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[1e0],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[-0],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[18446744073709551616],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            // Unknown, repeated or missing fields; repeated keys.
+            (
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":0}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (r#"{"a":{"dtype":"U8","shape":[1]}}"#, 1),
+            (
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                2,
+            ),
+            (r#"{"__metadata__":{"k":"v","k":"w"}}"#, 0),
+            // Invalid JSON and failed checks.
+            (
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[01],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+            (
+                r#"{"a":{"dtype":"U8","shape":[1,1,1,1,1,1,1,1,1],"data_offsets":[0,1]}}"#,
+                1,
+            ),
+        ] {
+            assert!(!scanned(json, data), "{json}");
+        }
+    }
+
+    #[test]
+    fn fast_and_serde_paths_agree() {
+        let specials: &[&[u8]] = &[
+            b"\"",
+            b"\\",
+            b"\\u",
+            b"\\u0041",
+            b"\\ud800",
+            b"\\udc00",
+            b"\\n",
+            b"\x01",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"\xff",
+            b"\xe2\x82",
+            b" ",
+            b"\n",
+            b",",
+            b":",
+            b"[",
+            b"]",
+            b"{",
+            b"}",
+            b"0",
+            b"-",
+            b".",
+            b"e",
+            b"1e2",
+            b"00",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"null",
+            b"true",
+            b"1.5",
+            b"__metadata__",
+            b"\"x\":",
+            b"\"dtype\":\"U8\",",
+            b"\"shape\":[1],",
+            b"\"data_offsets\":[0,1],",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut outcomes = [0usize; 2];
+        for header in sample_headers() {
+            let (fast, serde) = both_ways(header.as_bytes(), 400);
+            assert_eq!(fast, serde, "{header}");
+            assert!(fast.starts_with("Ok"), "{header}: {fast}");
+            for _ in 0..1500 {
+                let mut bytes = header.clone().into_bytes();
+                for _ in 0..1 + usize::from(next(4) == 0) {
+                    let at = next(bytes.len() + 1);
+                    match next(4) {
+                        0 if at < bytes.len() => {
+                            bytes.remove(at);
+                        }
+                        1 if at < bytes.len() => bytes[at] = specials[next(specials.len())][0],
+                        2 => {
+                            let insert = specials[next(specials.len())];
+                            bytes.splice(at..at, insert.iter().copied());
+                        }
+                        _ => {
+                            if at < bytes.len() && bytes[at].is_ascii_digit() {
+                                bytes[at] = b'0' + next(10) as u8;
+                            } else {
+                                bytes.truncate(at);
+                            }
+                        }
+                    }
+                }
+                let (fast, serde) = both_ways(&bytes, 400);
+                assert_eq!(fast, serde, "{}", String::from_utf8_lossy(&bytes));
+                outcomes[usize::from(fast.starts_with("Ok"))] += 1;
+            }
+        }
+        assert!(
+            outcomes[0] > 1000 && outcomes[1] > 500,
+            "{} rejected, {} accepted",
+            outcomes[0],
+            outcomes[1]
+        );
+    }
+
+    #[test]
+    fn escapes_spaces_and_odd_values_read_as_serde_json_reads_them() -> Result<(), SourceError> {
+        let json = "{\"__metadata__\" : {\"z\":{\"b\":1,\"a\":[true,null]}, \"n\":-1.5e3, \"s\":\"\\u00e9\\n\"},\n \"caf\\u00e9\\ud83d\\ude00.\\\"q\\\"\" : {\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}";
+        let bytes = file(json, 2);
+        let header = SafetensorsHeader::parse(&bytes, bytes.len() as u64)?;
+        assert_eq!(header.tensors[0].name, "café😀.\"q\"");
+        assert_eq!(
+            header.metadata,
+            [
+                ("n".into(), "-1500.0".into()),
+                ("s".into(), "é\n".into()),
+                ("z".into(), r#"{"a":[true,null],"b":1}"#.into()),
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn numbers_that_are_not_plain_offsets_are_rejected() {
+        for (shape, offsets) in [
+            ("[2]", "[0,2.0]"),
+            ("[2]", "[0,2e0]"),
+            ("[2]", "[-0,2]"),
+            ("[2]", "[0,-2]"),
+            ("[2]", "[0, 02]"),
+            ("[2]", "[0,18446744073709551618]"),
+            ("[2]", "[0,2,4]"),
+            ("[2]", "[0]"),
+            ("[2]", "[0,\"2\"]"),
+            ("[2.0]", "[0,2]"),
+            ("[-2]", "[0,2]"),
+            ("[18446744073709551616]", "[0,2]"),
+            ("[2,]", "[0,2]"),
+            ("2", "[0,2]"),
+        ] {
+            let json =
+                format!(r#"{{"a":{{"dtype":"U8","shape":{shape},"data_offsets":{offsets}}}}}"#);
+            let bytes = file(&json, 4);
+            match SafetensorsHeader::parse(&bytes, bytes.len() as u64) {
+                Err(SourceError::MalformedSourceHeader { .. }) => {}
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        // The largest u64 is a number like any other: the size check rejects it.
+        let json = r#"{"a":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,2]}}"#;
+        let bytes = file(json, 4);
+        assert!(matches!(
+            SafetensorsHeader::parse(&bytes, bytes.len() as u64),
+            Err(SourceError::SourceTensorSizeMismatch {
+                expected: 18446744073709551615,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn repeated_names_are_rejected_in_and_out_of_order() {
+        for json in [
+            r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+            r#"{"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]},"b":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}"#,
+            r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\u0061":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+            r#"{"__metadata__":{},"__metadata__":{}}"#,
+        ] {
+            let bytes = file(json, 3);
+            match SafetensorsHeader::parse(&bytes, bytes.len() as u64) {
+                Err(SourceError::MalformedSourceHeader { problem, .. }) => {
+                    assert!(problem.contains("duplicate key"), "{json}: {problem}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        // A repeated metadata key is no error: the last value counts (serde_json's map).
+        let bytes = file(r#"{"__metadata__":{"k":"1","k":"2"}}"#, 0);
+        assert_eq!(
+            SafetensorsHeader::parse(&bytes, bytes.len() as u64)
+                .map(|header| header.metadata)
+                .ok(),
+            Some(vec![("k".to_owned(), "2".to_owned())])
+        );
     }
 
     #[test]

@@ -1,0 +1,277 @@
+//! The fast path of [`super::SafetensorsHeader::parse`]: a strict scanner for the
+//! JSON shape safetensors writers produce — one object of
+//! `"name": {"dtype": "…", "shape": [u64, …], "data_offsets": [u64, u64]}` entries
+//! and an optional `"__metadata__"` object of string values, whitespace anywhere.
+//!
+//! It reads only a subset of JSON and gives up ([`None`]) on anything else: an
+//! escape in a string, a metadata value that is not a string, a number that is not
+//! a plain decimal `u64`, a missing, unknown or repeated field, a repeated
+//! metadata key or `__metadata__`, a rank above [`limits::MAX_RANK`], text that
+//! is not UTF-8, anything that is not valid JSON; repeated tensor names are the
+//! caller's to find (`has_duplicate_names`), and it gives up on them too. The caller then parses with serde_json, which reads every valid
+//! JSON document and reports every error. So whatever this accepts, serde_json
+//! accepts too and reads the same way (`tests::fast_and_serde_paths_agree`
+//! checks that on mutated headers).
+
+use crate::limits;
+
+/// One tensor entry, not yet validated.
+pub(super) struct Entry<'a> {
+    pub name: &'a str,
+    pub dtype: &'a str,
+    pub shape: Vec<u64>,
+    pub begin: u64,
+    pub end: u64,
+}
+
+/// Reads `json` if it has the plain shape described in the module docs, passing
+/// each tensor entry to `tensor` in document order, and returns the metadata
+/// entries sorted by key. Gives up when `tensor` does ([`None`]).
+///
+/// Repeated tensor names are the caller's to find; a repeated metadata key or
+/// `__metadata__` key makes this give up.
+pub(super) fn scan<'a>(
+    json: &'a [u8],
+    mut tensor: impl FnMut(Entry<'a>) -> Option<()>,
+) -> Option<Vec<(&'a str, &'a str)>> {
+    let text = std::str::from_utf8(json).ok()?;
+    let mut scanner = Scanner {
+        text,
+        bytes: text.as_bytes(),
+        position: 0,
+    };
+    scanner.expect(b'{')?;
+    let mut metadata = None;
+    if !scanner.eat(b'}') {
+        loop {
+            let key = scanner.string()?;
+            scanner.expect(b':')?;
+            if key == "__metadata__" {
+                if metadata.is_some() {
+                    return None;
+                }
+                metadata = Some(scanner.metadata()?);
+            } else {
+                tensor(scanner.tensor(key)?)?;
+            }
+            if !scanner.eat(b',') {
+                break;
+            }
+        }
+        scanner.expect(b'}')?;
+    }
+    scanner.skip_whitespace();
+    if scanner.position != scanner.bytes.len() {
+        return None;
+    }
+    let mut metadata = metadata.unwrap_or_default();
+    metadata.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    if metadata.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return None;
+    }
+    Some(metadata)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is zero; the lowest one set is exact
+/// (bytes above a zero byte may be flagged too, through the borrow).
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGH_BITS
+}
+
+/// The high bit of each byte of the little-endian `word` that ends a plain
+/// string (`"`), or that a plain string may not hold (`\`, a control
+/// character below 0x20); as with [`zero_bytes`] the lowest one set is exact.
+fn string_stops(word: u64) -> u64 {
+    zero_bytes(word ^ (ONES * u64::from(b'"')))
+        | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+        | (word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS)
+}
+
+/// The fields of a tensor entry.
+enum Field {
+    DType,
+    Shape,
+    DataOffsets,
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.bytes.get(self.position) {
+            self.position += 1;
+        }
+    }
+
+    /// Consumes `byte` (after whitespace) if it comes next.
+    fn eat(&mut self, byte: u8) -> bool {
+        // Compact headers have no whitespace: try the byte first.
+        if self.bytes.get(self.position) != Some(&byte) {
+            self.skip_whitespace();
+        }
+        if self.bytes.get(self.position) == Some(&byte) {
+            self.position += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        self.eat(byte).then_some(())
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.position;
+        let mut end = start;
+        // Eight bytes at a time while eight are left, then byte by byte.
+        while let Some(chunk) = self.bytes.get(end..end + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let stops = string_stops(u64::from_le_bytes(word));
+            if stops != 0 {
+                end += (stops.trailing_zeros() / 8) as usize;
+                break;
+            }
+            end += 8;
+        }
+        while let Some(&byte) = self.bytes.get(end) {
+            if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                break;
+            }
+            end += 1;
+        }
+        if self.bytes.get(end) != Some(&b'"') {
+            return None;
+        }
+        self.position = end + 1;
+        self.text.get(start..end)
+    }
+
+    /// A plain decimal integer that fits a `u64` (no sign, fraction, exponent or leading zero).
+    fn number(&mut self) -> Option<u64> {
+        self.skip_whitespace();
+        let first = *self.bytes.get(self.position)?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        self.position += 1;
+        let mut value = u64::from(first - b'0');
+        if value == 0 {
+            // A digit after a leading zero is invalid JSON; the caller's next
+            // `expect` rejects it.
+            return Some(0);
+        }
+        while let Some(&byte) = self.bytes.get(self.position) {
+            if !byte.is_ascii_digit() {
+                break;
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+            self.position += 1;
+        }
+        Some(value)
+    }
+
+    /// One of the three field names, spelled plainly (any other key, or an
+    /// escape in one of these, is [`None`]).
+    fn field(&mut self) -> Option<Field> {
+        self.skip_whitespace();
+        let rest = self.bytes.get(self.position..)?;
+        let (field, length) = if rest.starts_with(b"\"dtype\"") {
+            (Field::DType, 7)
+        } else if rest.starts_with(b"\"shape\"") {
+            (Field::Shape, 7)
+        } else if rest.starts_with(b"\"data_offsets\"") {
+            (Field::DataOffsets, 14)
+        } else {
+            return None;
+        };
+        self.position += length;
+        Some(field)
+    }
+
+    /// `{"dtype": …, "shape": …, "data_offsets": …}`, each field once, in any order.
+    fn tensor(&mut self, name: &'a str) -> Option<Entry<'a>> {
+        self.expect(b'{')?;
+        let mut dtype = None;
+        let mut shape = None;
+        let mut offsets = None;
+        loop {
+            let field = self.field()?;
+            self.expect(b':')?;
+            match field {
+                Field::DType if dtype.is_none() => dtype = Some(self.string()?),
+                Field::Shape if shape.is_none() => shape = Some(self.shape()?),
+                Field::DataOffsets if offsets.is_none() => {
+                    self.expect(b'[')?;
+                    let begin = self.number()?;
+                    self.expect(b',')?;
+                    let end = self.number()?;
+                    self.expect(b']')?;
+                    offsets = Some((begin, end));
+                }
+                _ => return None,
+            }
+            if !self.eat(b',') {
+                break;
+            }
+        }
+        self.expect(b'}')?;
+        let (begin, end) = offsets?;
+        Some(Entry {
+            name,
+            dtype: dtype?,
+            shape: shape?,
+            begin,
+            end,
+        })
+    }
+
+    /// `[u64, …]` of at most [`limits::MAX_RANK`] numbers.
+    fn shape(&mut self) -> Option<Vec<u64>> {
+        self.expect(b'[')?;
+        let mut shape = Vec::new();
+        if self.eat(b']') {
+            return Some(shape);
+        }
+        loop {
+            if shape.len() == limits::MAX_RANK {
+                return None;
+            }
+            shape.push(self.number()?);
+            if !self.eat(b',') {
+                break;
+            }
+        }
+        self.expect(b']')?;
+        Some(shape)
+    }
+
+    /// `{"key": "value", …}` with string values only.
+    fn metadata(&mut self) -> Option<Vec<(&'a str, &'a str)>> {
+        self.expect(b'{')?;
+        let mut entries = Vec::new();
+        if self.eat(b'}') {
+            return Some(entries);
+        }
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            entries.push((key, self.string()?));
+            if !self.eat(b',') {
+                break;
+            }
+        }
+        self.expect(b'}')?;
+        Some(entries)
+    }
+}
