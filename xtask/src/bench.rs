@@ -235,6 +235,13 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
                     "format.json",
                     runner.size_args(),
                 )?;
+                // Issue 15: a safetensors file streamed as it is vs its conversion.
+                runner.example(
+                    "tinyai-store",
+                    "bench_direct",
+                    "format_direct.json",
+                    runner.size_args(),
+                )?;
                 if !no_criterion {
                     runner.criterion("tinyai-format", "parse")?;
                 }
@@ -365,6 +372,18 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
                 }
             );
         }
+    }
+    if let Some(direct) = load(&out.join("format_direct.json")) {
+        let row = &direct["direct_stream"];
+        let _ = writeln!(
+            md,
+            "\nStreaming a {:.0} MiB safetensors file opened as it is vs its `.tmai` conversion (cold, budget a third, default backend, {} interleaved rounds, medians): {:.3} s direct, {:.3} s converted ({:.2}×).",
+            num(row, "model_bytes") / 1048576.0,
+            row["rounds"],
+            num(row, "direct_seconds"),
+            num(row, "converted_seconds"),
+            num(row, "direct_over_converted"),
+        );
     }
     if let Some(store) = load(&out.join("store.json")) {
         store::store_section(&store, out, &mut md, &mut details)?;
