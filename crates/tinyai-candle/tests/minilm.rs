@@ -171,3 +171,52 @@ fn minilm_corruption_is_caught_on_first_load() {
         );
     }
 }
+
+/// Issue 15: the same streaming straight from `model.safetensors`, no
+/// conversion: the same layers (the converter's grouping), unaligned in the
+/// file, no checksums to verify — and the same embeddings.
+#[test]
+fn minilm_streamed_from_the_safetensors_file_as_it_is_equals_candle_bert() {
+    const TEST: &str = "minilm_streamed_from_the_safetensors_file_as_it_is_equals_candle_bert";
+    let minilm = match common::minilm() {
+        Ok(minilm) => minilm,
+        Err(reason) => return tinyai_format::fixtures::skip(TEST, &reason),
+    };
+    let device = Device::Cpu;
+    let budget = std::fs::metadata(&minilm.safetensors).unwrap().len() / 3;
+    let model = MappedModel::open(
+        &minilm.safetensors,
+        StoreConfig {
+            max_cache_size: budget,
+            verify_checksums: true,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.format().kind(), tinyai_format::FileKind::Safetensors);
+    let streamed = StreamedBert::new(&model, minilm.config.clone(), &device).unwrap();
+    let reference = minilm.reference_model(&device).unwrap();
+    let tokenizer = minilm.tokenizer();
+    let sentences = common::sentences();
+    for group in sentences.chunks(8) {
+        let texts: Vec<&str> = group.iter().map(String::as_str).collect();
+        let batch = bert::encode(&tokenizer, &texts, &device).unwrap();
+        let states = streamed
+            .forward_inspect(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+                |layer| {
+                    let usage = model.memory_usage();
+                    assert!(usage <= budget, "layer {layer}: charged {usage} > {budget}");
+                },
+            )
+            .unwrap();
+        let ours = bert::mean_pool_normalized(&states, &batch.attention_mask).unwrap();
+        let theirs = common::reference_embeddings(&reference, &batch).unwrap();
+        compare(&ours, &theirs, group);
+    }
+    let stats = model.stats();
+    assert_eq!(stats.checksums_verified, 0, "safetensors has no checksums");
+    assert_eq!(stats.layers_without_checksum, model.layer_count());
+}
