@@ -77,7 +77,14 @@ pub struct ForeignModel {
 
 impl ForeignModel {
     /// A single safetensors file.
-    pub fn from_safetensors(header: SafetensorsHeader, grouping: &Grouping) -> ForeignModel {
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidInput`] when a tensor does not lie in the file
+    /// (only for a header not made by [`SafetensorsHeader::parse`], which checks that).
+    pub fn from_safetensors(
+        header: SafetensorsHeader,
+        grouping: &Grouping,
+    ) -> Result<ForeignModel, FormatError> {
         let files = vec![header.file_length];
         Self::build(
             FileKind::Safetensors,
@@ -108,19 +115,26 @@ impl ForeignModel {
                 }
             }
         }
-        Ok(Self::build(
+        Self::build(
             FileKind::SafetensorsIndex,
             0,
             &files,
             tensors,
             metadata,
             grouping,
-        ))
+        )
     }
 
     /// A GGUF file; `head` holds at least the file's first
     /// [`GgufHeader::header_length`] bytes (metadata strings are read from it).
-    pub fn from_gguf(header: GgufHeader, head: &[u8], grouping: &Grouping) -> ForeignModel {
+    ///
+    /// # Errors
+    /// As [`ForeignModel::from_safetensors`].
+    pub fn from_gguf(
+        header: GgufHeader,
+        head: &[u8],
+        grouping: &Grouping,
+    ) -> Result<ForeignModel, FormatError> {
         let metadata = header
             .metadata
             .iter()
@@ -144,18 +158,37 @@ impl ForeignModel {
         source: Vec<ForeignTensor>,
         metadata: Vec<(String, String)>,
         grouping: &Grouping,
-    ) -> ForeignModel {
+    ) -> Result<ForeignModel, FormatError> {
+        let too_large = || {
+            FormatError::InvalidInput(format!(
+                "{} files of {} bytes in all do not fit a 64-bit byte space",
+                file_lengths.len(),
+                file_lengths
+                    .iter()
+                    .fold(0u64, |sum, &l| sum.saturating_add(l))
+            ))
+        };
         let mut files = Vec::with_capacity(file_lengths.len());
         let mut next = 0u64;
         for &length in file_lengths {
             files.push(FilePlacement { base: next, length });
             next = next
-                .saturating_add(length)
-                .saturating_add(FILE_PLACEMENT_ALIGN - 1)
-                / FILE_PLACEMENT_ALIGN
-                * FILE_PLACEMENT_ALIGN;
+                .checked_add(length)
+                .and_then(|end| end.checked_next_multiple_of(FILE_PLACEMENT_ALIGN))
+                .ok_or_else(too_large)?;
         }
         let length = files.last().map_or(0, |last| last.base + last.length);
+        for tensor in &source {
+            let inside = files
+                .get(tensor.file)
+                .is_some_and(|file| tensor.start <= tensor.end && tensor.end <= file.length);
+            if !inside {
+                return Err(FormatError::InvalidInput(format!(
+                    "tensor {} (file {}, bytes {}..{}) does not lie in its file",
+                    tensor.name, tensor.file, tensor.start, tensor.end
+                )));
+            }
+        }
         let grouped = group_layers(&source, grouping);
         let mut tensors = Vec::with_capacity(source.len());
         let mut layers = Vec::with_capacity(grouped.len());
@@ -193,7 +226,7 @@ impl ForeignModel {
                 precision_bits: u32::from(widest.1),
             });
         }
-        ForeignModel {
+        Ok(ForeignModel {
             kind,
             version,
             files,
@@ -201,7 +234,7 @@ impl ForeignModel {
             layers,
             metadata,
             length,
-        }
+        })
     }
 
     /// The [`Model`] view (layers, tensors, metadata).
@@ -298,7 +331,10 @@ pub fn read_direct<S, E: From<FormatError>>(
                 Ok(())
             })?;
             let header = header.ok_or_else(|| FormatError::InvalidInput("no header".into()))?;
-            Ok((ForeignModel::from_safetensors(header, grouping), vec![main]))
+            Ok((
+                ForeignModel::from_safetensors(header, grouping)?,
+                vec![main],
+            ))
         }
         FileKind::Gguf => {
             let mut header = None;
@@ -307,7 +343,10 @@ pub fn read_direct<S, E: From<FormatError>>(
                 Ok(())
             })?;
             let header = header.ok_or_else(|| FormatError::InvalidInput("no header".into()))?;
-            Ok((ForeignModel::from_gguf(header, &head, grouping), vec![main]))
+            Ok((
+                ForeignModel::from_gguf(header, &head, grouping)?,
+                vec![main],
+            ))
         }
         FileKind::SafetensorsIndex => {
             let index_length = length(&main);
@@ -514,7 +553,8 @@ mod tests {
             source,
             Vec::new(),
             &Grouping::Default,
-        );
+        )
+        .unwrap();
         assert_eq!(
             model.files(),
             [
@@ -536,6 +576,32 @@ mod tests {
         assert_eq!(b.offset_in_layer, 131_072 + 16 - 100);
         assert_eq!(view.alignment(), 1);
         assert_eq!(layer.checksum, None);
+    }
+
+    #[test]
+    fn tensors_outside_their_file_are_errors_not_panics() {
+        for (file, start, end) in [(1, 0, 8), (0, 9, 8), (0, 0, 101)] {
+            let mut bad = tensor("layers.0.w", 0, 0, 8);
+            (bad.file, bad.start, bad.end) = (file, start, end);
+            let result = ForeignModel::build(
+                FileKind::Safetensors,
+                0,
+                &[100],
+                vec![bad],
+                Vec::new(),
+                &Grouping::Default,
+            );
+            assert!(matches!(result, Err(FormatError::InvalidInput(_))));
+        }
+        let huge = ForeignModel::build(
+            FileKind::SafetensorsIndex,
+            0,
+            &[u64::MAX - 10, 100],
+            Vec::new(),
+            Vec::new(),
+            &Grouping::Default,
+        );
+        assert!(matches!(huge, Err(FormatError::InvalidInput(_))));
     }
 
     #[test]

@@ -92,7 +92,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, &'static str, DType, Vec<u
 fn convert(source: &Path, out: &Path) {
     let bytes = std::fs::read(source).unwrap();
     let header = SafetensorsHeader::parse(&bytes, bytes.len() as u64).unwrap();
-    let foreign = ForeignModel::from_safetensors(header, &Grouping::Default);
+    let foreign = ForeignModel::from_safetensors(header, &Grouping::Default).unwrap();
     let model = foreign.model();
     let file = std::io::BufWriter::new(std::fs::File::create(out).unwrap());
     let mut writer = Writer::new(file, Default::default()).unwrap();
