@@ -400,7 +400,7 @@ fn too_large(length: u64) -> FormatError {
 pub fn gguf_value_text(head: &[u8], value: &GgufValue) -> String {
     match *value {
         GgufValue::String { start, end } => {
-            let length = end - start;
+            let length = end.saturating_sub(start);
             match GgufHeader::string_bytes(head, value) {
                 Some(bytes) if bytes.len() <= GGUF_VALUE_TEXT_LIMIT => {
                     String::from_utf8_lossy(bytes).into_owned()
