@@ -390,6 +390,13 @@ const MAX_SKIPS: u32 = 1;
 /// Near-tie victims one filling exchange may take (each costs its hits).
 const MAX_FILL_VICTIMS: u32 = 2;
 
+/// Layers like the candidate (itself included) a filling exchange may count
+/// on to refill the room a larger victim leaves.
+const REFILL_LAYERS: u64 = 3;
+
+/// A refilling exchange must gain more than the candidate's charge / this.
+const REFILL_GAIN: u64 = 4;
+
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
 const FILL_TIE: f64 = 1.5;
 
@@ -937,6 +944,8 @@ impl Policy for AdaptivePolicy {
         let candidate_charge = candidate
             .and_then(|c| slots.get(c.id as usize))
             .map_or(0, |s| s.charge);
+        // Free room before any eviction.
+        let free = candidate_charge.saturating_sub(needed);
         let mut skips = 0;
         let mut filled = 0;
         let AdaptivePolicy {
@@ -1010,9 +1019,18 @@ impl Policy for AdaptivePolicy {
             // a better packing of the budget).
             let near_tie = candidate_rank.is_some_and(|c| c < victim_rank * FILL_TIE)
                 && candidate_step.is_some_and(|step| step >= victim_step);
+            let evicted = plan.freed.saturating_add(victim_charge);
+            // Or, for a victim larger than the candidate, when the room it
+            // leaves takes more bytes of layers like the candidate (this one
+            // and the next few, admitted into free room) than it held.
+            let room = free.saturating_add(evicted);
+            let refill = candidate_charge
+                .saturating_mul((room / candidate_charge.max(1)).min(REFILL_LAYERS));
             let fills = near_tie
                 && filled < MAX_FILL_VICTIMS
-                && plan.freed.saturating_add(victim_charge) < candidate_charge;
+                && (evicted < candidate_charge
+                    || (victim_charge > candidate_charge
+                        && refill > evicted.saturating_add(candidate_charge / REFILL_GAIN)));
             if !strict && near_tie && !fills && skips < MAX_SKIPS {
                 // Keep this one and look further down the order.
                 skips += 1;
