@@ -147,6 +147,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use super::{Candidate, Plan, Policy, Slot};
 
 const NIL: u32 = u32::MAX;
+/// `Entry::waiting` of an entry not counted as waiting.
+const NOT_WAITING: u8 = u8::MAX;
 const NEVER: u64 = u64::MAX;
 /// Marks an unknown reuse-distance sample.
 const UNKNOWN: u32 = u32::MAX;
@@ -186,6 +188,11 @@ struct Entry {
     generation: u32,
     /// Visit mark for the victim merge.
     stamp: u32,
+    /// The layer's charge (orders equal keys in the heaps).
+    charge: u64,
+    /// The size class this entry is counted in `AdaptivePolicy::waiting`
+    /// under, `NOT_WAITING` if it is not counted.
+    waiting: u8,
 }
 
 impl Entry {
@@ -201,6 +208,8 @@ impl Entry {
         class: NIL,
         generation: 0,
         stamp: 0,
+        charge: 0,
+        waiting: NOT_WAITING,
     };
 
     /// Key in `Class::by_irr` (memoryless), evicted from the largest: the
@@ -287,6 +296,9 @@ impl Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Item {
     key: u64,
+    /// The entry's charge: of equal keys, the larger charge is evicted first
+    /// (the room it leaves packs better; see packing exchanges).
+    charge: u64,
     id: u32,
     generation: u32,
 }
@@ -385,7 +397,7 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 const AGE_SHIFT: u32 = 2;
 
 /// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
-const MAX_SKIPS: u32 = 1;
+const MAX_SKIPS: u32 = 3;
 
 /// Near-tie victims one filling exchange may take (each costs its hits).
 const MAX_FILL_VICTIMS: u32 = 2;
@@ -483,6 +495,9 @@ pub(crate) struct AdaptivePolicy {
     popped: Vec<Popped>,
     clock: u64,
     stamp: u32,
+    /// Per size class: layers not resident that have been reused (a known
+    /// reuse distance), the most a refilling exchange may count on.
+    waiting: [u32; 65],
 }
 
 fn unlink(entries: &mut [Entry], class: &mut Class, id: u32) {
@@ -596,6 +611,7 @@ fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
             class.memoryless += 1;
             class.by_irr.push(Item {
                 key,
+                charge: e.charge,
                 id,
                 generation,
             });
@@ -604,6 +620,7 @@ fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
         Mode::Periodic => {
             let item = Item {
                 key: e.key,
+                charge: e.charge,
                 id,
                 generation,
             };
@@ -780,6 +797,7 @@ impl AdaptivePolicy {
             popped: Vec::new(),
             clock: 0,
             stamp: 0,
+            waiting: [0; 65],
         }
     }
 
@@ -830,6 +848,9 @@ impl AdaptivePolicy {
     }
 
     fn insert_resident(&mut self, id: u32, slot: &Slot) {
+        if let Some(e) = self.entries.get_mut(id as usize) {
+            e.charge = slot.charge;
+        }
         let class_index = self.class_for(slot.priority, size_class(slot.charge));
         if let Some(class) = self.classes.get_mut(class_index as usize) {
             attach(&mut self.entries, class_index, class, id);
@@ -867,6 +888,30 @@ impl AdaptivePolicy {
 
     /// Applies `change` to the entry of `id` and re-files it in its class
     /// (if resident) under its new mode and key.
+    /// Counts `id` in `waiting` iff it is not resident and has a known reuse
+    /// distance (`charge`: the layer's charge).
+    fn recount(&mut self, id: u32, charge: u64) {
+        let Some(e) = self.entries.get_mut(id as usize) else {
+            return;
+        };
+        e.charge = charge;
+        let class = if e.class == NIL && e.samples[0] != UNKNOWN {
+            size_class(charge)
+        } else {
+            NOT_WAITING
+        };
+        if class == e.waiting {
+            return;
+        }
+        if let Some(count) = self.waiting.get_mut(e.waiting as usize) {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(count) = self.waiting.get_mut(class as usize) {
+            *count += 1;
+        }
+        e.waiting = class;
+    }
+
     fn reclassify(&mut self, id: u32, change: impl FnOnce(&mut Entry)) {
         let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
             return;
@@ -917,8 +962,11 @@ impl Policy for AdaptivePolicy {
         attach(&mut self.entries, class_index, class, id);
     }
 
-    fn on_miss(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
+    fn on_miss(&mut self, id: u32, _now: u64, slots: &[Slot]) {
         record(&mut self.entries, &mut self.clock, id);
+        if let Some(slot) = slots.get(id as usize) {
+            self.recount(id, slot.charge);
+        }
     }
 
     fn plan(
@@ -946,8 +994,19 @@ impl Policy for AdaptivePolicy {
             .map_or(0, |s| s.charge);
         // Free room before any eviction.
         let free = candidate_charge.saturating_sub(needed);
+        // Layers like the candidate (its size class) that could refill room.
+        let candidate_waiting = u64::from(
+            self.waiting
+                .get(size_class(candidate_charge) as usize)
+                .copied()
+                .unwrap_or(0),
+        );
         let mut skips = 0;
         let mut filled = 0;
+        // Near-tie victims held back for a refilling exchange.
+        let mut held = [NIL; MAX_FILL_VICTIMS as usize];
+        let mut held_count = 0usize;
+        let mut held_freed = 0u64;
         let AdaptivePolicy {
             entries,
             classes,
@@ -1019,18 +1078,49 @@ impl Policy for AdaptivePolicy {
             // a better packing of the budget).
             let near_tie = candidate_rank.is_some_and(|c| c < victim_rank * FILL_TIE)
                 && candidate_step.is_some_and(|step| step >= victim_step);
-            let evicted = plan.freed.saturating_add(victim_charge);
-            // Or, for a victim larger than the candidate, when the room it
-            // leaves takes more bytes of layers like the candidate (this one
-            // and the next few, admitted into free room) than it held.
-            let room = free.saturating_add(evicted);
-            let refill = candidate_charge
-                .saturating_mul((room / candidate_charge.max(1)).min(REFILL_LAYERS));
             let fills = near_tie
                 && filled < MAX_FILL_VICTIMS
-                && (evicted < candidate_charge
-                    || (victim_charge > candidate_charge
-                        && refill > evicted.saturating_add(candidate_charge / REFILL_GAIN)));
+                && plan.freed.saturating_add(victim_charge) < candidate_charge;
+            // Or, for near-tie victims larger than the candidate, when the
+            // room they leave (with the free room) takes more bytes of layers
+            // like the candidate (this one and the next few, admitted into
+            // free room) than they held. Such victims are held back until
+            // the exchange pays off, then taken together (possibly freeing
+            // more than needed: the rest is the refill's room).
+            if !strict
+                && !fills
+                && near_tie
+                && victim_charge > candidate_charge
+                && (filled as usize) + held_count < MAX_FILL_VICTIMS as usize
+                && slots.get(id as usize).is_some_and(Slot::evictable)
+            {
+                let evicted = plan
+                    .freed
+                    .saturating_add(held_freed)
+                    .saturating_add(victim_charge);
+                let room = free.saturating_add(evicted);
+                let refill = candidate_charge.saturating_mul(
+                    (room / candidate_charge.max(1))
+                        .min(REFILL_LAYERS)
+                        .min(candidate_waiting),
+                );
+                if refill > evicted.saturating_add(candidate_charge / REFILL_GAIN) {
+                    plan.victims.extend_from_slice(&held[..held_count]);
+                    plan.victims.push(id);
+                    plan.freed = evicted;
+                    filled += held_count as u32 + 1;
+                    held_count = 0;
+                    held_freed = 0;
+                    if plan.freed >= needed {
+                        break;
+                    }
+                } else if let Some(slot) = held.get_mut(held_count) {
+                    *slot = id;
+                    held_count += 1;
+                    held_freed = held_freed.saturating_add(victim_charge);
+                }
+                continue;
+            }
             if !strict && near_tie && !fills && skips < MAX_SKIPS {
                 // Keep this one and look further down the order.
                 skips += 1;
@@ -1066,11 +1156,15 @@ impl Policy for AdaptivePolicy {
     fn on_insert(&mut self, id: u32, _now: u64, slots: &[Slot]) {
         if let Some(slot) = slots.get(id as usize) {
             self.insert_resident(id, slot);
+            self.recount(id, slot.charge);
         }
     }
 
-    fn on_remove(&mut self, id: u32, _slots: &[Slot]) {
+    fn on_remove(&mut self, id: u32, slots: &[Slot]) {
         self.remove_resident(id);
+        if let Some(slot) = slots.get(id as usize) {
+            self.recount(id, slot.charge);
+        }
     }
 
     fn on_priority_change(&mut self, id: u32, old: f32, slots: &[Slot]) {
@@ -1107,6 +1201,8 @@ impl Policy for AdaptivePolicy {
                 continue;
             }
             self.reclassify(id, |e| e.hint_period(cycle));
+            let charge = self.entries.get(id as usize).map_or(0, |e| e.charge);
+            self.recount(id, charge);
         }
     }
 }
