@@ -145,6 +145,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use super::{Candidate, Plan, Policy, Slot};
+use crate::config::AccessKind;
 
 const NIL: u32 = u32::MAX;
 /// `Entry::waiting` of an entry not counted as waiting.
@@ -190,6 +191,9 @@ struct Entry {
     stamp: u32,
     /// The layer's charge (orders equal keys in the heaps).
     charge: u64,
+    /// Consecutive demand plans that declined this candidate although it
+    /// outranked the declining victim (see `PERSISTENT_REFUSALS`).
+    refused: u8,
     /// The size class this entry is counted in `AdaptivePolicy::waiting`
     /// under, `NOT_WAITING` if it is not counted.
     waiting: u8,
@@ -209,6 +213,7 @@ impl Entry {
         generation: 0,
         stamp: 0,
         charge: 0,
+        refused: 0,
         waiting: NOT_WAITING,
     };
 
@@ -408,6 +413,10 @@ const REFILL_LAYERS: u64 = 3;
 
 /// A refilling exchange must gain more than the candidate's charge / this.
 const REFILL_GAIN: u64 = 4;
+
+/// A demand candidate declined this many times in a row although it
+/// outranked the declining victim is admitted without the margin.
+const PERSISTENT_REFUSALS: u8 = 4;
 
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
 const FILL_TIE: f64 = 1.5;
@@ -989,6 +998,13 @@ impl Policy for AdaptivePolicy {
             ))
         });
         let candidate_step = candidate.map(|c| priority_step(c.priority));
+        // A demand candidate refused several times in a row although it
+        // outranked the victim that declined it: evidence, not noise.
+        let demand = candidate.filter(|c| c.kind == AccessKind::Demand);
+        let persistent = demand
+            .and_then(|c| self.entries.get(c.id as usize))
+            .is_some_and(|e| e.refused >= PERSISTENT_REFUSALS);
+        let mut near_miss = false;
         let candidate_charge = candidate
             .and_then(|c| slots.get(c.id as usize))
             .map_or(0, |s| s.charge);
@@ -1068,7 +1084,7 @@ impl Policy for AdaptivePolicy {
                 e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> AGE_SHIFT) > e.key;
             let margin = match candidate_step {
                 Some(step) if step > victim_step => 1.0,
-                _ if overdue => 1.0,
+                _ if overdue || persistent => 1.0,
                 _ => ADMISSION_MARGIN,
             };
             let victim_charge = slots.get(id as usize).map_or(0, |s| s.charge);
@@ -1090,6 +1106,7 @@ impl Policy for AdaptivePolicy {
             if !strict
                 && !fills
                 && near_tie
+                && candidate_rank.is_some_and(|c| c <= victim_rank)
                 && victim_charge > candidate_charge
                 && (filled as usize) + held_count < MAX_FILL_VICTIMS as usize
                 && slots.get(id as usize).is_some_and(Slot::evictable)
@@ -1129,6 +1146,7 @@ impl Policy for AdaptivePolicy {
             let wins = || strict || fills;
             let victims_before = plan.victims.len();
             if plan.offer(id, slots, needed, wins) {
+                near_miss = plan.declined && candidate_rank.is_some_and(|c| c < victim_rank);
                 break;
             }
             if !strict && plan.victims.len() > victims_before {
@@ -1150,6 +1168,13 @@ impl Policy for AdaptivePolicy {
             }
         }
         popped.clear();
+        if let Some(e) = demand.and_then(|c| entries.get_mut(c.id as usize)) {
+            e.refused = if near_miss {
+                e.refused.saturating_add(1)
+            } else {
+                0
+            };
+        }
         plan
     }
 
