@@ -418,6 +418,11 @@ const REFILL_GAIN: u64 = 4;
 /// outranked the declining victim is admitted without the margin.
 const PERSISTENT_REFUSALS: u8 = 4;
 
+/// A refusal counts towards `PERSISTENT_REFUSALS` only if the candidate's
+/// rank × this is below the declining victim's (more than one size class
+/// apart: a smaller layer of the same rate does not count).
+const PERSISTENT_MARGIN: f64 = 1.25;
+
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
 const FILL_TIE: f64 = 1.5;
 
@@ -1146,7 +1151,8 @@ impl Policy for AdaptivePolicy {
             let wins = || strict || fills;
             let victims_before = plan.victims.len();
             if plan.offer(id, slots, needed, wins) {
-                near_miss = plan.declined && candidate_rank.is_some_and(|c| c < victim_rank);
+                near_miss = plan.declined
+                    && candidate_rank.is_some_and(|c| c * PERSISTENT_MARGIN < victim_rank);
                 break;
             }
             if !strict && plan.victims.len() > victims_before {
