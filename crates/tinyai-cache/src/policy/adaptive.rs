@@ -191,6 +191,8 @@ struct Entry {
     stamp: u32,
     /// The layer's charge (orders equal keys in the heaps).
     charge: u64,
+    /// Clock at which the entry was evicted while overdue (0: it was not).
+    aged_out: u64,
     /// Consecutive demand plans that declined this candidate although it
     /// outranked the declining victim (see `PERSISTENT_REFUSALS`).
     refused: u8,
@@ -214,6 +216,7 @@ impl Entry {
         stamp: 0,
         charge: 0,
         refused: 0,
+        aged_out: 0,
         waiting: NOT_WAITING,
     };
 
@@ -231,9 +234,9 @@ impl Entry {
 
     /// Expected distance to the next use at `clock`.
     #[inline]
-    fn expected_distance(&self, clock: u64) -> u64 {
+    fn expected_distance(&self, clock: u64, age_shift: u32) -> u64 {
         match self.mode {
-            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> AGE_SHIFT),
+            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> age_shift),
             Mode::Periodic => self.key.abs_diff(clock),
         }
     }
@@ -397,9 +400,20 @@ const MEMORYLESS_SIZE_QUARTERS: i32 = 1;
 /// so the smallest are kept (the most hits per byte).
 const PERIODIC_SIZE_QUARTERS: i32 = 1;
 
-/// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
+/// The age of a memoryless entry counts for `age / 2^age_shift` in its
+/// expected distance; `age_shift` adapts between `MIN_AGE_SHIFT` and
+/// `MAX_AGE_SHIFT` (see `AdaptivePolicy::age_score`), starting here.
 /// expected distance `max(m, age / 4)`.
 const AGE_SHIFT: u32 = 2;
+const MIN_AGE_SHIFT: u32 = 0;
+const MAX_AGE_SHIFT: u32 = 3;
+/// `age_score` at which `age_shift` moves by one.
+const AGE_SCORE_STEP: i32 = 32;
+/// A re-request of an entry evicted for its age counts as premature within
+/// this many times its mean distance after the eviction.
+const PREMATURE_WITHIN: u64 = 2;
+/// Age evidence of a premature age eviction (against −1 per age eviction).
+const PREMATURE_SCORE: i32 = 2;
 
 /// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
 const MAX_SKIPS: u32 = 3;
@@ -512,6 +526,13 @@ pub(crate) struct AdaptivePolicy {
     /// Per size class: layers not resident that have been reused (a known
     /// reuse distance), the most a refilling exchange may count on.
     waiting: [u32; 65],
+    /// The age of a memoryless entry counts for `age >> age_shift`.
+    age_shift: u32,
+    /// Evidence on the age weight: +`PREMATURE_SCORE` per entry evicted for
+    /// its age (overdue) and re-requested soon after (aging too fast), −1
+    /// per such eviction (each one is aging's job done, unless it turns out
+    /// premature). At ±`AGE_SCORE_STEP` the shift moves by one.
+    age_score: i32,
 }
 
 fn unlink(entries: &mut [Entry], class: &mut Class, id: u32) {
@@ -699,7 +720,7 @@ fn peek(
     entries: &[Entry],
     class_index: u32,
     class: &mut Class,
-    clock: u64,
+    (clock, age_shift): (u64, u32),
     stamp: u32,
     popped: &mut Vec<Popped>,
     rank_to_beat: Option<f64>,
@@ -756,7 +777,7 @@ fn peek(
         if let Some(e) = entries.get(class.cursor as usize) {
             consider(
                 &mut best,
-                clock.saturating_sub(e.last) >> AGE_SHIFT,
+                clock.saturating_sub(e.last) >> age_shift,
                 weight_m,
                 class.cursor,
             );
@@ -812,6 +833,8 @@ impl AdaptivePolicy {
             clock: 0,
             stamp: 0,
             waiting: [0; 65],
+            age_shift: AGE_SHIFT,
+            age_score: 0,
         }
     }
 
@@ -902,6 +925,18 @@ impl AdaptivePolicy {
 
     /// Applies `change` to the entry of `id` and re-files it in its class
     /// (if resident) under its new mode and key.
+    /// Adds `score` to the age evidence; moves `age_shift` at a full step.
+    fn age_evidence(&mut self, score: i32) {
+        self.age_score += score;
+        if self.age_score >= AGE_SCORE_STEP {
+            self.age_score = 0;
+            self.age_shift = (self.age_shift + 1).min(MAX_AGE_SHIFT);
+        } else if self.age_score <= -AGE_SCORE_STEP {
+            self.age_score = 0;
+            self.age_shift = self.age_shift.saturating_sub(1).max(MIN_AGE_SHIFT);
+        }
+    }
+
     /// Counts `id` in `waiting` iff it is not resident and has a known reuse
     /// distance (`charge`: the layer's charge).
     fn recount(&mut self, id: u32, charge: u64) {
@@ -977,6 +1012,15 @@ impl Policy for AdaptivePolicy {
     }
 
     fn on_miss(&mut self, id: u32, _now: u64, slots: &[Slot]) {
+        if let Some(e) = self.entries.get_mut(id as usize)
+            && e.aged_out != 0
+        {
+            let since = (self.clock + 1).saturating_sub(e.aged_out);
+            e.aged_out = 0;
+            if since <= e.key.saturating_mul(PREMATURE_WITHIN) {
+                self.age_evidence(PREMATURE_SCORE);
+            }
+        }
         record(&mut self.entries, &mut self.clock, id);
         if let Some(slot) = slots.get(id as usize) {
             self.recount(id, slot.charge);
@@ -992,6 +1036,7 @@ impl Policy for AdaptivePolicy {
     ) -> Plan {
         let stamp = self.next_stamp();
         let clock = self.clock;
+        let age_shift = self.age_shift;
         // A demand candidate was just recorded; a prefetch candidate is judged
         // by its last recorded state. Either way: its distance right after a use.
         let candidate_rank = candidate.and_then(|c| {
@@ -1054,7 +1099,7 @@ impl Policy for AdaptivePolicy {
                         entries,
                         class_index,
                         class,
-                        clock,
+                        (clock, age_shift),
                         stamp,
                         popped,
                         rank_to_beat,
@@ -1079,14 +1124,17 @@ impl Policy for AdaptivePolicy {
                 break;
             };
             e.stamp = stamp;
-            let victim_rank = rank(e.expected_distance(clock), weights[e.mode as usize]);
+            let victim_rank = rank(
+                e.expected_distance(clock, age_shift),
+                weights[e.mode as usize],
+            );
             // The margin guards a stable set against noise in the estimates;
             // a candidate of a higher priority step needs no margin, so
             // priorities keep their meaning (see the module docs).
             // A victim that has outlived its own estimate (overdue) is judged
             // on evidence, not noise: no margin either.
             let overdue =
-                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> AGE_SHIFT) > e.key;
+                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> age_shift) > e.key;
             let margin = match candidate_step {
                 Some(step) if step > victim_step => 1.0,
                 _ if overdue || persistent => 1.0,
@@ -1192,6 +1240,20 @@ impl Policy for AdaptivePolicy {
     }
 
     fn on_remove(&mut self, id: u32, slots: &[Slot]) {
+        let clock = self.clock;
+        let shift = self.age_shift;
+        let mut aged = false;
+        if let Some(e) = self.entries.get_mut(id as usize)
+            && e.mode == Mode::Memoryless
+            && e.key != NEVER
+            && (clock.saturating_sub(e.last) >> shift) > e.key
+        {
+            e.aged_out = clock.max(1);
+            aged = true;
+        }
+        if aged {
+            self.age_evidence(-1);
+        }
         self.remove_resident(id);
         if let Some(slot) = slots.get(id as usize) {
             self.recount(id, slot.charge);
@@ -1282,7 +1344,7 @@ mod tests {
         let slot = &slots[id];
         let e = &policy.entries[id];
         let weight = class_weight(slot.priority, size_class(slot.charge), e.mode);
-        rank(e.expected_distance(policy.clock), weight)
+        rank(e.expected_distance(policy.clock, policy.age_shift), weight)
     }
 
     /// The merge's first victim always has the largest rank among the
