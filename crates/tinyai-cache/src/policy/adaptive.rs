@@ -416,7 +416,7 @@ const PREMATURE_WITHIN: u64 = 2;
 const PREMATURE_SCORE: i32 = 2;
 
 /// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
-const MAX_SKIPS: u32 = 3;
+const MAX_SKIPS: u32 = 1;
 
 /// Near-tie victims one filling exchange may take (each costs its hits).
 const MAX_FILL_VICTIMS: u32 = 2;
@@ -1156,9 +1156,12 @@ impl Policy for AdaptivePolicy {
             // free room) than they held. Such victims are held back until
             // the exchange pays off, then taken together (possibly freeing
             // more than needed: the rest is the refill's room).
+            // (Only with free room above the gain: the room refilled is at
+            // most the free room plus what the victims held.)
             if !strict
                 && !fills
                 && near_tie
+                && free > candidate_charge / REFILL_GAIN
                 && candidate_rank.is_some_and(|c| c <= victim_rank)
                 && victim_charge > candidate_charge
                 && (filled as usize) + held_count < MAX_FILL_VICTIMS as usize
