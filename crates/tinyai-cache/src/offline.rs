@@ -478,7 +478,7 @@ pub fn packable_capacity(charges: impl IntoIterator<Item = u64>, budget: u64) ->
     if let Some(first) = set.first_mut() {
         *first = 1;
     }
-    let last_mask = if bits % 64 == 0 {
+    let last_mask = if bits.is_multiple_of(64) {
         u64::MAX
     } else {
         (1u64 << (bits % 64)) - 1
@@ -502,7 +502,10 @@ pub fn packable_capacity(charges: impl IntoIterator<Item = u64>, budget: u64) ->
         if let Some(top) = set.last_mut() {
             *top &= last_mask;
         }
-        if set.last().is_some_and(|&top| top >> ((bits - 1) % 64) & 1 == 1) {
+        if set
+            .last()
+            .is_some_and(|&top| top >> ((bits - 1) % 64) & 1 == 1)
+        {
             break;
         }
     }
@@ -511,7 +514,9 @@ pub fn packable_capacity(charges: impl IntoIterator<Item = u64>, budget: u64) ->
         .enumerate()
         .rev()
         .find(|&(_, &word)| word != 0)
-        .map_or(0, |(index, &word)| index as u64 * 64 + 63 - u64::from(word.leading_zeros()));
+        .map_or(0, |(index, &word)| {
+            index as u64 * 64 + 63 - u64::from(word.leading_zeros())
+        });
     best * unit
 }
 

@@ -111,7 +111,11 @@ fn random_trace(rng: &mut SplitMix64) -> Trace {
 /// the byte: the packable capacity of the bound matters here.
 fn random_cyclic_trace(rng: &mut SplitMix64) -> Trace {
     let layers = 3 + rng.below(4) as usize; // 3..=6
-    let passes = if layers > 4 { 2 } else { 2 + rng.below(2) as usize };
+    let passes = if layers > 4 {
+        2
+    } else {
+        2 + rng.below(2) as usize
+    };
     let layer_sizes = (0..layers).map(|_| 100 + rng.below(5 * 4096)).collect();
     let accesses = (0..passes)
         .flat_map(|_| (0..layers as u32).map(LayerId))

@@ -405,6 +405,7 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 /// `MAX_AGE_SHIFT` (see `AdaptivePolicy::age_score`), starting here.
 /// expected distance `max(m, age / 4)`.
 const AGE_SHIFT: u32 = 2;
+/// The fastest aging: the full age counts.
 const MIN_AGE_SHIFT: u32 = 0;
 const MAX_AGE_SHIFT: u32 = 3;
 /// `age_score` at which `age_shift` moves by one.
@@ -933,7 +934,9 @@ impl AdaptivePolicy {
             self.age_shift = (self.age_shift + 1).min(MAX_AGE_SHIFT);
         } else if self.age_score <= -AGE_SCORE_STEP {
             self.age_score = 0;
-            self.age_shift = self.age_shift.saturating_sub(1).max(MIN_AGE_SHIFT);
+            if self.age_shift > MIN_AGE_SHIFT {
+                self.age_shift -= 1;
+            }
         }
     }
 
