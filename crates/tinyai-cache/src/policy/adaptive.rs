@@ -22,14 +22,27 @@
 //!   wrong more often than right;
 //! * **memoryless** layers (everything else: random access such as
 //!   mixture-of-experts routing, and undeclared passes):
-//!   `E = max(m, (t - last) / 4)` where `m` is the mean of the known
+//!   `E = max(m, (t - last) / 2^s)` where `m` is the mean of the known
 //!   distances (the weighted mean once four are known), i.e. the expected
-//!   inter-arrival time unless the layer has gone unused for four times
-//!   longer (∞ for a layer seen once). The age counts a quarter so that a
-//!   layer used at its usual rate is judged by its rate, not by where the
-//!   clock happens to stand in its gap: on a cyclic scan every layer then has
-//!   `E = m` = the cycle and the admission rule below keeps a stable set,
-//!   while a layer that stopped being used is still forgotten.
+//!   inter-arrival time unless the layer has gone unused for `2^s` times
+//!   longer (∞ for a layer seen once): it is then *overdue*. The age counts
+//!   a fraction so that a layer used at its usual rate is judged by its
+//!   rate, not by where the clock happens to stand in its gap: on a cyclic
+//!   scan every layer then has `E = m` = the cycle and the admission rule
+//!   below keeps a stable set, while a layer that stopped being used is
+//!   still forgotten.
+//!
+//! **The age weight adapts** (ARC-style, from ghost evidence): `s` starts
+//! at 2 (a quarter) and moves within `0..=3`. Every eviction of an overdue
+//! entry is evidence for faster aging (−1: the entry had outlived its
+//! estimate), and the entry is remembered as *aged out*; a demand miss on
+//! an aged-out entry within twice its mean distance of its eviction is
+//! evidence that aging was premature (+2). At +32 the age counts half as
+//! much (`s + 1`), at −32 twice as much (`s − 1`). Layers whose use comes
+//! in bursts and then stops (adapters of a finished request) are thus
+//! forgotten within a few of their own periods, while on random or
+//! irregular access (experts, interleaved sequences, where an entry evicted
+//! for its age is soon requested again) the age counts little.
 //!
 //! # Rank
 //!
@@ -60,7 +73,8 @@
 //! # Eviction order
 //!
 //! Largest rank first across all resident, unpinned entries (ties: the lower
-//! priority, then the larger size class, then the stream order decide; the
+//! priority, then the larger size class, then, within a class, the larger
+//! charge (the room it leaves packs better) and the stream order decide; the
 //! result is deterministic). Priorities count in steps of 1/12 (rounded,
 //! [`priority_step`]; each step is worth √2 in value): priorities that round
 //! to the same step are equal to the policy. This bounds the classes a
@@ -78,10 +92,20 @@
 //! chance would otherwise keep displacing each other, as in LRU); it is
 //! waived against a victim of a lower priority step, so a candidate of
 //! higher priority displaces an equal victim of lower priority as before,
-//! and against a memoryless victim that is overdue (unused for more than four
-//! times its mean distance: its `E` comes from evidence, not from a noisy
-//! mean), so layers of a finished phase (an adapter no longer in use) make
-//! room as soon as they rank below the candidate.
+//! against a memoryless victim that is overdue (its `E` comes from
+//! evidence, not from a noisy mean), so layers of a finished phase (an
+//! adapter no longer in use) make room as soon as they rank below the
+//! candidate, and for a *persistent* candidate (below).
+//!
+//! **Persistent candidates.** A demand candidate that is refused although
+//! the victims it outranks (`rank < victim's`, at least one by more than
+//! 1.25×, i.e. more than a size class apart) would have made its room is
+//! refused on evidence, not on noise, once this has happened four times in
+//! a row: it is then admitted without the margin (still only over victims
+//! it outranks). A layer used on every pass (an early-exit head) is thus
+//! not locked out forever by blocks admitted first that are used less often;
+//! layers of the same rate never outrank each other by 1.25×, so they do not
+//! churn. Any plan that does not end this way resets the count.
 //!
 //! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
 //! victim's, the victim's priority step not above the candidate's) the
@@ -93,6 +117,25 @@
 //! near-tie victim that is too large to leave a gain is kept and passed over
 //! (at most one per plan, which bounds the extra cost of a bypass) to look
 //! further down the order.
+//!
+//! **Refilling exchanges.** The converse: victims *larger* than the
+//! candidate, ranked no better than it, are worth evicting when the room
+//! they leave, with the free room, takes more bytes of layers like the
+//! candidate (itself and the next ones, admitted into free room without
+//! evictions) than they held. The refill counts at most three layers of the
+//! candidate's size class, and no more than the layers of that class that
+//! are *waiting* (not resident, reused at least once: an exact count kept
+//! per size class), and must gain more than a quarter of the candidate's
+//! charge. Up to two such victims are held back until the exchange pays,
+//! then taken together (possibly freeing more than needed: the rest is the
+//! refill's room). Since the room refilled is at most the free room plus
+//! what the victims held, the gain is at most the free room: the rule is
+//! tried only when the free room exceeds the required gain. On cyclic
+//! passes at small budgets this packs the budget (a 3.1 MiB cache over a
+//! 2.5 MiB embedding, 1 MiB blocks and a 2.5 MiB head: the embedding,
+//! admitted first, is traded for three blocks: 3 MiB hit per pass instead of
+//! 2.5); the fill rule above then does not trade back (two blocks weigh less
+//! than the head, but the third it would need does not).
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -122,6 +165,9 @@
 //! is memoryless again at once (its learned distances are kept).
 //!
 //! # Cost
+//!
+//! The per-size-class count of waiting layers and the age evidence are
+//! updated in O(1) per access, insertion and removal.
 //!
 //! Resident entries live in a class per (priority, size class), found from
 //! the entry by index (no map lookup on the hot path). A class holds an
@@ -402,11 +448,12 @@ const PERIODIC_SIZE_QUARTERS: i32 = 1;
 
 /// The age of a memoryless entry counts for `age / 2^age_shift` in its
 /// expected distance; `age_shift` adapts between `MIN_AGE_SHIFT` and
-/// `MAX_AGE_SHIFT` (see `AdaptivePolicy::age_score`), starting here.
-/// expected distance `max(m, age / 4)`.
+/// `MAX_AGE_SHIFT` (see `AdaptivePolicy::age_score`), starting here
+/// (`max(m, age / 4)`).
 const AGE_SHIFT: u32 = 2;
 /// The fastest aging: the full age counts.
 const MIN_AGE_SHIFT: u32 = 0;
+/// The slowest aging: an eighth of the age counts.
 const MAX_AGE_SHIFT: u32 = 3;
 /// `age_score` at which `age_shift` moves by one.
 const AGE_SCORE_STEP: i32 = 32;
