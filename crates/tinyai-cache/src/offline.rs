@@ -441,7 +441,7 @@ const MAX_SUBSET_SUM_BITS: u64 = 1 << 24;
 /// once. Exact (a subset-sum over a bitset, in units of the charges'
 /// greatest common divisor, with each distinct charge's multiplicity split
 /// in powers of two); returns `budget` itself (no tightening, still valid)
-/// when the bitset would exceed [`MAX_SUBSET_SUM_BITS`].
+/// when the bitset would exceed 2^24 bits (2 MiB).
 pub fn packable_capacity(charges: impl IntoIterator<Item = u64>, budget: u64) -> u64 {
     let mut charges: Vec<u64> = charges
         .into_iter()
