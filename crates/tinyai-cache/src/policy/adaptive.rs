@@ -98,14 +98,16 @@
 //! candidate, and for a *persistent* candidate (below).
 //!
 //! **Persistent candidates.** A demand candidate that is refused although
-//! the victims it outranks (`rank < victim's`, at least one by more than
-//! 1.25×, i.e. more than a size class apart) would have made its room is
-//! refused on evidence, not on noise, once this has happened four times in
-//! a row: it is then admitted without the margin (still only over victims
-//! it outranks). A layer used on every pass (an early-exit head) is thus
-//! not locked out forever by blocks admitted first that are used less often;
-//! layers of the same rate never outrank each other by 1.25×, so they do not
-//! churn. Any plan that does not end this way resets the count.
+//! the victims it outranks (`rank < victim's`) would have made its room,
+//! and outranks them by more than 1.25× on average (charge-weighted; more
+//! than a size class apart), is refused on evidence, not on noise, once
+//! this has happened four times in a row: it is then admitted without the
+//! margin (still only over victims it outranks). A layer used on every pass
+//! (an early-exit head) is thus not locked out forever by blocks admitted
+//! first that are used less often; layers of the same rate do not outrank
+//! each other by 1.25×, so they do not churn (nor does one small stale
+//! victim among them count for the room the others make). Any plan that
+//! does not end this way resets the count.
 //!
 //! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
 //! victim's, the victim's priority step not above the candidate's) the
@@ -481,8 +483,9 @@ const REFILL_GAIN: u64 = 4;
 const PERSISTENT_REFUSALS: u8 = 4;
 
 /// A refusal counts towards `PERSISTENT_REFUSALS` only if the candidate's
-/// rank × this is below the declining victim's (more than one size class
-/// apart: a smaller layer of the same rate does not count).
+/// rank × this is below the charge-weighted mean rank of the victims it
+/// outranks (more than one size class apart: a smaller layer of the same
+/// rate does not count).
 const PERSISTENT_MARGIN: f64 = 1.25;
 
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
@@ -1107,7 +1110,7 @@ impl Policy for AdaptivePolicy {
         // Charges of the victims seen that the candidate outranks, and
         // whether it outranks one by more than `PERSISTENT_MARGIN`.
         let mut beaten_freed = 0u64;
-        let mut clearly_beaten = false;
+        let mut beaten_rank_bytes = 0.0;
         let candidate_charge = candidate
             .and_then(|c| slots.get(c.id as usize))
             .map_or(0, |s| s.charge);
@@ -1198,8 +1201,7 @@ impl Policy for AdaptivePolicy {
                 && candidate_rank.is_some_and(|c| c < victim_rank)
             {
                 beaten_freed = beaten_freed.saturating_add(victim_charge);
-                clearly_beaten |=
-                    candidate_rank.is_some_and(|c| c * PERSISTENT_MARGIN < victim_rank);
+                beaten_rank_bytes += victim_rank * victim_charge as f64;
             }
             let strict = candidate_rank.is_none_or(|c| c * margin < victim_rank);
             // A near tie is still worth exchanging when the victims so far
@@ -1284,8 +1286,10 @@ impl Policy for AdaptivePolicy {
         }
         popped.clear();
         // Refused although the victims it outranks would have made room.
-        let near_miss =
-            (plan.declined || plan.freed < needed) && clearly_beaten && beaten_freed >= needed;
+        let near_miss = (plan.declined || plan.freed < needed)
+            && beaten_freed >= needed
+            && candidate_rank
+                .is_some_and(|c| c * PERSISTENT_MARGIN * (beaten_freed as f64) < beaten_rank_bytes);
         if let Some(e) = demand.and_then(|c| entries.get_mut(c.id as usize)) {
             e.refused = if near_miss {
                 e.refused.saturating_add(1)
