@@ -28,7 +28,9 @@ pub enum PolicyKind {
     /// The default: a reuse-distance estimate (LIRS-like) weighted by size and
     /// priority, with Belady-style admission, which keeps a stable resident set
     /// on cyclic scans larger than the budget and behaves like a strong
-    /// recency/frequency policy on skewed random access. See
+    /// recency/frequency policy on skewed random access; the weight of an
+    /// entry's age adapts to the workload (ghost evidence), and exchanges that
+    /// pack the budget better are made on near ties. See
     /// [`policy::adaptive`](crate::policy::adaptive).
     Adaptive,
     /// Furthest next use, **size-oblivious** ("Belady, unsized"), given the

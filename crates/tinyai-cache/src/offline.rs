@@ -43,14 +43,30 @@
 //! hit ratio achievable by *any* policy (the first request of a layer is a
 //! miss for every policy and is in no interval). This is the "FOO-U" bound.
 //!
+//! **Packable capacity (a valid tightening).** In a real schedule the
+//! intervals held across request `t` belong to distinct layers (a layer's
+//! intervals are disjoint), each a layer with a reuse interval, so their
+//! charges are a *subset* of those layers' charges summing to at most the
+//! budget: at most `C = max { Σ_{l∈S} charge(l) : S ⊆ layers, Σ ≤ budget }`
+//! ([`packable_capacity`], an exact subset sum). Every schedule's `x`
+//! therefore also satisfies the constraints with `C` in place of `budget`,
+//! and the LP with capacity `C ≤ budget` is still an upper bound, never a
+//! looser one. It matters when the budget holds only a few layers: the
+//! fractional LP fills the budget to the byte, a real cache cannot (on a
+//! cyclic pass over 1 MiB blocks and two 1.02 MiB embedding/head layers at
+//! 10% of the model, 2.7 MiB, at most two layers fit at once: the fractional
+//! bound is 0.100, the packable one 0.075). The segmented relaxation uses,
+//! per segment, the layers of the intervals counted in it. It is checked
+//! against a brute-force exact optimum in `tests/offline_bound.rs`.
+//!
 //! The LP is solved exactly as a min-cost flow (the interval LP of Berger et
 //! al., in its "k-track" form): nodes `0..=T` (one per request boundary),
-//! a line edge `t → t+1` of capacity `budget` and cost 0 (unused cache
+//! a line edge `t → t+1` of capacity `C` and cost 0 (unused cache
 //! bytes at time `t`), and per interval an edge `i → j` of capacity
 //! `charge(I)` and cost `−size(I)/charge(I)` per byte (bytes of cache that
-//! hold `I`). A flow of value `budget` from `0` to `T` crosses every cut
-//! `(t, t+1)` with exactly `budget` units, so the interval edges crossing it
-//! carry at most `budget`: flows are exactly the LP's `charge(I) · x_I`, and
+//! hold `I`). A flow of value `C` from `0` to `T` crosses every cut
+//! `(t, t+1)` with exactly `C` units, so the interval edges crossing it
+//! carry at most `C`: flows are exactly the LP's `charge(I) · x_I`, and
 //! the cost is minus the hit bytes. It is solved by successive shortest paths
 //! (Dijkstra with potentials; the initial potentials come from the acyclic
 //! graph). Costs are integers: `size/charge` rounded *up* to a multiple of
@@ -151,6 +167,10 @@ pub struct OfflineBound {
     pub requested_bytes: u64,
     /// The budget the bound holds for.
     pub budget: u64,
+    /// The cache capacity the relaxation used: the largest sum of charges of
+    /// the layers with a reuse interval that fits in `budget` (see
+    /// [`packable_capacity`]; the largest over the segments when segmented).
+    pub capacity: u64,
     /// Whether the bound is the exact LP optimum (one segment), rather than
     /// the segmented relaxation.
     pub exact: bool,
@@ -327,6 +347,9 @@ pub fn solve(trace: &Trace, config: &EngineConfig) -> OfflineBound {
 /// segment is not charged). Dropping constraints can only raise the optimum,
 /// so the sum of the segments' optima is still an upper bound on any
 /// schedule's hit bytes; with `segment >= trace length` it is the exact LP.
+/// Each segment's capacity is the [`packable_capacity`] of the layers of
+/// its own intervals (the ones its constraints count), so a segmented bound
+/// may also be *below* the one-segment LP; it stays valid either way.
 /// The cost is a min-cost flow per segment, so long traces stay tractable.
 pub fn solve_in_segments(trace: &Trace, config: &EngineConfig, segment: usize) -> OfflineBound {
     let intervals = reuse_intervals(trace, config);
@@ -347,13 +370,25 @@ pub fn solve_in_segments(trace: &Trace, config: &EngineConfig, segment: usize) -
         }
     }
     let mut total_cost: i128 = 0;
+    let mut capacity_max = 0;
     for (index, members) in by_segment.iter().enumerate() {
         let first = index * segment;
         let last = requests.min(first.saturating_add(segment));
         let nodes = last - first + 1;
+        // The most the layers of this segment's intervals can occupy
+        // together (a subset sum of their charges; see the module docs).
+        let mut layers: Vec<(u32, u64)> = members
+            .iter()
+            .filter_map(|&k| intervals.get(k))
+            .map(|interval| (interval.layer.0, interval.charge))
+            .collect();
+        layers.sort_unstable();
+        layers.dedup();
+        let capacity = packable_capacity(layers.iter().map(|&(_, charge)| charge), budget);
+        capacity_max = capacity_max.max(capacity);
         let mut graph = FlowGraph::new(nodes);
         for t in 0..nodes - 1 {
-            graph.add_edge(t, t + 1, budget, 0);
+            graph.add_edge(t, t + 1, capacity, 0);
         }
         let mut edges = Vec::with_capacity(members.len());
         for &k in members {
@@ -379,7 +414,7 @@ pub fn solve_in_segments(trace: &Trace, config: &EngineConfig, segment: usize) -
             }
             edges.push((k, graph.add_edge(start, end, interval.charge, -value)));
         }
-        total_cost += graph.min_cost_flow(0, nodes - 1, budget);
+        total_cost += graph.min_cost_flow(0, nodes - 1, capacity);
         for (k, edge) in edges {
             if let Some(slot) = kept.get_mut(k) {
                 *slot = graph.flow(edge);
@@ -392,8 +427,104 @@ pub fn solve_in_segments(trace: &Trace, config: &EngineConfig, segment: usize) -
         hit_bytes_bound: (-total_cost) as f64 / VALUE_SCALE as f64,
         requested_bytes,
         budget,
+        capacity: capacity_max,
         exact: segment >= requests,
     }
+}
+
+/// Largest bitset [`packable_capacity`] builds (bits, in units of the
+/// charges' greatest common divisor): 2^24 bits = 2 MiB.
+const MAX_SUBSET_SUM_BITS: u64 = 1 << 24;
+
+/// The largest sum of a subset of `charges` (one per layer) that is at most
+/// `budget`: no schedule can hold more charged bytes of these layers at
+/// once. Exact (a subset-sum over a bitset, in units of the charges'
+/// greatest common divisor, with each distinct charge's multiplicity split
+/// in powers of two); returns `budget` itself (no tightening, still valid)
+/// when the bitset would exceed 2^24 bits (2 MiB).
+pub fn packable_capacity(charges: impl IntoIterator<Item = u64>, budget: u64) -> u64 {
+    let mut charges: Vec<u64> = charges
+        .into_iter()
+        .filter(|&c| c > 0 && c <= budget)
+        .collect();
+    let total = charges.iter().fold(0u64, |sum, &c| sum.saturating_add(c));
+    if total <= budget {
+        return total;
+    }
+    let unit = charges.iter().fold(0u64, |g, &c| gcd(g, c)).max(1);
+    let cap = budget / unit;
+    if cap >= MAX_SUBSET_SUM_BITS {
+        return budget;
+    }
+    charges.sort_unstable();
+    // (charge in units, multiplicity), split into items of 1, 2, 4, … copies.
+    let mut items = Vec::new();
+    let mut i = 0;
+    while let Some(&c) = charges.get(i) {
+        let count = charges[i..].iter().take_while(|&&x| x == c).count() as u64;
+        i += count as usize;
+        let w = c / unit;
+        let mut rest = count;
+        let mut take = 1;
+        while rest > 0 {
+            let k = take.min(rest);
+            items.push(w.saturating_mul(k));
+            rest -= k;
+            take *= 2;
+        }
+    }
+    let bits = cap as usize + 1;
+    let mut set = vec![0u64; bits.div_ceil(64)];
+    if let Some(first) = set.first_mut() {
+        *first = 1;
+    }
+    let last_mask = if bits.is_multiple_of(64) {
+        u64::MAX
+    } else {
+        (1u64 << (bits % 64)) - 1
+    };
+    for w in items {
+        if w > cap {
+            continue;
+        }
+        let (words, shift) = ((w / 64) as usize, (w % 64) as u32);
+        // set |= set << w, from the top word down (reads only lower words).
+        for index in (words..set.len()).rev() {
+            let low = set.get(index - words).copied().unwrap_or(0);
+            let mut add = low << shift;
+            if shift > 0 && index > words {
+                add |= set.get(index - words - 1).copied().unwrap_or(0) >> (64 - shift);
+            }
+            if let Some(word) = set.get_mut(index) {
+                *word |= add;
+            }
+        }
+        if let Some(top) = set.last_mut() {
+            *top &= last_mask;
+        }
+        if set
+            .last()
+            .is_some_and(|&top| top >> ((bits - 1) % 64) & 1 == 1)
+        {
+            break;
+        }
+    }
+    let best = set
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|&(_, &word)| word != 0)
+        .map_or(0, |(index, &word)| {
+            index as u64 * 64 + 63 - u64::from(word.leading_zeros())
+        });
+    best * unit
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// The feasible offline schedule of [`OfflineBound::feasible_choice`],

@@ -105,6 +105,29 @@ fn random_trace(rng: &mut SplitMix64) -> Trace {
     }
 }
 
+/// Cyclic passes (an embedding-and-blocks model in miniature): 3–6 layers
+/// of unequal sizes, each pass in the same order, 2–3 passes (≤ 14
+/// requests). Where few layers fit, a real cache cannot fill the budget to
+/// the byte: the packable capacity of the bound matters here.
+fn random_cyclic_trace(rng: &mut SplitMix64) -> Trace {
+    let layers = 3 + rng.below(4) as usize; // 3..=6
+    let passes = if layers > 4 {
+        2
+    } else {
+        2 + rng.below(2) as usize
+    };
+    let layer_sizes = (0..layers).map(|_| 100 + rng.below(5 * 4096)).collect();
+    let accesses = (0..passes)
+        .flat_map(|_| (0..layers as u32).map(LayerId))
+        .collect();
+    Trace {
+        name: "cyclic_small".into(),
+        layer_sizes,
+        accesses,
+        priorities: Vec::new(),
+    }
+}
+
 fn belady_unsized(trace: &Trace, budget: u64) -> f64 {
     let mut engine = tinyai_cache::Engine::new(
         config(budget, PolicyKind::FurthestNextUse),
@@ -137,7 +160,11 @@ fn bound_and_schedule_bracket_the_exact_optimum() {
     let mut rng = SplitMix64::new(18);
     let mut strictly_below_bound = 0;
     for case in 0..cases {
-        let trace = random_trace(&mut rng);
+        let trace = if case % 3 == 2 {
+            random_cyclic_trace(&mut rng)
+        } else {
+            random_trace(&mut rng)
+        };
         let total: u64 = trace
             .layer_sizes
             .iter()
@@ -165,13 +192,14 @@ fn bound_and_schedule_bracket_the_exact_optimum() {
                 offline::upper_bound(&trace, &config(budget, PolicyKind::Lru)),
                 upper
             );
-            // The segmented relaxation only drops constraints: never below.
+            // The segmented relaxation drops constraints (and packs each
+            // segment's own layers): still a bound on every schedule.
             for segment in [1, 3, 5] {
                 let segmented =
                     offline::solve_in_segments(&trace, &config(budget, PolicyKind::Lru), segment);
                 assert!(
-                    segmented.byte_hit_ratio() + TOLERANCE >= upper,
-                    "segment {segment}: {} < {upper}, {place}",
+                    segmented.byte_hit_ratio() + TOLERANCE >= exact,
+                    "segment {segment}: {} < exact {exact}, {place}",
                     segmented.byte_hit_ratio()
                 );
                 let mut schedule = segmented.schedule(&trace, &config(budget, PolicyKind::Lru));
@@ -239,4 +267,73 @@ fn size_aware_schedule_beats_unsized_belady_on_large_embedding() {
         "size-aware {feasible} vs unsized belady {belady}"
     );
     assert!(feasible <= upper + TOLERANCE);
+}
+
+/// [`offline::packable_capacity`] is the largest subset sum of the charges
+/// within the budget (brute force over every subset).
+#[test]
+fn packable_capacity_is_the_largest_subset_sum() {
+    let mut rng = SplitMix64::new(1818);
+    let cases = if cfg!(miri) { 20 } else { 2000 };
+    for case in 0..cases {
+        let count = 1 + rng.below(10) as usize;
+        let unit = [1, 4096, 1000][case % 3];
+        let charges: Vec<u64> = (0..count).map(|_| unit * (1 + rng.below(40))).collect();
+        let total: u64 = charges.iter().sum();
+        let budget = rng.below(total + unit) + 1;
+        let brute = (0u32..1 << count)
+            .map(|set| {
+                (0..count)
+                    .filter(|&k| set & (1 << k) != 0)
+                    .map(|k| charges[k])
+                    .sum::<u64>()
+            })
+            .filter(|&sum| sum <= budget)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            offline::packable_capacity(charges.iter().copied(), budget),
+            brute,
+            "case {case}: {charges:?} budget {budget}"
+        );
+    }
+    // Large multiplicities and word-crossing shifts.
+    let charges = std::iter::repeat_n(65u64, 1000).chain(std::iter::repeat_n(129, 7));
+    assert_eq!(offline::packable_capacity(charges, 64 * 65 + 1), 64 * 65);
+    assert_eq!(offline::packable_capacity([3, 5], 1), 0);
+}
+
+/// Cyclic passes over a block model where the budget holds only two layers:
+/// the bound is the packable capacity's share (two embedding-sized layers
+/// per pass), not the budget's, and still at least the exact optimum.
+#[test]
+#[cfg_attr(miri, ignore = "brute force over resident sets")]
+fn bound_uses_the_packable_capacity_on_cyclic_passes() {
+    let page = sim::SIM_PAGE_SIZE;
+    // Embedding and head of 1.25 pages' charge (2 pages), 5 blocks of 1 page.
+    let mut layer_sizes = vec![page + page / 4];
+    layer_sizes.extend(std::iter::repeat_n(page, 5));
+    layer_sizes.push(page + page / 4);
+    let passes = 2;
+    let accesses: Vec<LayerId> = (0..passes).flat_map(|_| (0..7u32).map(LayerId)).collect();
+    let trace = Trace {
+        name: "cyclic_blocks".into(),
+        layer_sizes,
+        accesses,
+        priorities: Vec::new(),
+    };
+    // 3.5 pages: at most 3 blocks (3 pages) or a 2-page layer and a block.
+    let budget = 3 * page + page / 2;
+    let exact = exact_byte_hit_ratio(&trace, budget);
+    let bound = offline::solve(&trace, &config(budget, PolicyKind::Lru));
+    assert_eq!(bound.capacity, 3 * page);
+    let requested: u64 = trace
+        .accesses
+        .iter()
+        .map(|id| trace.layer_sizes[id.index()])
+        .sum();
+    // The fractional LP at the full budget would fill 3.5 pages per pass.
+    let fractional_share = 3.5 * page as f64 / requested as f64;
+    assert!(exact <= bound.byte_hit_ratio() + TOLERANCE);
+    assert!(bound.byte_hit_ratio() + 1e-3 < fractional_share);
 }

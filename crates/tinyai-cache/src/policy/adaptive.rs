@@ -22,14 +22,27 @@
 //!   wrong more often than right;
 //! * **memoryless** layers (everything else: random access such as
 //!   mixture-of-experts routing, and undeclared passes):
-//!   `E = max(m, (t - last) / 4)` where `m` is the mean of the known
+//!   `E = max(m, (t - last) / 2^s)` where `m` is the mean of the known
 //!   distances (the weighted mean once four are known), i.e. the expected
-//!   inter-arrival time unless the layer has gone unused for four times
-//!   longer (∞ for a layer seen once). The age counts a quarter so that a
-//!   layer used at its usual rate is judged by its rate, not by where the
-//!   clock happens to stand in its gap: on a cyclic scan every layer then has
-//!   `E = m` = the cycle and the admission rule below keeps a stable set,
-//!   while a layer that stopped being used is still forgotten.
+//!   inter-arrival time unless the layer has gone unused for `2^s` times
+//!   longer (∞ for a layer seen once): it is then *overdue*. The age counts
+//!   a fraction so that a layer used at its usual rate is judged by its
+//!   rate, not by where the clock happens to stand in its gap: on a cyclic
+//!   scan every layer then has `E = m` = the cycle and the admission rule
+//!   below keeps a stable set, while a layer that stopped being used is
+//!   still forgotten.
+//!
+//! **The age weight adapts** (ARC-style, from ghost evidence): `s` starts
+//! at 2 (a quarter) and moves within `0..=3`. Every eviction of an overdue
+//! entry is evidence for faster aging (−1: the entry had outlived its
+//! estimate), and the entry is remembered as *aged out*; a demand miss on
+//! an aged-out entry within twice its mean distance of its eviction is
+//! evidence that aging was premature (+2). At +32 the age counts half as
+//! much (`s + 1`), at −32 twice as much (`s − 1`). Layers whose use comes
+//! in bursts and then stops (adapters of a finished request) are thus
+//! forgotten within a few of their own periods, while on random or
+//! irregular access (experts, interleaved sequences, where an entry evicted
+//! for its age is soon requested again) the age counts little.
 //!
 //! # Rank
 //!
@@ -60,7 +73,8 @@
 //! # Eviction order
 //!
 //! Largest rank first across all resident, unpinned entries (ties: the lower
-//! priority, then the larger size class, then the stream order decide; the
+//! priority, then the larger size class, then, within a class, the larger
+//! charge (the room it leaves packs better) and the stream order decide; the
 //! result is deterministic). Priorities count in steps of 1/12 (rounded,
 //! [`priority_step`]; each step is worth √2 in value): priorities that round
 //! to the same step are equal to the policy. This bounds the classes a
@@ -78,10 +92,22 @@
 //! chance would otherwise keep displacing each other, as in LRU); it is
 //! waived against a victim of a lower priority step, so a candidate of
 //! higher priority displaces an equal victim of lower priority as before,
-//! and against a memoryless victim that is overdue (unused for more than four
-//! times its mean distance: its `E` comes from evidence, not from a noisy
-//! mean), so layers of a finished phase (an adapter no longer in use) make
-//! room as soon as they rank below the candidate.
+//! against a memoryless victim that is overdue (its `E` comes from
+//! evidence, not from a noisy mean), so layers of a finished phase (an
+//! adapter no longer in use) make room as soon as they rank below the
+//! candidate, and for a *persistent* candidate (below).
+//!
+//! **Persistent candidates.** A demand candidate that is refused although
+//! the victims it outranks (`rank < victim's`) would have made its room,
+//! and outranks them by more than 1.25× on average (charge-weighted; more
+//! than a size class apart), is refused on evidence, not on noise, once
+//! this has happened four times in a row: it is then admitted without the
+//! margin (still only over victims it outranks). A layer used on every pass
+//! (an early-exit head) is thus not locked out forever by blocks admitted
+//! first that are used less often; layers of the same rate do not outrank
+//! each other by 1.25×, so they do not churn (nor does one small stale
+//! victim among them count for the room the others make). Any plan that
+//! does not end this way resets the count.
 //!
 //! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
 //! victim's, the victim's priority step not above the candidate's) the
@@ -93,6 +119,25 @@
 //! near-tie victim that is too large to leave a gain is kept and passed over
 //! (at most one per plan, which bounds the extra cost of a bypass) to look
 //! further down the order.
+//!
+//! **Refilling exchanges.** The converse: victims *larger* than the
+//! candidate, ranked no better than it, are worth evicting when the room
+//! they leave, with the free room, takes more bytes of layers like the
+//! candidate (itself and the next ones, admitted into free room without
+//! evictions) than they held. The refill counts at most three layers of the
+//! candidate's size class, and no more than the layers of that class that
+//! are *waiting* (not resident, reused at least once: an exact count kept
+//! per size class), and must gain more than a quarter of the candidate's
+//! charge. Up to two such victims are held back until the exchange pays,
+//! then taken together (possibly freeing more than needed: the rest is the
+//! refill's room). Since the room refilled is at most the free room plus
+//! what the victims held, the gain is at most the free room: the rule is
+//! tried only when the free room exceeds the required gain. On cyclic
+//! passes at small budgets this packs the budget (a 3.1 MiB cache over a
+//! 2.5 MiB embedding, 1 MiB blocks and a 2.5 MiB head: the embedding,
+//! admitted first, is traded for three blocks: 3 MiB hit per pass instead of
+//! 2.5); the fill rule above then does not trade back (two blocks weigh less
+//! than the head, but the third it would need does not).
 //!
 //! * **Cyclic or sequential scans larger than the budget**: a missing layer's
 //!   next use is a whole cycle away, further than that of every resident
@@ -123,6 +168,9 @@
 //!
 //! # Cost
 //!
+//! The per-size-class count of waiting layers and the age evidence are
+//! updated in O(1) per access, insertion and removal.
+//!
 //! Resident entries live in a class per (priority, size class), found from
 //! the entry by index (no map lookup on the hot path). A class holds an
 //! intrusive recency list ordered by last use (O(1) for an entry just used;
@@ -145,8 +193,11 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use super::{Candidate, Plan, Policy, Slot};
+use crate::config::AccessKind;
 
 const NIL: u32 = u32::MAX;
+/// `Entry::waiting` of an entry not counted as waiting.
+const NOT_WAITING: u8 = u8::MAX;
 const NEVER: u64 = u64::MAX;
 /// Marks an unknown reuse-distance sample.
 const UNKNOWN: u32 = u32::MAX;
@@ -186,6 +237,16 @@ struct Entry {
     generation: u32,
     /// Visit mark for the victim merge.
     stamp: u32,
+    /// The layer's charge (orders equal keys in the heaps).
+    charge: u64,
+    /// Clock at which the entry was evicted while overdue (0: it was not).
+    aged_out: u64,
+    /// Consecutive demand plans that declined this candidate although it
+    /// outranked the declining victim (see `PERSISTENT_REFUSALS`).
+    refused: u8,
+    /// The size class this entry is counted in `AdaptivePolicy::waiting`
+    /// under, `NOT_WAITING` if it is not counted.
+    waiting: u8,
 }
 
 impl Entry {
@@ -201,6 +262,10 @@ impl Entry {
         class: NIL,
         generation: 0,
         stamp: 0,
+        charge: 0,
+        refused: 0,
+        aged_out: 0,
+        waiting: NOT_WAITING,
     };
 
     /// Key in `Class::by_irr` (memoryless), evicted from the largest: the
@@ -217,9 +282,9 @@ impl Entry {
 
     /// Expected distance to the next use at `clock`.
     #[inline]
-    fn expected_distance(&self, clock: u64) -> u64 {
+    fn expected_distance(&self, clock: u64, age_shift: u32) -> u64 {
         match self.mode {
-            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> AGE_SHIFT),
+            Mode::Memoryless => self.key.max(clock.saturating_sub(self.last) >> age_shift),
             Mode::Periodic => self.key.abs_diff(clock),
         }
     }
@@ -287,6 +352,9 @@ impl Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Item {
     key: u64,
+    /// The entry's charge: of equal keys, the larger charge is evicted first
+    /// (the room it leaves packs better; see packing exchanges).
+    charge: u64,
     id: u32,
     generation: u32,
 }
@@ -380,15 +448,45 @@ const MEMORYLESS_SIZE_QUARTERS: i32 = 1;
 /// so the smallest are kept (the most hits per byte).
 const PERIODIC_SIZE_QUARTERS: i32 = 1;
 
-/// The age of a memoryless entry counts for `age / 2^AGE_SHIFT` in its
-/// expected distance `max(m, age / 4)`.
+/// The age of a memoryless entry counts for `age / 2^age_shift` in its
+/// expected distance; `age_shift` adapts between `MIN_AGE_SHIFT` and
+/// `MAX_AGE_SHIFT` (see `AdaptivePolicy::age_score`), starting here
+/// (`max(m, age / 4)`).
 const AGE_SHIFT: u32 = 2;
+/// The fastest aging: the full age counts.
+const MIN_AGE_SHIFT: u32 = 0;
+/// The slowest aging: an eighth of the age counts.
+const MAX_AGE_SHIFT: u32 = 3;
+/// `age_score` at which `age_shift` moves by one.
+const AGE_SCORE_STEP: i32 = 32;
+/// A re-request of an entry evicted for its age counts as premature within
+/// this many times its mean distance after the eviction.
+const PREMATURE_WITHIN: u64 = 2;
+/// Age evidence of a premature age eviction (against −1 per age eviction).
+const PREMATURE_SCORE: i32 = 2;
 
 /// Victims a plan for a candidate may pass over (kept) in search of an exchange that fills.
 const MAX_SKIPS: u32 = 1;
 
 /// Near-tie victims one filling exchange may take (each costs its hits).
 const MAX_FILL_VICTIMS: u32 = 2;
+
+/// Layers like the candidate (itself included) a filling exchange may count
+/// on to refill the room a larger victim leaves.
+const REFILL_LAYERS: u64 = 3;
+
+/// A refilling exchange must gain more than the candidate's charge / this.
+const REFILL_GAIN: u64 = 4;
+
+/// A demand candidate declined this many times in a row although it
+/// outranked the declining victim is admitted without the margin.
+const PERSISTENT_REFUSALS: u8 = 4;
+
+/// A refusal counts towards `PERSISTENT_REFUSALS` only if the candidate's
+/// rank × this is below the charge-weighted mean rank of the victims it
+/// outranks (more than one size class apart: a smaller layer of the same
+/// rate does not count).
+const PERSISTENT_MARGIN: f64 = 1.25;
 
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
 const FILL_TIE: f64 = 1.5;
@@ -476,6 +574,16 @@ pub(crate) struct AdaptivePolicy {
     popped: Vec<Popped>,
     clock: u64,
     stamp: u32,
+    /// Per size class: layers not resident that have been reused (a known
+    /// reuse distance), the most a refilling exchange may count on.
+    waiting: [u32; 65],
+    /// The age of a memoryless entry counts for `age >> age_shift`.
+    age_shift: u32,
+    /// Evidence on the age weight: +`PREMATURE_SCORE` per entry evicted for
+    /// its age (overdue) and re-requested soon after (aging too fast), −1
+    /// per such eviction (each one is aging's job done, unless it turns out
+    /// premature). At ±`AGE_SCORE_STEP` the shift moves by one.
+    age_score: i32,
 }
 
 fn unlink(entries: &mut [Entry], class: &mut Class, id: u32) {
@@ -589,6 +697,7 @@ fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
             class.memoryless += 1;
             class.by_irr.push(Item {
                 key,
+                charge: e.charge,
                 id,
                 generation,
             });
@@ -597,6 +706,7 @@ fn attach(entries: &mut [Entry], class_index: u32, class: &mut Class, id: u32) {
         Mode::Periodic => {
             let item = Item {
                 key: e.key,
+                charge: e.charge,
                 id,
                 generation,
             };
@@ -661,7 +771,7 @@ fn peek(
     entries: &[Entry],
     class_index: u32,
     class: &mut Class,
-    clock: u64,
+    (clock, age_shift): (u64, u32),
     stamp: u32,
     popped: &mut Vec<Popped>,
     rank_to_beat: Option<f64>,
@@ -718,7 +828,7 @@ fn peek(
         if let Some(e) = entries.get(class.cursor as usize) {
             consider(
                 &mut best,
-                clock.saturating_sub(e.last) >> AGE_SHIFT,
+                clock.saturating_sub(e.last) >> age_shift,
                 weight_m,
                 class.cursor,
             );
@@ -773,6 +883,9 @@ impl AdaptivePolicy {
             popped: Vec::new(),
             clock: 0,
             stamp: 0,
+            waiting: [0; 65],
+            age_shift: AGE_SHIFT,
+            age_score: 0,
         }
     }
 
@@ -823,6 +936,9 @@ impl AdaptivePolicy {
     }
 
     fn insert_resident(&mut self, id: u32, slot: &Slot) {
+        if let Some(e) = self.entries.get_mut(id as usize) {
+            e.charge = slot.charge;
+        }
         let class_index = self.class_for(slot.priority, size_class(slot.charge));
         if let Some(class) = self.classes.get_mut(class_index as usize) {
             attach(&mut self.entries, class_index, class, id);
@@ -860,6 +976,44 @@ impl AdaptivePolicy {
 
     /// Applies `change` to the entry of `id` and re-files it in its class
     /// (if resident) under its new mode and key.
+    /// Adds `score` to the age evidence; moves `age_shift` at a full step.
+    fn age_evidence(&mut self, score: i32) {
+        self.age_score += score;
+        if self.age_score >= AGE_SCORE_STEP {
+            self.age_score = 0;
+            self.age_shift = (self.age_shift + 1).min(MAX_AGE_SHIFT);
+        } else if self.age_score <= -AGE_SCORE_STEP {
+            self.age_score = 0;
+            if self.age_shift > MIN_AGE_SHIFT {
+                self.age_shift -= 1;
+            }
+        }
+    }
+
+    /// Counts `id` in `waiting` iff it is not resident and has a known reuse
+    /// distance (`charge`: the layer's charge).
+    fn recount(&mut self, id: u32, charge: u64) {
+        let Some(e) = self.entries.get_mut(id as usize) else {
+            return;
+        };
+        e.charge = charge;
+        let class = if e.class == NIL && e.samples[0] != UNKNOWN {
+            size_class(charge)
+        } else {
+            NOT_WAITING
+        };
+        if class == e.waiting {
+            return;
+        }
+        if let Some(count) = self.waiting.get_mut(e.waiting as usize) {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(count) = self.waiting.get_mut(class as usize) {
+            *count += 1;
+        }
+        e.waiting = class;
+    }
+
     fn reclassify(&mut self, id: u32, change: impl FnOnce(&mut Entry)) {
         let Some(class_index) = self.entries.get(id as usize).map(|e| e.class) else {
             return;
@@ -910,8 +1064,20 @@ impl Policy for AdaptivePolicy {
         attach(&mut self.entries, class_index, class, id);
     }
 
-    fn on_miss(&mut self, id: u32, _now: u64, _slots: &[Slot]) {
+    fn on_miss(&mut self, id: u32, _now: u64, slots: &[Slot]) {
+        if let Some(e) = self.entries.get_mut(id as usize)
+            && e.aged_out != 0
+        {
+            let since = (self.clock + 1).saturating_sub(e.aged_out);
+            e.aged_out = 0;
+            if since <= e.key.saturating_mul(PREMATURE_WITHIN) {
+                self.age_evidence(PREMATURE_SCORE);
+            }
+        }
         record(&mut self.entries, &mut self.clock, id);
+        if let Some(slot) = slots.get(id as usize) {
+            self.recount(id, slot.charge);
+        }
     }
 
     fn plan(
@@ -923,6 +1089,7 @@ impl Policy for AdaptivePolicy {
     ) -> Plan {
         let stamp = self.next_stamp();
         let clock = self.clock;
+        let age_shift = self.age_shift;
         // A demand candidate was just recorded; a prefetch candidate is judged
         // by its last recorded state. Either way: its distance right after a use.
         let candidate_rank = candidate.and_then(|c| {
@@ -934,11 +1101,34 @@ impl Policy for AdaptivePolicy {
             ))
         });
         let candidate_step = candidate.map(|c| priority_step(c.priority));
+        // A demand candidate refused several times in a row although it
+        // outranked the victim that declined it: evidence, not noise.
+        let demand = candidate.filter(|c| c.kind == AccessKind::Demand);
+        let persistent = demand
+            .and_then(|c| self.entries.get(c.id as usize))
+            .is_some_and(|e| e.refused >= PERSISTENT_REFUSALS);
+        // Charges of the victims seen that the candidate outranks, and
+        // whether it outranks one by more than `PERSISTENT_MARGIN`.
+        let mut beaten_freed = 0u64;
+        let mut beaten_rank_bytes = 0.0;
         let candidate_charge = candidate
             .and_then(|c| slots.get(c.id as usize))
             .map_or(0, |s| s.charge);
+        // Free room before any eviction.
+        let free = candidate_charge.saturating_sub(needed);
+        // Layers like the candidate (its size class) that could refill room.
+        let candidate_waiting = u64::from(
+            self.waiting
+                .get(size_class(candidate_charge) as usize)
+                .copied()
+                .unwrap_or(0),
+        );
         let mut skips = 0;
         let mut filled = 0;
+        // Near-tie victims held back for a refilling exchange.
+        let mut held = [NIL; MAX_FILL_VICTIMS as usize];
+        let mut held_count = 0usize;
+        let mut held_freed = 0u64;
         let AdaptivePolicy {
             entries,
             classes,
@@ -965,7 +1155,7 @@ impl Policy for AdaptivePolicy {
                         entries,
                         class_index,
                         class,
-                        clock,
+                        (clock, age_shift),
                         stamp,
                         popped,
                         rank_to_beat,
@@ -990,20 +1180,29 @@ impl Policy for AdaptivePolicy {
                 break;
             };
             e.stamp = stamp;
-            let victim_rank = rank(e.expected_distance(clock), weights[e.mode as usize]);
+            let victim_rank = rank(
+                e.expected_distance(clock, age_shift),
+                weights[e.mode as usize],
+            );
             // The margin guards a stable set against noise in the estimates;
             // a candidate of a higher priority step needs no margin, so
             // priorities keep their meaning (see the module docs).
             // A victim that has outlived its own estimate (overdue) is judged
             // on evidence, not noise: no margin either.
             let overdue =
-                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> AGE_SHIFT) > e.key;
+                e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> age_shift) > e.key;
             let margin = match candidate_step {
                 Some(step) if step > victim_step => 1.0,
-                _ if overdue => 1.0,
+                _ if overdue || persistent => 1.0,
                 _ => ADMISSION_MARGIN,
             };
             let victim_charge = slots.get(id as usize).map_or(0, |s| s.charge);
+            if slots.get(id as usize).is_some_and(Slot::evictable)
+                && candidate_rank.is_some_and(|c| c < victim_rank)
+            {
+                beaten_freed = beaten_freed.saturating_add(victim_charge);
+                beaten_rank_bytes += victim_rank * victim_charge as f64;
+            }
             let strict = candidate_rank.is_none_or(|c| c * margin < victim_rank);
             // A near tie is still worth exchanging when the victims so far
             // weigh less than the candidate (the same rate, more bytes kept:
@@ -1013,6 +1212,50 @@ impl Policy for AdaptivePolicy {
             let fills = near_tie
                 && filled < MAX_FILL_VICTIMS
                 && plan.freed.saturating_add(victim_charge) < candidate_charge;
+            // Or, for near-tie victims larger than the candidate, when the
+            // room they leave (with the free room) takes more bytes of layers
+            // like the candidate (this one and the next few, admitted into
+            // free room) than they held. Such victims are held back until
+            // the exchange pays off, then taken together (possibly freeing
+            // more than needed: the rest is the refill's room).
+            // (Only with free room above the gain: the room refilled is at
+            // most the free room plus what the victims held.)
+            if !strict
+                && !fills
+                && near_tie
+                && free > candidate_charge / REFILL_GAIN
+                && candidate_rank.is_some_and(|c| c <= victim_rank)
+                && victim_charge > candidate_charge
+                && (filled as usize) + held_count < MAX_FILL_VICTIMS as usize
+                && slots.get(id as usize).is_some_and(Slot::evictable)
+            {
+                let evicted = plan
+                    .freed
+                    .saturating_add(held_freed)
+                    .saturating_add(victim_charge);
+                let room = free.saturating_add(evicted);
+                let refill = candidate_charge.saturating_mul(
+                    (room / candidate_charge.max(1))
+                        .min(REFILL_LAYERS)
+                        .min(candidate_waiting),
+                );
+                if refill > evicted.saturating_add(candidate_charge / REFILL_GAIN) {
+                    plan.victims.extend_from_slice(&held[..held_count]);
+                    plan.victims.push(id);
+                    plan.freed = evicted;
+                    filled += held_count as u32 + 1;
+                    held_count = 0;
+                    held_freed = 0;
+                    if plan.freed >= needed {
+                        break;
+                    }
+                } else if let Some(slot) = held.get_mut(held_count) {
+                    *slot = id;
+                    held_count += 1;
+                    held_freed = held_freed.saturating_add(victim_charge);
+                }
+                continue;
+            }
             if !strict && near_tie && !fills && skips < MAX_SKIPS {
                 // Keep this one and look further down the order.
                 skips += 1;
@@ -1042,17 +1285,47 @@ impl Policy for AdaptivePolicy {
             }
         }
         popped.clear();
+        // Refused although the victims it outranks would have made room.
+        let near_miss = (plan.declined || plan.freed < needed)
+            && beaten_freed >= needed
+            && candidate_rank
+                .is_some_and(|c| c * PERSISTENT_MARGIN * (beaten_freed as f64) < beaten_rank_bytes);
+        if let Some(e) = demand.and_then(|c| entries.get_mut(c.id as usize)) {
+            e.refused = if near_miss {
+                e.refused.saturating_add(1)
+            } else {
+                0
+            };
+        }
         plan
     }
 
     fn on_insert(&mut self, id: u32, _now: u64, slots: &[Slot]) {
         if let Some(slot) = slots.get(id as usize) {
             self.insert_resident(id, slot);
+            self.recount(id, slot.charge);
         }
     }
 
-    fn on_remove(&mut self, id: u32, _slots: &[Slot]) {
+    fn on_remove(&mut self, id: u32, slots: &[Slot]) {
+        let clock = self.clock;
+        let shift = self.age_shift;
+        let mut aged = false;
+        if let Some(e) = self.entries.get_mut(id as usize)
+            && e.mode == Mode::Memoryless
+            && e.key != NEVER
+            && (clock.saturating_sub(e.last) >> shift) > e.key
+        {
+            e.aged_out = clock.max(1);
+            aged = true;
+        }
+        if aged {
+            self.age_evidence(-1);
+        }
         self.remove_resident(id);
+        if let Some(slot) = slots.get(id as usize) {
+            self.recount(id, slot.charge);
+        }
     }
 
     fn on_priority_change(&mut self, id: u32, old: f32, slots: &[Slot]) {
@@ -1089,6 +1362,8 @@ impl Policy for AdaptivePolicy {
                 continue;
             }
             self.reclassify(id, |e| e.hint_period(cycle));
+            let charge = self.entries.get(id as usize).map_or(0, |e| e.charge);
+            self.recount(id, charge);
         }
     }
 }
@@ -1098,6 +1373,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::config::AccessKind;
+    use crate::policy::harness::Harness;
 
     fn next(state: &mut u64) -> u64 {
         *state = state
@@ -1132,12 +1408,100 @@ mod tests {
         assert_eq!(class_weight(0.0, 20, Mode::Periodic), 2.0);
     }
 
+    const MIB: u64 = 1 << 20;
+
+    /// Cyclic passes over a 2.5 MiB embedding, 26 blocks of 1 MiB and a
+    /// 2.5 MiB head at 3.1 MiB: the first pass admits the embedding (2.5
+    /// MiB) and nothing else fits beside it; a refilling exchange trades it
+    /// for blocks, which then fill the room (3 MiB hit per pass).
+    #[test]
+    fn refilling_exchange_packs_cyclic_passes() {
+        let mut charges = vec![5 * MIB / 2];
+        charges.extend(std::iter::repeat_n(MIB, 26));
+        charges.push(5 * MIB / 2);
+        let n = charges.len() as u32;
+        let mut h = Harness::new(AdaptivePolicy::new(charges.len()), &charges, 31 * MIB / 10);
+        let passes = 40;
+        let mut hit_bytes = 0;
+        for pass in 0..passes {
+            for id in 0..n {
+                if h.access(id) && pass >= passes / 2 {
+                    hit_bytes += charges[id as usize];
+                }
+            }
+        }
+        assert_eq!(hit_bytes, 3 * MIB * (passes as u64 / 2));
+    }
+
+    /// A layer used in bursts and then never again (adapters of a finished
+    /// request) is evicted for its age without coming back: aging speeds up
+    /// to the fastest; when such evictions are re-requested soon after
+    /// (random access), it slows down again.
+    #[test]
+    fn age_shift_adapts_to_the_evidence() {
+        let charges = vec![4096u64; 400];
+        let mut h = Harness::new(AdaptivePolicy::new(charges.len()), &charges, 40 * 4096);
+        // Bursts: each group of 8 layers used 6 times in a row, then never.
+        for group in 0..48u32 {
+            for _ in 0..6 {
+                for k in 0..8 {
+                    h.access(group * 8 + k);
+                }
+            }
+        }
+        assert_eq!(
+            h.policy.age_shift, MIN_AGE_SHIFT,
+            "{:?}",
+            h.policy.age_score
+        );
+        // Uniform random access over 100 layers (cache of 40): memoryless,
+        // an entry evicted for its age comes back within its mean distance.
+        let mut state = 7u64;
+        for _ in 0..40_000 {
+            h.access((next(&mut state) % 100) as u32);
+        }
+        assert!(
+            h.policy.age_shift > MIN_AGE_SHIFT,
+            "{:?}",
+            h.policy.age_score
+        );
+    }
+
+    /// Three 1 MiB blocks fill a 3 MiB cache; then every step uses a 2 MiB
+    /// head and block 0, and blocks 1 and 2 on alternate steps. The head
+    /// outranks blocks 1 and 2 by 1.7× (less than the admission margin):
+    /// refused again and again although it outranks them, it is admitted as
+    /// persistent, and then 3 of every 4 MiB requested hit.
+    #[test]
+    fn persistent_candidate_gets_in_without_the_margin() {
+        let charges = [MIB, MIB, MIB, 2 * MIB];
+        let mut h = Harness::new(AdaptivePolicy::new(4), &charges, 3 * MIB);
+        for _ in 0..20 {
+            for id in 0..3 {
+                h.access(id);
+            }
+        }
+        let (mut hit, mut requested) = (0, 0);
+        for step in 0..400u64 {
+            for id in [3, 0, 1 + (step % 2) as u32] {
+                let charge = charges[id as usize];
+                if h.access(id) && step >= 200 {
+                    hit += charge;
+                }
+                if step >= 200 {
+                    requested += charge;
+                }
+            }
+        }
+        assert_eq!(hit * 4, requested * 3, "{hit} of {requested}");
+    }
+
     /// The rank of a resident entry, computed from scratch.
     fn brute_rank(policy: &AdaptivePolicy, slots: &[Slot], id: usize) -> f64 {
         let slot = &slots[id];
         let e = &policy.entries[id];
         let weight = class_weight(slot.priority, size_class(slot.charge), e.mode);
-        rank(e.expected_distance(policy.clock), weight)
+        rank(e.expected_distance(policy.clock, policy.age_shift), weight)
     }
 
     /// The merge's first victim always has the largest rank among the
