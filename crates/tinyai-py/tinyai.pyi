@@ -62,7 +62,9 @@ def open(
     backend: _Backend = "mapped",
     verify_checksums: bool = False,
 ) -> Model:
-    """Opens a .tmai model for layer-by-layer access under a memory budget.
+    """Opens a model for layer-by-layer access under a memory budget: a .tmai
+    file, a safetensors file, a sharded set's model.safetensors.index.json or a
+    GGUF file (told apart by content; the last three carry no checksums).
 
     ``max_cache_size`` is a hard budget in bytes (layers held by live views may
     exceed it); ``prefetch`` turns automatic lookahead on; ``prefetch_threads``

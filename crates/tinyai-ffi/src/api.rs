@@ -193,8 +193,10 @@ unsafe fn open(
     })))
 }
 
-/// Opens a model file (`.tmai` v2, or a legacy TinyAI v1 file) for
-/// layer-by-layer access with the default zero-copy (mapped) backend.
+/// Opens a model file (`.tmai` v2, a legacy TinyAI v1 file, a safetensors
+/// file, a sharded set's `model.safetensors.index.json` or a GGUF file, told
+/// apart by content) for layer-by-layer access with the default zero-copy
+/// (mapped) backend.
 ///
 /// `config` may be NULL for the defaults (see `tinyaiCreateDefaultMmapConfig`).
 /// The whole header and layer table are validated here: a malformed or

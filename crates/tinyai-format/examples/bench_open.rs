@@ -74,6 +74,18 @@ fn time_batch(mut f: impl FnMut(), iterations: u32) -> f64 {
     start.elapsed().as_secs_f64() / f64::from(iterations)
 }
 
+/// Seconds per `safetensors::SafeTensors::read_metadata` of `bytes` (the peer).
+fn time_crate_parse(bytes: &[u8], iterations: u32) -> f64 {
+    time_batch(
+        || {
+            std::hint::black_box(
+                safetensors::SafeTensors::read_metadata(std::hint::black_box(bytes)).unwrap(),
+            );
+        },
+        iterations,
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -115,17 +127,7 @@ fn main() {
                 },
                 iterations,
             ));
-            theirs.push(time_batch(
-                || {
-                    std::hint::black_box(
-                        safetensors::SafeTensors::read_metadata(std::hint::black_box(
-                            &theirs_bytes,
-                        ))
-                        .unwrap(),
-                    );
-                },
-                iterations,
-            ));
+            theirs.push(time_crate_parse(&theirs_bytes, iterations));
         }
         let ours = median(&mut ours);
         let theirs = median(&mut theirs);
@@ -172,17 +174,7 @@ fn main() {
                 },
                 iterations,
             ));
-            theirs.push(time_batch(
-                || {
-                    std::hint::black_box(
-                        safetensors::SafeTensors::read_metadata(std::hint::black_box(
-                            &theirs_bytes,
-                        ))
-                        .unwrap(),
-                    );
-                },
-                iterations,
-            ));
+            theirs.push(time_crate_parse(&theirs_bytes, iterations));
         }
         let ours = median(&mut ours);
         let parse_only = median(&mut parse_only);

@@ -122,7 +122,10 @@ pub struct MappedModel {
 }
 
 impl MappedModel {
-    /// Opens and validates `path` (v2 or legacy v1 `.tmai`).
+    /// Opens and validates `path`: a `.tmai` file (v2 or legacy v1), a
+    /// safetensors file, a sharded set's `model.safetensors.index.json` or a
+    /// GGUF file, told apart by content (see `tinyai_format::direct` for how
+    /// the last three become layers).
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<MappedModel, StoreError> {
         static NEXT_UID: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
