@@ -29,8 +29,14 @@ pub enum Backend {
     /// [`crate::MappedModel::backend`].
     #[default]
     Mapped,
-    /// Layers are read with `pread`s (several requests in flight per layer)
-    /// into aligned heap buffers owned by the store, reused across evictions. Immune to the file being modified or truncated: a short read is an
+    /// Layers are read into aligned heap buffers owned by the store, reused
+    /// across evictions. Buffered reads go in file order with the kernel's
+    /// read-ahead and drop their pages from the page cache behind them
+    /// (`RWF_DONTCACHE`, Linux 6.14+), so the model's memory is the budget, not
+    /// the budget plus the file's cached copy; where the kernel or file system
+    /// cannot drop behind, several `pread` requests per layer are in flight and
+    /// the kernel keeps (and reclaims) the cached pages. `O_DIRECT` reads have
+    /// several requests in flight per layer. Immune to the file being modified or truncated: a short read is an
     /// error ([`StoreError::ShortRead`]), never a crash. A slice stays valid while
     /// its guard lives, even if the layer is evicted meanwhile.
     Owned {

@@ -53,6 +53,7 @@ mod lookahead;
 pub mod model;
 mod pages;
 mod partial;
+mod readahead;
 mod reclaim;
 mod room;
 mod shared;

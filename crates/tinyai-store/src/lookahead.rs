@@ -159,7 +159,7 @@ impl Shared {
         } = task;
         let id = LayerId(index as u32);
         let slot = self.slots.at(index as usize);
-        let (stale, ahead) = {
+        let (stale, ahead, sequential, left_behind) = {
             let mut state = self.lock();
             state.queued_reads.retain(|&queued| queued != index);
             let stale = self.closed.load(Ordering::Acquire)
@@ -173,8 +173,18 @@ impl Shared {
             } else {
                 self.reads_to_start(&mut state)
             };
-            (stale, ahead)
+            let sequential = !stale && self.lets_kernel_read_ahead(&state, index);
+            let left_behind = if sequential {
+                self.move_read_ahead_front(&mut state, index)
+            } else {
+                None
+            };
+            (stale, ahead, sequential, left_behind)
         };
+        // The kernel's read-ahead past a stream's old front, if it jumped.
+        if let Some((start, length)) = left_behind {
+            self.source.drop_cached(start, length);
+        }
         // Keep the device busy: start the reads of the queued prefetches
         // (already charged, so this stays in budget) before waiting for this
         // one's pages.
@@ -185,7 +195,7 @@ impl Shared {
             None
         } else {
             self.wait_for_room();
-            Some(self.load(index, verify))
+            Some(self.load(index, verify, sequential))
         };
         let mut evictions = Evictions::default();
         {
@@ -226,9 +236,7 @@ impl Shared {
                     if advised && failed.is_none() {
                         // Its read was started ahead and nobody will use it:
                         // the pages must not stay resident uncharged.
-                        let (offset, length) = self.droppable_span(index);
-                        self.source
-                            .drop_pages(offset, length, self.config.keep_page_cache);
+                        self.drop_layer_pages(index);
                     }
                     drop(slot.set_absent());
                     if transient {
@@ -258,11 +266,46 @@ impl Shared {
     fn reads_to_start(&self, state: &mut State) -> Vec<(u64, u64)> {
         let mut spans = Vec::new();
         for &queued in &state.queued_reads {
+            // The kernel reads those ahead itself (and exact advice would
+            // read them in small folios).
+            if self.lets_kernel_read_ahead(state, queued) {
+                continue;
+            }
             if !std::mem::replace(&mut state.meta[queued as usize].advised, true) {
                 spans.push(self.span(queued));
             }
         }
         merge_adjacent(spans)
+    }
+
+    /// Whether the load of layer `index` lets the kernel read ahead past it
+    /// (see `crate::readahead`): a read-ahead of the streaming window, when
+    /// the window pays for the reach.
+    fn lets_kernel_read_ahead(&self, state: &State, index: u64) -> bool {
+        self.read_ahead_reach > 0
+            && !self.config.keep_page_cache
+            && state.meta[index as usize].transient_load
+            && state.meta[index as usize].prefetch_only
+    }
+
+    /// Moves the read-ahead front to the end of layer `index`; when the
+    /// stream jumped (the layer does not start within the reach of the old
+    /// front), returns the range past the old front whose pages the kernel
+    /// may have read ahead and nothing in use holds: to be dropped.
+    fn move_read_ahead_front(&self, state: &mut State, index: u64) -> Option<(u64, u64)> {
+        let (offset, length) = self.span(index);
+        let reach = self.read_ahead_reach;
+        state.read_ahead_charge = reach;
+        let old = state.read_ahead_front.replace(offset + length);
+        let front = old?;
+        if offset + reach >= front && offset <= front + reach {
+            state.read_ahead_front = Some(front.max(offset + length));
+            return None;
+        }
+        let page = crate::source::page_size();
+        let start = front.next_multiple_of(page);
+        let end = self.free_until(start, start + reach, u64::MAX);
+        (end > start).then_some((start, end - start))
     }
 
     /// Automatic prefetch after a demand access of `index` by this thread's stream.

@@ -182,6 +182,16 @@ impl MappedModel {
             window
         };
         engine_config.budget_bytes = config.max_cache_size - reserve;
+        // Streams may let the kernel read ahead when the window can pay for
+        // its reach and still hold two of the largest layers.
+        let largest = charges.iter().copied().max().unwrap_or(0);
+        let read_ahead_reach = source
+            .read_ahead_reach()
+            .filter(|&reach| window >= reach.saturating_add(largest.saturating_mul(2)))
+            .unwrap_or(0);
+        let mut by_offset: Vec<u32> = (0..layer_count as u32).collect();
+        by_offset.sort_by_key(|&index| spans[index as usize].0);
+        let longest = spans.iter().map(|&(_, length)| length).max().unwrap_or(0);
         let record_hits = total_charge > engine_config.budget_bytes;
         let engine = Engine::new(engine_config, &sizes)?;
         let start_threads = |count: usize, name: &'static str| {
@@ -210,6 +220,7 @@ impl MappedModel {
             version = ?model.version(),
             budget = config.max_cache_size,
             window,
+            read_ahead_reach,
             policy = config.effective_policy().name(),
             backend = ?config.backend,
             "opened model"
@@ -226,6 +237,9 @@ impl MappedModel {
             tables,
             spans,
             page_neighbours,
+            by_offset,
+            longest,
+            read_ahead_reach,
             slots,
             state: Mutex::new(State {
                 engine,
@@ -233,7 +247,7 @@ impl MappedModel {
                 transient_charge: 0,
                 orphaned_charge: 0,
                 reclaim_pending: 0,
-                window: StreamingWindow::new(window, stale_after),
+                window: StreamingWindow::new(window - read_ahead_reach, stale_after),
                 order: None,
                 auto_order: false,
                 cyclic_streams: 0,
@@ -243,6 +257,8 @@ impl MappedModel {
                 in_flight: 0,
                 reading: 0,
                 queued_reads: VecDeque::new(),
+                read_ahead_front: None,
+                read_ahead_charge: 0,
             }),
             config,
             changed: Condvar::new(),
@@ -611,6 +627,17 @@ impl MappedModel {
     pub fn memory_usage(&self) -> u64 {
         let state = self.shared.lock();
         state.engine.usage() + state.transient_charge
+    }
+
+    /// How far past a stream's reads the kernel may read ahead, out of the
+    /// budget (0: every load reads exactly its layer). Mapped models whose
+    /// streaming window can pay for twice the device's `read_ahead_kb` and
+    /// still hold two of the largest layers let their streams' read-aheads
+    /// use the kernel's read-ahead, the fastest way in; once one has, this
+    /// much of the budget stays set aside for the pages it reads past the
+    /// stream's front (see the README's Performance section).
+    pub fn read_ahead_reach(&self) -> u64 {
+        self.shared.read_ahead_reach
     }
 
     /// Charged bytes of cached layers only (always ≤ the budget, except for pinned layers).

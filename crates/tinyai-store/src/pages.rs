@@ -98,6 +98,91 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Whether layer `index` holds memory or is about to (neither `Absent`
+    /// nor `Evicting`): its pages must not be dropped from the page cache.
+    fn in_use(&self, index: u32) -> bool {
+        !matches!(
+            self.slots.at(index as usize).load().state(),
+            SlotState::Absent | SlotState::Evicting
+        )
+    }
+
+    /// Layers (other than `skip`) whose ranges meet `low..high`.
+    fn layers_meeting(&self, low: u64, high: u64, skip: u64) -> impl Iterator<Item = u32> + '_ {
+        let cut = self
+            .by_offset
+            .partition_point(|&index| self.spans[index as usize].0 < high);
+        self.by_offset[..cut]
+            .iter()
+            .rev()
+            .take_while(move |&&index| {
+                self.spans[index as usize].0.saturating_add(self.longest) > low
+            })
+            .filter(move |&&index| {
+                let (start, length) = self.spans[index as usize];
+                length > 0 && start + length > low && u64::from(index) != skip
+            })
+            .copied()
+    }
+
+    /// The end of the longest run `from..end`, `end <= limit`, that no page
+    /// of a layer in use (other than `skip`) lies in.
+    pub(crate) fn free_until(&self, from: u64, limit: u64, skip: u64) -> u64 {
+        let page = page_size();
+        let mut end = limit;
+        for other in self.layers_meeting(from, limit, skip) {
+            if self.in_use(other) {
+                let start = self.spans[other as usize].0 / page * page;
+                end = end.min(start);
+            }
+        }
+        end.max(from)
+    }
+
+    /// The start of the longest run `start..to`, `start >= limit`, that no
+    /// page of a layer in use (other than `skip`) lies in.
+    pub(crate) fn free_from(&self, to: u64, limit: u64, skip: u64) -> u64 {
+        let page = page_size();
+        let mut start = limit;
+        for other in self.layers_meeting(limit, to, skip) {
+            if self.in_use(other) {
+                let (offset, length) = self.spans[other as usize];
+                start = start.max((offset + length).next_multiple_of(page));
+            }
+        }
+        start.min(to)
+    }
+
+    /// Drops layer `index`'s pages (mapped backend): its whole pages from the
+    /// mapping, and unless `keep_page_cache`, the page cache's pages of its
+    /// [`cache_drop_span`](Shared::cache_drop_span).
+    pub(crate) fn drop_layer_pages(&self, index: u64) {
+        let (offset, length) = self.droppable_span(index);
+        let cached = (!self.config.keep_page_cache).then(|| self.cache_drop_span(index));
+        self.source.drop_pages(offset, length, cached);
+    }
+
+    /// The range an eviction of layer `index` drops from the page cache: its
+    /// [`droppable_span`](Shared::droppable_span), widened to the largest
+    /// folio's boundaries into neighbours not in use. The page cache holds
+    /// large folios (read-ahead makes them), and a drop only takes a folio
+    /// lying entirely inside its range: without widening, every folio
+    /// straddling two layers would stay cached after both were evicted.
+    pub(crate) fn cache_drop_span(&self, index: u64) -> (u64, u64) {
+        let (start, length) = self.droppable_span(index);
+        if length == 0 {
+            return (start, 0);
+        }
+        let folio = crate::readahead::largest_folio(page_size());
+        let end = start + length;
+        let file_end = self.source.length().next_multiple_of(page_size());
+        let low = self.free_from(start, start / folio * folio, index);
+        let high = self.free_until(end, end.next_multiple_of(folio).min(file_end), index);
+        (low, high - low)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::page_neighbours;

@@ -117,9 +117,7 @@ impl Shared {
             if unlock {
                 self.source.lock(offset, length, false);
             }
-            let (offset, length) = self.droppable_span(index);
-            self.source
-                .drop_pages(offset, length, self.config.keep_page_cache);
+            self.drop_layer_pages(index);
         }
         {
             let mut state = self.lock();

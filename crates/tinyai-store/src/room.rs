@@ -112,7 +112,7 @@ impl State {
     /// cache (what `memory_usage` reports). Evicted pages still being dropped
     /// (`reclaim_pending`) are waited for before a load reads.
     pub(crate) fn charged(&self) -> u64 {
-        self.engine.usage() + self.transient_charge
+        self.engine.usage() + self.transient_charge + self.read_ahead_charge
     }
 }
 

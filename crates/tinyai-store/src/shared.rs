@@ -82,6 +82,12 @@ pub(crate) struct State {
     pub(crate) reading: usize,
     /// Layers whose prefetch task is queued on the pool, oldest first.
     pub(crate) queued_reads: VecDeque<u64>,
+    /// End offset of the latest read-ahead that let the kernel read ahead
+    /// (see `crate::readahead`): where its pages past the layer begin.
+    pub(crate) read_ahead_front: Option<u64>,
+    /// The kernel's read-ahead reach once a stream let it read ahead: pages
+    /// it may hold past the front that no layer charges (see `crate::readahead`).
+    pub(crate) read_ahead_charge: u64,
 }
 
 /// The shared core of a [`crate::MappedModel`].
@@ -93,6 +99,13 @@ pub(crate) struct Shared {
     pub(crate) spans: Vec<(u64, u64)>,
     /// Per layer, the layers sharing a partly owned boundary page (see `crate::pages`).
     pub(crate) page_neighbours: Vec<Vec<u32>>,
+    /// Layer indices by start offset, and the longest layer (see `crate::pages`).
+    pub(crate) by_offset: Vec<u32>,
+    pub(crate) longest: u64,
+    /// How far past a stream's read-ahead the kernel's may run, taken out of
+    /// the streaming window; 0 when streams read exactly their layers (see
+    /// `crate::readahead`).
+    pub(crate) read_ahead_reach: u64,
     pub(crate) slots: Slots<AlignedBuf>,
     pub(crate) config: StoreConfig,
     pub(crate) state: Mutex<State>,
@@ -453,7 +466,7 @@ impl Shared {
         };
 
         self.wait_for_room();
-        let loaded = self.load(index, verify);
+        let loaded = self.load(index, verify, false);
         let mut state = self.lock();
         state.reading -= 1;
         let result = match loaded {
@@ -528,10 +541,12 @@ impl Shared {
     }
 
     /// Reads (owned) or faults in (mapped) a layer; verifies it if asked.
+    /// `sequential`: let the kernel read ahead past the layer (see `crate::readahead`).
     pub(crate) fn load(
         &self,
         index: u64,
         verify: bool,
+        sequential: bool,
     ) -> Result<Option<Box<AlignedBuf>>, StoreError> {
         let (offset, length) = self.span(index);
         let span = tracing::debug_span!("load", layer = index, bytes = length);
@@ -539,7 +554,7 @@ impl Shared {
         let started = Instant::now();
         self.source.check_unchanged()?;
         let data = if self.source.is_mapped() {
-            self.source.populate(index, offset, length)?;
+            self.source.populate(index, offset, length, sequential)?;
             None
         } else {
             Some(Box::new(self.source.read_owned(
@@ -611,7 +626,7 @@ impl Shared {
             // The whole layer's pages, not only those just read: the page
             // cache holds large folios, which a drop only takes when they lie
             // entirely inside its range (a folio may straddle two reads).
-            let (start, length) = self.droppable_span(index);
+            let (start, length) = self.cache_drop_span(index);
             self.source.drop_cached(start, length);
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
@@ -216,6 +217,10 @@ pub(crate) struct Part {
     /// A descriptor of the same file with kernel read-ahead off
     /// (`POSIX_FADV_RANDOM`), for uncharged reads (opened on first use).
     random: OnceLock<File>,
+    /// Whether this file's reads may ask the kernel to drop the page cache
+    /// behind them (`RWF_DONTCACHE`, Linux 6.14+ on ext4, xfs, btrfs, …):
+    /// probed once, on the first buffered load.
+    drop_behind: OnceLock<bool>,
     pub(crate) base: u64,
     length: u64,
     inode: (u64, u64),
@@ -236,6 +241,7 @@ impl Part {
             file,
             direct: None,
             random: OnceLock::new(),
+            drop_behind: OnceLock::new(),
             base,
             length: metadata.len(),
             inode: (metadata.dev(), metadata.ino()),
@@ -285,6 +291,21 @@ impl Part {
             }
         };
         self.read_exact_through(file, offset, buf)
+    }
+
+    /// Whether reads of this file can drop their pages from the page cache
+    /// behind them (see [`read_drop_behind`]); asks the kernel once.
+    fn drop_behind(&self) -> bool {
+        *self.drop_behind.get_or_init(|| {
+            let mut byte = 0u8;
+            let target = ReadTarget {
+                ptr: &raw mut byte,
+                len: 1,
+            };
+            let supported = read_drop_behind(&self.file, 0, target).is_ok();
+            tracing::debug!(path = %self.path.display(), supported, "RWF_DONTCACHE reads");
+            supported
+        })
     }
 
     fn advise(&self, offset: u64, len: u64, advice: libc::c_int) {
@@ -456,6 +477,18 @@ impl Source {
         matches!(self.access, Access::Mapped(..))
     }
 
+    /// Mapped backend: how far the kernel's read-ahead may run past a
+    /// populated range (the largest over the parts' devices; see
+    /// `crate::readahead`); `None` for owned buffers or when unknown.
+    pub(crate) fn read_ahead_reach(&self) -> Option<u64> {
+        if !self.is_mapped() {
+            return None;
+        }
+        self.parts.iter().try_fold(0, |reach: u64, part| {
+            Some(reach.max(crate::readahead::reach(&part.file)?))
+        })
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset` of the byte space
     /// (buffered; gaps between parts read as zero), or fails.
     pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
@@ -547,7 +580,8 @@ impl Source {
 
     /// Mapped backend: queues asynchronous reads of a range (`MADV_WILLNEED`)
     /// without waiting, so several prefetched layers are in flight at once.
-    /// Owned backend (buffered): `POSIX_FADV_WILLNEED` on the file range.
+    /// Owned backend (buffered): `POSIX_FADV_WILLNEED` on the file range, unless
+    /// its reads drop behind them (their kernel read-ahead does it).
     pub(crate) fn start_read(&self, offset: u64, len: u64) {
         if len == 0 {
             return;
@@ -558,9 +592,14 @@ impl Source {
             }
             Access::Owned { direct: false } => {
                 for piece in self.pieces(offset, len) {
-                    piece
-                        .part
-                        .advise(piece.file_offset, piece.len, libc::POSIX_FADV_WILLNEED);
+                    // Drop-behind reads have the kernel's read-ahead; pages
+                    // advised in now would be ordinary ones, left in the
+                    // page cache after the read.
+                    if !piece.part.drop_behind() {
+                        piece
+                            .part
+                            .advise(piece.file_offset, piece.len, libc::POSIX_FADV_WILLNEED);
+                    }
                 }
             }
             // O_DIRECT reads bypass the page cache: nothing to queue.
@@ -622,25 +661,30 @@ impl Source {
     /// Mapped backend: makes the pages of layer `layer`'s range resident, or
     /// says why it cannot (an I/O error reading the file: touching those pages
     /// would raise SIGBUS, so the layer is not served).
-    pub(crate) fn populate(&self, layer: u64, offset: u64, len: u64) -> Result<(), StoreError> {
+    /// `sequential`: one `MADV_POPULATE_READ` over the whole layer, so that the
+    /// kernel's read-ahead runs ahead of the faults (past the layer's end too:
+    /// see `crate::readahead`); otherwise exactly the layer's pages are read.
+    pub(crate) fn populate(
+        &self,
+        layer: u64,
+        offset: u64,
+        len: u64,
+        sequential: bool,
+    ) -> Result<(), StoreError> {
         let Access::Mapped(map, _) = &self.access else {
             return Ok(());
         };
         if len == 0 {
             return Ok(());
         }
-        // Start large asynchronous reads of exactly this range, then wait for the
-        // pages, one request per chunk, several in flight (see `crate::io`).
-        // (MADV_POPULATE_READ alone is a little faster here, but its faults
-        // trigger read-ahead past the layer's end, so resident memory overshoots the
-        // budget; WILLNEED first means the faults find their pages present.)
-        let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
-        let size = self.tuner.request_size(len);
-        let populated = run_requests(&self.tuner, chunks(offset, len, size), len, |(at, n)| {
-            self.injected_failure(at, n, at - offset)?;
-            map.advise_range(Advice::PopulateRead, at as usize, n as usize)
-                .map_err(Failure::Io)
-        });
+        let populated = if sequential {
+            self.injected_failure(offset, len, 0).and_then(|()| {
+                map.advise_range(Advice::PopulateRead, offset as usize, len as usize)
+                    .map_err(Failure::Io)
+            })
+        } else {
+            self.populate_exactly(map, offset, len)
+        };
         match populated {
             Ok(()) => return Ok(()),
             // EINVAL: a kernel before 5.14 (no MADV_POPULATE_READ); touch below.
@@ -671,10 +715,27 @@ impl Source {
         Ok(())
     }
 
+    /// Reads exactly the pages of `offset..offset + len` into the mapping.
+    fn populate_exactly(&self, map: &MmapMut, offset: u64, len: u64) -> Result<(), Failure> {
+        // Start large asynchronous reads of exactly this range, then wait for the
+        // pages, one request per chunk, several in flight (see `crate::io`).
+        // (MADV_POPULATE_READ alone is faster, but its faults trigger
+        // read-ahead past the layer's end, which only a stream's window pays
+        // for — see `crate::readahead`; WILLNEED first means the faults find
+        // their pages present.)
+        let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
+        let size = self.tuner.request_size(len);
+        run_requests(&self.tuner, chunks(offset, len, size), len, |(at, n)| {
+            self.injected_failure(at, n, at - offset)?;
+            map.advise_range(Advice::PopulateRead, at as usize, n as usize)
+                .map_err(Failure::Io)
+        })
+    }
+
     /// Mapped backend: drops the pages that lie entirely inside a range (pages
-    /// shared with a neighbouring layer are kept), and unless `keep_page_cache`,
-    /// asks the kernel to drop them from the page cache too.
-    pub(crate) fn drop_pages(&self, offset: u64, len: u64, keep_page_cache: bool) {
+    /// shared with a neighbouring layer are kept), and the page cache's pages
+    /// inside `cached` (if any) too.
+    pub(crate) fn drop_pages(&self, offset: u64, len: u64, cached: Option<(u64, u64)>) {
         let Access::Mapped(map, _) = &self.access else {
             return;
         };
@@ -702,8 +763,8 @@ impl Source {
             // reclaims them); nothing is unsafe. Say so rather than hide it.
             tracing::warn!(offset, len, %error, "MADV_DONTNEED failed; evicted pages stay resident");
         }
-        if !keep_page_cache {
-            self.drop_cached(start, end - start);
+        if let Some((start, len)) = cached {
+            self.drop_cached(start, len);
         }
     }
 
@@ -797,7 +858,6 @@ impl Source {
                 }
             }
         }
-        self.start_read(offset, len);
         let target = buffer.read_target(len_usize);
         let mut filled = 0u64;
         for piece in self.pieces(offset, len) {
@@ -806,13 +866,26 @@ impl Source {
                 .piece(filled as usize, (piece.at - filled) as usize)
                 .zero();
             let into = target.piece(piece.at as usize, piece.len as usize);
-            let read = self.read_requests(
-                &piece.part.file,
-                piece.file_offset,
-                offset + piece.at,
-                into,
-                piece.len as usize,
-            );
+            let read = if piece.part.drop_behind() {
+                self.read_sequential(
+                    &piece.part.file,
+                    piece.file_offset,
+                    offset + piece.at,
+                    into,
+                    piece.len as usize,
+                )
+            } else {
+                piece
+                    .part
+                    .advise(piece.file_offset, piece.len, libc::POSIX_FADV_WILLNEED);
+                self.read_requests(
+                    &piece.part.file,
+                    piece.file_offset,
+                    offset + piece.at,
+                    into,
+                    piece.len as usize,
+                )
+            };
             match read {
                 Ok(()) => {}
                 Err(Failure::Short(read)) => {
@@ -832,6 +905,45 @@ impl Source {
             .piece(filled as usize, (len - filled) as usize)
             .zero();
         Ok(buffer)
+    }
+
+    /// Fills `target` from `file` at `offset` with buffered reads in file
+    /// order from this thread, [`SEQUENTIAL_CHUNK`] bytes at a time, each
+    /// asking the kernel to drop the pages behind it (`RWF_DONTCACHE`): the
+    /// kernel's own read-ahead keeps the device busy (it pipelines across
+    /// reads and across the loads of consecutive layers), and the copy in
+    /// the page cache is gone once the bytes are in the layer's buffer.
+    /// All but the bytes past `needed` must arrive.
+    fn read_sequential(
+        &self,
+        file: &File,
+        offset: u64,
+        virtual_offset: u64,
+        target: ReadTarget,
+        needed: usize,
+    ) -> Result<(), Failure> {
+        let total = target.len;
+        let started = Instant::now();
+        let mut fastest = Duration::MAX;
+        let mut at = 0;
+        while at < total {
+            let n = SEQUENTIAL_CHUNK.min(total - at);
+            self.injected_failure(virtual_offset + at as u64, n as u64, at as u64)?;
+            let piece = target.piece(at, n);
+            let began = Instant::now();
+            let read = read_drop_behind(file, offset + at as u64, piece).map_err(Failure::Io)?;
+            fastest = fastest.min(began.elapsed());
+            if read < n {
+                if at + read < needed {
+                    return Err(Failure::Short(at + read));
+                }
+                break;
+            }
+            at += n;
+        }
+        self.tuner
+            .record_reads(total as u64, started.elapsed(), fastest);
+        Ok(())
     }
 
     /// Fills `buf` from `file` at `offset` in [`crate::io::CHUNK`] requests,
@@ -965,6 +1077,53 @@ fn read_fully_raw(file: &File, offset: u64, target: ReadTarget) -> std::io::Resu
         }
     }
     Ok(done)
+}
+
+/// Bytes per read of [`Source::read_sequential`]: the largest request this
+/// project's disk takes whole (`max_sectors_kb`), and small enough that an
+/// injected fault or a short read is reported near where it happened.
+const SEQUENTIAL_CHUNK: usize = 4 << 20;
+
+/// `RWF_DONTCACHE` (Linux 6.14): a buffered read whose pages leave the page
+/// cache once copied (not yet in the `libc` crate).
+const RWF_DONTCACHE: libc::c_int = 0x80;
+
+/// `preadv2(…, RWF_DONTCACHE)` into a raw target until it is full or the file
+/// ends; returns the bytes read. Fails with `EOPNOTSUPP` (or `EINVAL` on a
+/// kernel before 6.14) where the file system cannot drop behind.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn read_drop_behind(file: &File, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < target.len {
+        let Ok(at) = libc::off_t::try_from(offset + done as u64) else {
+            return Err(std::io::Error::from_raw_os_error(libc::EOVERFLOW));
+        };
+        let iov = libc::iovec {
+            iov_base: target.ptr.wrapping_add(done).cast(),
+            iov_len: target.len - done,
+        };
+        // SAFETY: `iov` describes `target.ptr + done .. target.ptr + target.len`,
+        // inside an allocation this load owns exclusively (see `ReadTarget`;
+        // the probe passes a local byte); the kernel writes at most that many
+        // bytes there and no Rust reference to them exists meanwhile.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, at, RWF_DONTCACHE) };
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => {
+                let error = std::io::Error::last_os_error();
+                if error.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn read_drop_behind(_file: &File, _offset: u64, _target: ReadTarget) -> std::io::Result<usize> {
+    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
 /// `pread` until the buffer is full or end of file; returns the bytes read.

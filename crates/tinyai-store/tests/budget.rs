@@ -240,3 +240,59 @@ fn keep_page_cache_leaves_evicted_pages_cached() {
         model.resident_bytes()
     );
 }
+
+/// A stream whose read-aheads let the kernel read ahead (a window that pays
+/// for the reach): every byte right, and the file's resident pages — the
+/// layers in memory plus what the kernel read past the stream's front — within
+/// the budget after every layer, in every pass.
+#[test]
+fn streams_reading_ahead_through_the_kernel_stay_within_the_budget() {
+    const NAME: &str = "streams_reading_ahead_through_the_kernel_stay_within_the_budget";
+    const LAYER_SIZE: u64 = MIB;
+    let fixture = fixture(144, &[LAYER_SIZE; 96], 1);
+    evict_file_from_page_cache(&fixture.path).unwrap();
+    let budget = 48 * MIB;
+    let config = StoreConfig {
+        streaming_window: Some(40 * MIB),
+        // Far enough ahead to fill the window: what it holds plus what the
+        // kernel reads past its front would exceed the budget if the window
+        // did not set the reach aside.
+        lookahead: 64,
+        ..config(budget, Backend::Mapped)
+    };
+    let model = MappedModel::open(&fixture.path, config).unwrap();
+    if model.read_ahead_reach() == 0 {
+        tinyai_format::fixtures::skip(
+            NAME,
+            "the file's device has no known read-ahead size, or one too large for a 40 MiB window",
+        );
+        return;
+    }
+    if model.resident_bytes() > MIB {
+        tinyai_format::fixtures::skip(NAME, "the file system keeps the file cached");
+        return;
+    }
+    let mut peak = 0;
+    for _pass in 0..3 {
+        for (index, guard) in model
+            .forward_pass(0..model.layer_count())
+            .unwrap()
+            .enumerate()
+        {
+            let guard = guard.unwrap();
+            let expected = tinyai_format::fixtures::fixture_byte(144, index as u64, 0);
+            assert_eq!(guard[0], expected, "layer {index}");
+            drop(guard);
+            let resident = model.resident_bytes();
+            peak = peak.max(resident);
+            assert!(
+                resident <= budget + MIB,
+                "resident {resident} > budget {budget} + 1 MiB after layer {index}"
+            );
+        }
+    }
+    for index in 0..model.layer_count() {
+        assert_layer_matches(&model, &fixture, index);
+    }
+    assert!(peak >= 8 * LAYER_SIZE, "peak resident {peak}");
+}

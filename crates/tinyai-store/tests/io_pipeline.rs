@@ -192,3 +192,62 @@ fn close_with_multi_request_loads_in_flight_neither_hangs_nor_crashes() {
         }
     }
 }
+
+/// Whether the kernel and file system under `path` drop a buffered read's
+/// pages behind it (`RWF_DONTCACHE`, Linux 6.14+).
+fn drops_behind(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` points at one local byte, written at most once by the kernel.
+    unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, 0, 0x80) >= 0 }
+}
+
+/// Owned buffered loads copy the bytes into the store's buffers; the copy in
+/// the page cache is dropped behind each read, so streaming a model through a
+/// small budget leaves (almost) none of the file cached: the model's memory
+/// is the budget, not the budget plus whatever the kernel kept. (Before
+/// drop-behind reads the whole 96 MiB file stayed cached.)
+#[test]
+fn buffered_owned_loads_leave_no_page_cache_behind() {
+    const NAME: &str = "buffered_owned_loads_leave_no_page_cache_behind";
+    let fixture = fixture(143, &[2 * MIB; 48], 2);
+    if !drops_behind(&fixture.path) {
+        tinyai_format::fixtures::skip(
+            NAME,
+            "the kernel or file system has no RWF_DONTCACHE (Linux 6.14+ on ext4, xfs, btrfs)",
+        );
+        return;
+    }
+    tinyai_store::evict_file_from_page_cache(&fixture.path).unwrap();
+    // A mapped view that loads nothing: `resident_bytes` is the file's page cache.
+    let probe = MappedModel::open(&fixture.path, config(8 * MIB, Backend::Mapped)).unwrap();
+    if probe.resident_bytes() > MIB {
+        tinyai_format::fixtures::skip(NAME, "the file system keeps the file cached");
+        return;
+    }
+    let model = MappedModel::open(
+        &fixture.path,
+        config(8 * MIB, Backend::Owned { direct_io: false }),
+    )
+    .unwrap();
+    for _pass in 0..2 {
+        for guard in model.forward_pass(0..model.layer_count()).unwrap() {
+            drop(guard.unwrap());
+        }
+    }
+    for index in 0..model.layer_count() {
+        assert_layer_matches(&model, &fixture, index);
+    }
+    drop(model);
+    let cached = probe.resident_bytes();
+    // Read-ahead past the last read may stay (a few MiB); the file is 96 MiB.
+    assert!(
+        cached <= 24 * MIB,
+        "{cached} bytes of the 96 MiB file stayed in the page cache"
+    );
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tinyai_store::{MappedModel, StoreConfig, evict_file_from_page_cache};
+use tinyai_store::{Backend, MappedModel, StoreConfig, evict_file_from_page_cache};
 
 use crate::baselines::{Passes, mmap_touch, pread_loop, rss_bytes, storage_read_bytes};
 use crate::{layer_spans, spin, steady, steady_u64};
@@ -68,6 +68,10 @@ impl Drop for Cgroup {
 pub enum Side {
     /// `MappedModel`, default config but the budget, `forward_pass`.
     Ours,
+    /// The same with the owned backend, buffered reads.
+    OursOwned,
+    /// The same with the owned backend, `O_DIRECT`.
+    OursDirect,
     /// A plain mmap-and-touch loop.
     Mmap,
     /// A plain 4 MiB `pread` loop.
@@ -80,13 +84,18 @@ impl Side {
     pub fn name(self) -> &'static str {
         match self {
             Side::Ours => "ours",
+            Side::OursOwned => "ours-owned",
+            Side::OursDirect => "ours-direct",
             Side::Mmap => "mmap",
             Side::Pread => "pread",
         }
     }
 
     fn parse(name: &str) -> Option<Side> {
-        Side::ALL.into_iter().find(|s| s.name() == name)
+        [Side::OursOwned, Side::OursDirect]
+            .into_iter()
+            .chain(Side::ALL)
+            .find(|s| s.name() == name)
     }
 }
 
@@ -176,9 +185,15 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("joining the cgroup {cgroup}: {e}"))?;
     }
     let result = match side {
-        Side::Ours => {
+        Side::Ours | Side::OursOwned | Side::OursDirect => {
+            let backend = match side {
+                Side::OursOwned => Backend::Owned { direct_io: false },
+                Side::OursDirect => Backend::Owned { direct_io: true },
+                _ => Backend::default(),
+            };
             let config = StoreConfig {
                 max_cache_size: budget,
+                backend,
                 ..StoreConfig::default()
             };
             stream_store(&path, config, true, &[], passes, true)?.0

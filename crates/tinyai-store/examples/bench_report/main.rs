@@ -252,9 +252,18 @@ fn main() {
         json!({"tool": device.tool_name(), "note": device.note}),
     );
 
-    cold_load(&plan, &cold_path, &device, &mut doc, &mut checks);
-    streaming(&plan, &data, &device, &mut doc, &mut checks);
-    cgroup_streaming(&plan, &data, &device, &mut doc, &mut checks);
+    // `--only cold|stream|cgroup` runs one section (to study one figure).
+    let only = value("--only");
+    let run = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    if run("cold") {
+        cold_load(&plan, &cold_path, &device, &mut doc, &mut checks);
+    }
+    if run("stream") {
+        streaming(&plan, &data, &device, &mut doc, &mut checks);
+    }
+    if run("cgroup") {
+        cgroup_streaming(&plan, &data, &device, &mut doc, &mut checks);
+    }
 
     doc.insert("checks".into(), Value::Array(checks));
     doc.insert("quick".into(), json!(plan.quick));
