@@ -92,7 +92,14 @@ impl Shared {
                 true
             }
         };
-        if state.charged() > self.config.max_cache_size {
+        // Pages the kernel reads ahead land without a load waiting for room
+        // (`Shared::wait_for_room`): where it reads ahead, pages of evicted
+        // layers not yet dropped count against the budget here too.
+        let pending = match state.read_ahead_charge {
+            0 => 0,
+            _ => state.reclaim_pending,
+        };
+        if state.charged() + pending > self.config.max_cache_size {
             // Layers served outside the cache for demands fill the rest of the
             // budget: a read-ahead must not push the total over it.
             if transient {

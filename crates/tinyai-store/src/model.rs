@@ -170,6 +170,26 @@ impl MappedModel {
             .map(|&size| engine_config.charge_for(size))
             .collect();
         let window = window_budget(&config, &charges);
+        // Streams may let the kernel read ahead when the window can pay for
+        // its reach and still hold two of the largest layers: a window sized
+        // here grows to that (from the cache's share, up to half the budget);
+        // one the configuration sets must already be large enough.
+        let largest = charges.iter().copied().max().unwrap_or(0);
+        let read_ahead_reach = source
+            .read_ahead_reach()
+            .filter(|&reach| {
+                let needed = reach.saturating_add(largest.saturating_mul(2));
+                window > 0
+                    && match config.streaming_window {
+                        Some(_) => window >= needed,
+                        None => needed <= config.max_cache_size / 2,
+                    }
+            })
+            .unwrap_or(0);
+        let window = match read_ahead_reach {
+            0 => window,
+            reach => window.max(reach + 2 * largest),
+        };
         let total_charge = charges.iter().copied().fold(0u64, u64::saturating_add);
         // Room outside the cache for a demand the policy does not admit (it must
         // fit in the budget too, see `crate::room`): the streaming window's, or
@@ -182,13 +202,6 @@ impl MappedModel {
             window
         };
         engine_config.budget_bytes = config.max_cache_size - reserve;
-        // Streams may let the kernel read ahead when the window can pay for
-        // its reach and still hold two of the largest layers.
-        let largest = charges.iter().copied().max().unwrap_or(0);
-        let read_ahead_reach = source
-            .read_ahead_reach()
-            .filter(|&reach| window >= reach.saturating_add(largest.saturating_mul(2)))
-            .unwrap_or(0);
         let mut by_offset: Vec<u32> = (0..layer_count as u32).collect();
         by_offset.sort_by_key(|&index| spans[index as usize].0);
         let longest = spans.iter().map(|&(_, length)| length).max().unwrap_or(0);
