@@ -52,13 +52,16 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads sysfs")]
     fn the_reach_is_twice_the_read_ahead_or_unknown() {
-        let file = File::open("/proc/self/status").unwrap_or_else(|_| {
-            File::open(std::env::current_exe().expect("test binary")).expect("open")
-        });
-        // procfs has no block device: unknown.
-        if let Some(reach) = reach(&file) {
-            assert!(reach >= 8 << 10 && reach % (2 << 10) == 0, "{reach}");
+        // procfs has no block device behind it: unknown.
+        let proc = File::open("/proc/self/status").expect("procfs");
+        assert_eq!(reach(&proc), None);
+        // The test binary lives on a disk (CI's and this project's machine):
+        // twice its read_ahead_kb, when sysfs says it.
+        let binary = File::open(std::env::current_exe().expect("test binary")).expect("open");
+        if let Some(reach) = reach(&binary) {
+            assert!(reach > 0 && reach % (2 << 10) == 0, "{reach}");
         }
         assert_eq!(largest_folio(4096), 2 << 20);
     }
