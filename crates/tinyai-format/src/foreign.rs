@@ -103,29 +103,23 @@ pub struct ForeignLayer {
 /// The tensors must not overlap within a file (the readers check that).
 pub fn group_layers(tensors: &[ForeignTensor], grouping: &Grouping) -> Vec<ForeignLayer> {
     let names: Vec<&str> = tensors.iter().map(|tensor| tensor.name.as_str()).collect();
+    let place = |tensor: &ForeignTensor| (tensor.file, tensor.start, tensor.end);
     plan(&names, grouping)
         .into_iter()
         .map(|layer| {
-            let mut members: Vec<&ForeignTensor> =
-                layer.tensors.iter().map(|&index| &tensors[index]).collect();
-            members.sort_by_key(|tensor| (tensor.file, tensor.start, tensor.end));
-            let mut spans: Vec<LayerSpan> = Vec::new();
-            for tensor in members {
-                match spans.last_mut() {
-                    Some(span) if span.file == tensor.file => {
-                        span.contiguous &= tensor.start == span.end;
-                        span.end = span.end.max(tensor.end);
-                        span.tensor_bytes += tensor.length();
-                    }
-                    _ => spans.push(LayerSpan {
-                        file: tensor.file,
-                        start: tensor.start,
-                        end: tensor.end,
-                        tensor_bytes: tensor.length(),
-                        contiguous: true,
-                    }),
-                }
-            }
+            // Source order is mostly file order already: sort only if not.
+            let in_order = layer
+                .tensors
+                .windows(2)
+                .all(|pair| place(&tensors[pair[0]]) <= place(&tensors[pair[1]]));
+            let spans = if in_order {
+                spans_of(layer.tensors.iter().map(|&index| &tensors[index]))
+            } else {
+                let mut members: Vec<&ForeignTensor> =
+                    layer.tensors.iter().map(|&index| &tensors[index]).collect();
+                members.sort_by_key(|tensor| place(tensor));
+                spans_of(members.into_iter())
+            };
             ForeignLayer {
                 name: layer.name,
                 tensors: layer.tensors,
@@ -133,6 +127,28 @@ pub fn group_layers(tensors: &[ForeignTensor], grouping: &Grouping) -> Vec<Forei
             }
         })
         .collect()
+}
+
+/// The spans covering `members`, given in (file, start, end) order.
+fn spans_of<'a>(members: impl Iterator<Item = &'a ForeignTensor>) -> Vec<LayerSpan> {
+    let mut spans: Vec<LayerSpan> = Vec::with_capacity(1);
+    for tensor in members {
+        match spans.last_mut() {
+            Some(span) if span.file == tensor.file => {
+                span.contiguous &= tensor.start == span.end;
+                span.end = span.end.max(tensor.end);
+                span.tensor_bytes += tensor.length();
+            }
+            _ => spans.push(LayerSpan {
+                file: tensor.file,
+                start: tensor.start,
+                end: tensor.end,
+                tensor_bytes: tensor.length(),
+                contiguous: true,
+            }),
+        }
+    }
+    spans
 }
 
 /// Elements in `shape` (`None` on overflow of `u128`).

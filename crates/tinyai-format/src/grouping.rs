@@ -231,6 +231,180 @@ fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
 
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
+    match grouping {
+        Grouping::Default => plan_default(names),
+        Grouping::Regex(_) => plan_by_name(names, grouping),
+    }
+}
+
+/// A tensor's layer under the default rule, with its family interned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DefaultKey<'a> {
+    Numbered { family: usize, number: u128 },
+    Ungrouped(&'a str),
+}
+
+/// Families whose layers are found by number in a table (numbers below the
+/// tensor count) rather than by hashing: at most this many tables of at most
+/// one entry per tensor each.
+const DENSE_FAMILIES: usize = 4;
+
+/// No layer yet (in a dense table).
+const NO_SLOT: usize = usize::MAX;
+
+/// [`plan`] for [`Grouping::Default`]. Under that rule distinct keys always make
+/// distinct layer names (a numbered name ends in a component of digits after
+/// a layer word, which no wrapper is; an unnumbered prefix is wrappers and one
+/// component; `family.N` splits at its last dot), so layers are found by key:
+/// numbers index a table, the rest hash borrowed slices, and numbered layers
+/// come out in order without a sort. Gives what [`plan_by_name`] gives
+/// (`tests::the_default_plan_matches_the_plan_by_name` checks that).
+fn plan_default<S: AsRef<str>>(names: &[S]) -> Vec<PlannedLayer> {
+    let count = names.len();
+    // Families in order of first appearance, and each one's position.
+    let mut families: Vec<&str> = Vec::new();
+    let mut family_positions: HashMap<&str, usize> = HashMap::new();
+    // Per layer ("slot", in order of first appearance): its key and tensor count.
+    let mut slots: Vec<(DefaultKey<'_>, usize)> = Vec::new();
+    let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+    // Numbered layers: slots by number for the first families, else hashed.
+    let mut dense: Vec<Vec<usize>> = Vec::new();
+    let mut sparse: HashMap<(usize, u128), usize> = HashMap::new();
+    let mut ungrouped: HashMap<&str, usize> = HashMap::new();
+    let mut last_family: Option<(&str, usize)> = None;
+    let mut previous: Option<(DefaultKey<'_>, usize)> = None;
+    for name in names {
+        let name = name.as_ref();
+        let numbered = default_match(name)
+            .and_then(|(family, number)| Some((family, number.parse::<u128>().ok()?)));
+        let key = match numbered {
+            Some((family, number)) => {
+                let family = match last_family {
+                    Some((text, position)) if text == family => position,
+                    _ => {
+                        let next = families.len();
+                        let position = *family_positions.entry(family).or_insert(next);
+                        if position == next {
+                            families.push(family);
+                        }
+                        last_family = Some((family, position));
+                        position
+                    }
+                };
+                DefaultKey::Numbered { family, number }
+            }
+            _ => DefaultKey::Ungrouped(prefix_of(name)),
+        };
+        let slot = match previous {
+            Some((previous_key, slot)) if previous_key == key => slot,
+            _ => {
+                let new_slot = slots.len();
+                let slot = match key {
+                    DefaultKey::Numbered { family, number } => match usize::try_from(number) {
+                        Ok(small) if family < DENSE_FAMILIES && small < count => {
+                            if dense.len() <= family {
+                                dense.resize_with(family + 1, Vec::new);
+                            }
+                            let table = &mut dense[family];
+                            if table.len() <= small {
+                                table.resize(small + 1, NO_SLOT);
+                            }
+                            if table[small] == NO_SLOT {
+                                table[small] = new_slot;
+                            }
+                            table[small]
+                        }
+                        _ => *sparse.entry((family, number)).or_insert(new_slot),
+                    },
+                    DefaultKey::Ungrouped(prefix) => *ungrouped.entry(prefix).or_insert(new_slot),
+                };
+                if slot == new_slot {
+                    slots.push((key, 0));
+                }
+                previous = Some((key, slot));
+                slot
+            }
+        };
+        slots[slot].1 += 1;
+        slot_of.push(slot);
+    }
+    // Layer order: "pre" layers, numbered ones (by family, then number), the rest.
+    let mut order: Vec<usize> = Vec::with_capacity(slots.len());
+    let pre: Vec<bool> = slots
+        .iter()
+        .map(|(key, _)| matches!(key, DefaultKey::Ungrouped(prefix) if is_pre(prefix)))
+        .collect();
+    order.extend((0..slots.len()).filter(|&slot| pre[slot]));
+    let mut sparse: Vec<((usize, u128), usize)> = sparse.into_iter().collect();
+    sparse.sort_unstable();
+    let mut sparse = sparse.into_iter().peekable();
+    for family in 0..families.len() {
+        if let Some(table) = dense.get(family) {
+            order.extend(table.iter().copied().filter(|&slot| slot != NO_SLOT));
+        }
+        while let Some(((_, _), slot)) = sparse.next_if(|((f, _), _)| *f == family) {
+            order.push(slot);
+        }
+    }
+    order.extend(
+        (0..slots.len())
+            .filter(|&slot| !pre[slot] && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
+    );
+    let single_family = families.len() == 1;
+    let mut position_of = vec![0usize; slots.len()];
+    let mut layers: Vec<PlannedLayer> = Vec::with_capacity(order.len());
+    for (position, &slot) in order.iter().enumerate() {
+        position_of[slot] = position;
+        let (key, tensors) = slots[slot];
+        let name = match key {
+            DefaultKey::Numbered { family, number } => {
+                let family = if single_family {
+                    "layer"
+                } else {
+                    families.get(family).copied().unwrap_or_default()
+                };
+                numbered_name(family, number)
+            }
+            DefaultKey::Ungrouped(prefix) => prefix.to_owned(),
+        };
+        layers.push(PlannedLayer {
+            name,
+            tensors: Vec::with_capacity(tensors),
+        });
+    }
+    for (index, &slot) in slot_of.iter().enumerate() {
+        layers[position_of[slot]].tensors.push(index);
+    }
+    layers
+}
+
+/// `FAMILY.N`, formatted without the formatting machinery when `N` fits a `u64`.
+fn numbered_name(family: &str, number: u128) -> String {
+    let Ok(mut rest) = u64::try_from(number) else {
+        return format!("{family}.{number}");
+    };
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let digits = &digits[start..];
+    let mut name = String::with_capacity(family.len() + 1 + digits.len());
+    name.push_str(family);
+    name.push('.');
+    name.extend(digits.iter().map(|&digit| char::from(digit)));
+    name
+}
+
+/// [`plan`] by layer name: each tensor's layer is named, then found by that
+/// name, so that keys that name one layer (`--group-by` captures `2` and
+/// `layer.2`) merge. The reference for [`plan_default`].
+fn plan_by_name<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
     // Families in order of first appearance; keys refer to them by position, so
     // that neighbours compare without reading their names again.
     let mut families: Vec<&str> = Vec::new();
@@ -521,6 +695,93 @@ mod tests {
         ] {
             assert_eq!(scanned_key(name), regex_key(name), "{name:?}");
         }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "30,000 random name lists; compiling regexes under Miri takes minutes"
+    )]
+    fn the_default_plan_matches_the_plan_by_name() {
+        let parts = [
+            "layers",
+            "layer",
+            "blk",
+            "h",
+            "block",
+            "blocks",
+            "model",
+            "transformer",
+            "bert",
+            "encoder",
+            "decoder",
+            "embed_tokens",
+            "Token",
+            "norm",
+            "weight",
+            "0",
+            "1",
+            "2",
+            "3",
+            "007",
+            "12",
+            "99",
+            "100000",
+            "18446744073709551616",
+            "",
+            "x",
+            "\u{663}",
+            "TO\u{212a}EN",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut numbered = 0;
+        for _ in 0..30_000 {
+            let tensors = next(40);
+            let mut names = Vec::with_capacity(tensors);
+            for _ in 0..tensors {
+                let mut name = String::new();
+                for index in 0..1 + next(5) {
+                    if index > 0 {
+                        name.push('.');
+                    }
+                    name.push_str(parts[next(parts.len())]);
+                }
+                // Neighbours often share a layer, as in real files.
+                if next(3) == 0
+                    && let Some(last) = names.last()
+                {
+                    name = format!("{last}.weight");
+                }
+                names.push(name);
+            }
+            let expected = plan_by_name(&names, &Grouping::Default);
+            numbered += expected
+                .iter()
+                .filter(|layer| layer.name.ends_with(|c: char| c.is_ascii_digit()))
+                .count();
+            assert_eq!(plan_default(&names), expected, "{names:?}");
+        }
+        assert!(numbered > 10_000, "only {numbered} numbered layers");
+        // Many families, large and sparse numbers, layers split by other tensors.
+        let names: Vec<String> = (0..3000u64)
+            .map(|i| match i % 7 {
+                0 => format!("f{}.blk.{}.w", i % 11, i * 7919 % 4000),
+                1 => format!("model.layers.{}.w", u64::MAX - i % 5),
+                2 => format!("f{}.h.{}.w", i % 3, i % 50),
+                3 => format!("head{}.w", i % 13),
+                _ => format!("f{}.blk.{}.w", i % 11, i % 40),
+            })
+            .collect();
+        assert_eq!(
+            plan_default(&names),
+            plan_by_name(&names, &Grouping::Default)
+        );
     }
 
     #[test]
