@@ -19,9 +19,23 @@ use crate::limits;
 pub(super) struct Entry<'a> {
     pub name: &'a str,
     pub dtype: &'a str,
-    pub shape: Vec<u64>,
+    pub shape: Shape,
     pub begin: u64,
     pub end: u64,
+}
+
+/// A shape of at most [`limits::MAX_RANK`] dimensions, held inline.
+#[derive(Clone, Copy)]
+pub(super) struct Shape {
+    dimensions: [u64; limits::MAX_RANK],
+    rank: usize,
+}
+
+impl Shape {
+    /// The dimensions, outermost first.
+    pub fn as_slice(&self) -> &[u64] {
+        self.dimensions.get(..self.rank).unwrap_or_default()
+    }
 }
 
 /// Reads `json` if it has the plain shape described in the module docs, passing
@@ -237,17 +251,18 @@ impl<'a> Scanner<'a> {
     }
 
     /// `[u64, …]` of at most [`limits::MAX_RANK`] numbers.
-    fn shape(&mut self) -> Option<Vec<u64>> {
+    fn shape(&mut self) -> Option<Shape> {
         self.expect(b'[')?;
-        let mut shape = Vec::new();
+        let mut shape = Shape {
+            dimensions: [0; limits::MAX_RANK],
+            rank: 0,
+        };
         if self.eat(b']') {
             return Some(shape);
         }
         loop {
-            if shape.len() == limits::MAX_RANK {
-                return None;
-            }
-            shape.push(self.number()?);
+            *shape.dimensions.get_mut(shape.rank)? = self.number()?;
+            shape.rank += 1;
             if !self.eat(b',') {
                 break;
             }
