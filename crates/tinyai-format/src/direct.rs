@@ -24,7 +24,7 @@
 
 use crate::foreign::{FileKind, TensorTable};
 use crate::gguf::{GgufHeader, GgufValue, TYPE_NAMES, min_value_size};
-use crate::grouping::{Grouping, plan};
+use crate::grouping::{CompactPlan, Grouping};
 use crate::safetensors::{SafetensorsHeader, ShardIndex, TableHeader, parse_table};
 use crate::writer::precision_of;
 use crate::{DType, FormatError, Model, SourceError};
@@ -50,7 +50,9 @@ pub struct FilePlacement {
 /// One layer of a [`ForeignModel`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DirectLayer {
-    pub(crate) name: String,
+    /// The name, `layer_names[name_start..name_end]` of its [`ForeignModel`].
+    pub(crate) name_start: usize,
+    pub(crate) name_end: usize,
     /// Start in the virtual byte space.
     pub(crate) offset: u64,
     pub(crate) length: u64,
@@ -71,6 +73,8 @@ pub struct ForeignModel {
     /// In layer order: layer 0's tensors (in source order), then layer 1's, ….
     pub(crate) tensors: TensorTable,
     pub(crate) layers: Vec<DirectLayer>,
+    /// Every layer's name, one after another.
+    layer_names: String,
     pub(crate) metadata: Vec<(String, String)>,
     length: u64,
 }
@@ -223,24 +227,28 @@ impl ForeignModel {
                 )));
             }
         }
-        let names: Vec<&str> = source
-            .entries
-            .iter()
-            .map(|tensor| source.name(tensor))
-            .collect();
-        let planned = plan(&names, grouping);
-        drop(names);
+        let planned = CompactPlan::new(
+            source.entries.len(),
+            |index| {
+                source
+                    .entries
+                    .get(index)
+                    .map_or("", |tensor| source.name(tensor))
+            },
+            grouping,
+        );
         // Names and shapes stay where they are; entries go into layer order.
         let mut entries = Vec::with_capacity(source.entries.len());
-        let mut layers = Vec::with_capacity(planned.len());
-        for layer in planned {
+        let mut layers = Vec::with_capacity(planned.layers.len());
+        let mut layer_names = String::new();
+        for (name, members) in &planned.layers {
             // The layer covers its tensors' lowest start to highest end in the
             // virtual byte space (as `group_layers`'s spans, first to last).
             let mut covered: Option<(u64, u64)> = None;
             let first_tensor = entries.len() as u64;
             let mut dtype = None;
             let mut widest = (0u64, 8u16);
-            for &index in &layer.tensors {
+            for &index in planned.members.get(members.clone()).unwrap_or_default() {
                 let Some(tensor) = source.entries.get(index) else {
                     continue;
                 };
@@ -265,8 +273,11 @@ impl ForeignModel {
             let Some((offset, end)) = covered else {
                 continue;
             };
+            let name_start = layer_names.len();
+            name.write_to(&mut layer_names);
             layers.push(DirectLayer {
-                name: layer.name,
+                name_start,
+                name_end: layer_names.len(),
                 offset,
                 length: end - offset,
                 first_tensor,
@@ -282,9 +293,17 @@ impl ForeignModel {
             files,
             tensors,
             layers,
+            layer_names,
             metadata,
             length,
         })
+    }
+
+    /// The name of `layer`, one of this model's layers.
+    pub(crate) fn layer_name(&self, layer: &DirectLayer) -> &str {
+        self.layer_names
+            .get(layer.name_start..layer.name_end)
+            .unwrap_or_default()
     }
 
     /// The [`Model`] view (layers, tensors, metadata).

@@ -232,7 +232,20 @@ fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
     match grouping {
-        Grouping::Default => plan_default(names),
+        Grouping::Default => {
+            let plan = plan_default(names.len(), |index| names[index].as_ref());
+            plan.layers
+                .into_iter()
+                .map(|(name, range)| {
+                    let mut text = String::new();
+                    name.write_to(&mut text);
+                    PlannedLayer {
+                        name: text,
+                        tensors: plan.members.get(range).unwrap_or_default().to_vec(),
+                    }
+                })
+                .collect()
+        }
         Grouping::Regex(_) => plan_by_name(names, grouping),
     }
 }
@@ -249,8 +262,65 @@ enum DefaultKey<'a> {
 /// one entry per tensor each.
 const DENSE_FAMILIES: usize = 4;
 
+/// Families looked up by a linear search before a hash map is made.
+const LISTED_FAMILIES: usize = 8;
+
 /// No layer yet (in a dense table).
 const NO_SLOT: usize = usize::MAX;
+
+/// A planned layer's name, made only when asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LayerName<'a> {
+    /// `FAMILY.N` (`family` is `layer` when there is one family).
+    Numbered { family: &'a str, number: u128 },
+    /// A name as it is.
+    Text(&'a str),
+    /// A name made while planning (`--group-by`).
+    Owned(String),
+}
+
+impl LayerName<'_> {
+    /// Appends the name to `out`.
+    pub(crate) fn write_to(&self, out: &mut String) {
+        match self {
+            LayerName::Numbered { family, number } => push_numbered_name(out, family, *number),
+            LayerName::Text(text) => out.push_str(text),
+            LayerName::Owned(text) => out.push_str(text),
+        }
+    }
+}
+
+/// Layers planned without an allocation per layer: layer `i` holds the tensors
+/// `members[layers[i].1.clone()]`, in source order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CompactPlan<'a> {
+    pub(crate) layers: Vec<(LayerName<'a>, std::ops::Range<usize>)>,
+    pub(crate) members: Vec<usize>,
+}
+
+impl<'a> CompactPlan<'a> {
+    /// Plans `count` tensors named by `name_of(0..count)`, in source order, as [`plan`].
+    pub(crate) fn new(
+        count: usize,
+        name_of: impl Fn(usize) -> &'a str,
+        grouping: &Grouping,
+    ) -> CompactPlan<'a> {
+        match grouping {
+            Grouping::Default => plan_default(count, name_of),
+            Grouping::Regex(_) => {
+                let names: Vec<&str> = (0..count).map(name_of).collect();
+                let mut plan = CompactPlan::default();
+                for layer in plan_by_name(&names, grouping) {
+                    let start = plan.members.len();
+                    plan.members.extend_from_slice(&layer.tensors);
+                    let range = start..plan.members.len();
+                    plan.layers.push((LayerName::Owned(layer.name), range));
+                }
+                plan
+            }
+        }
+    }
+}
 
 /// [`plan`] for [`Grouping::Default`]. Under that rule distinct keys always make
 /// distinct layer names (a numbered name ends in a component of digits after
@@ -259,22 +329,22 @@ const NO_SLOT: usize = usize::MAX;
 /// numbers index a table, the rest hash borrowed slices, and numbered layers
 /// come out in order without a sort. Gives what [`plan_by_name`] gives
 /// (`tests::the_default_plan_matches_the_plan_by_name` checks that).
-fn plan_default<S: AsRef<str>>(names: &[S]) -> Vec<PlannedLayer> {
-    let count = names.len();
-    // Families in order of first appearance, and each one's position.
+fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> CompactPlan<'a> {
+    // Families in order of first appearance (found by search while few, then hashed).
     let mut families: Vec<&str> = Vec::new();
     let mut family_positions: HashMap<&str, usize> = HashMap::new();
-    // Per layer ("slot", in order of first appearance): its key and tensor count.
-    let mut slots: Vec<(DefaultKey<'_>, usize)> = Vec::new();
+    // Per layer ("slot", in order of first appearance): its key, tensor count
+    // and whether it is a "pre" layer.
+    let mut slots: Vec<(DefaultKey<'_>, usize, bool)> = Vec::new();
     let mut slot_of: Vec<usize> = Vec::with_capacity(count);
     // Numbered layers: slots by number for the first families, else hashed.
-    let mut dense: Vec<Vec<usize>> = Vec::new();
+    let mut dense: [Vec<usize>; DENSE_FAMILIES] = Default::default();
     let mut sparse: HashMap<(usize, u128), usize> = HashMap::new();
     let mut ungrouped: HashMap<&str, usize> = HashMap::new();
     let mut last_family: Option<(&str, usize)> = None;
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
-    for name in names {
-        let name = name.as_ref();
+    for index in 0..count {
+        let name = name_of(index);
         let numbered = default_match(name)
             .and_then(|(family, number)| Some((family, number.parse::<u128>().ok()?)));
         let key = match numbered {
@@ -282,44 +352,55 @@ fn plan_default<S: AsRef<str>>(names: &[S]) -> Vec<PlannedLayer> {
                 let family = match last_family {
                     Some((text, position)) if text == family => position,
                     _ => {
-                        let next = families.len();
-                        let position = *family_positions.entry(family).or_insert(next);
-                        if position == next {
+                        let position = if families.len() <= LISTED_FAMILIES {
+                            families.iter().position(|known| *known == family)
+                        } else {
+                            family_positions.get(family).copied()
+                        };
+                        let position = position.unwrap_or_else(|| {
                             families.push(family);
-                        }
+                            if families.len() > LISTED_FAMILIES {
+                                if family_positions.is_empty() {
+                                    family_positions
+                                        .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
+                                } else {
+                                    family_positions.insert(family, families.len() - 1);
+                                }
+                            }
+                            families.len() - 1
+                        });
                         last_family = Some((family, position));
                         position
                     }
                 };
                 DefaultKey::Numbered { family, number }
             }
-            _ => DefaultKey::Ungrouped(prefix_of(name)),
+            None => DefaultKey::Ungrouped(prefix_of(name)),
         };
         let slot = match previous {
             Some((previous_key, slot)) if previous_key == key => slot,
             _ => {
                 let new_slot = slots.len();
                 let slot = match key {
-                    DefaultKey::Numbered { family, number } => match usize::try_from(number) {
-                        Ok(small) if family < DENSE_FAMILIES && small < count => {
-                            if dense.len() <= family {
-                                dense.resize_with(family + 1, Vec::new);
+                    DefaultKey::Numbered { family, number } => {
+                        match (dense.get_mut(family), usize::try_from(number)) {
+                            (Some(table), Ok(small)) if small < count => {
+                                if table.len() <= small {
+                                    table.resize(small + 1, NO_SLOT);
+                                }
+                                if table[small] == NO_SLOT {
+                                    table[small] = new_slot;
+                                }
+                                table[small]
                             }
-                            let table = &mut dense[family];
-                            if table.len() <= small {
-                                table.resize(small + 1, NO_SLOT);
-                            }
-                            if table[small] == NO_SLOT {
-                                table[small] = new_slot;
-                            }
-                            table[small]
+                            _ => *sparse.entry((family, number)).or_insert(new_slot),
                         }
-                        _ => *sparse.entry((family, number)).or_insert(new_slot),
-                    },
+                    }
                     DefaultKey::Ungrouped(prefix) => *ungrouped.entry(prefix).or_insert(new_slot),
                 };
                 if slot == new_slot {
-                    slots.push((key, 0));
+                    let pre = matches!(key, DefaultKey::Ungrouped(prefix) if is_pre(prefix));
+                    slots.push((key, 0, pre));
                 }
                 previous = Some((key, slot));
                 slot
@@ -330,11 +411,7 @@ fn plan_default<S: AsRef<str>>(names: &[S]) -> Vec<PlannedLayer> {
     }
     // Layer order: "pre" layers, numbered ones (by family, then number), the rest.
     let mut order: Vec<usize> = Vec::with_capacity(slots.len());
-    let pre: Vec<bool> = slots
-        .iter()
-        .map(|(key, _)| matches!(key, DefaultKey::Ungrouped(prefix) if is_pre(prefix)))
-        .collect();
-    order.extend((0..slots.len()).filter(|&slot| pre[slot]));
+    order.extend((0..slots.len()).filter(|&slot| slots[slot].2));
     let mut sparse: Vec<((usize, u128), usize)> = sparse.into_iter().collect();
     sparse.sort_unstable();
     let mut sparse = sparse.into_iter().peekable();
@@ -342,46 +419,53 @@ fn plan_default<S: AsRef<str>>(names: &[S]) -> Vec<PlannedLayer> {
         if let Some(table) = dense.get(family) {
             order.extend(table.iter().copied().filter(|&slot| slot != NO_SLOT));
         }
-        while let Some(((_, _), slot)) = sparse.next_if(|((f, _), _)| *f == family) {
+        while let Some((_, slot)) = sparse.next_if(|((f, _), _)| *f == family) {
             order.push(slot);
         }
     }
     order.extend(
         (0..slots.len())
-            .filter(|&slot| !pre[slot] && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
+            .filter(|&slot| !slots[slot].2 && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
     );
+    // Each slot's place in `members`, then the members by counting sort.
     let single_family = families.len() == 1;
-    let mut position_of = vec![0usize; slots.len()];
-    let mut layers: Vec<PlannedLayer> = Vec::with_capacity(order.len());
-    for (position, &slot) in order.iter().enumerate() {
-        position_of[slot] = position;
-        let (key, tensors) = slots[slot];
+    let mut next_member = vec![0usize; slots.len()];
+    let mut layers = Vec::with_capacity(order.len());
+    let mut start = 0;
+    for &slot in &order {
+        let (key, tensors, _) = slots[slot];
+        next_member[slot] = start;
         let name = match key {
-            DefaultKey::Numbered { family, number } => {
-                let family = if single_family {
+            DefaultKey::Numbered { family, number } => LayerName::Numbered {
+                family: if single_family {
                     "layer"
                 } else {
                     families.get(family).copied().unwrap_or_default()
-                };
-                numbered_name(family, number)
-            }
-            DefaultKey::Ungrouped(prefix) => prefix.to_owned(),
+                },
+                number,
+            },
+            DefaultKey::Ungrouped(prefix) => LayerName::Text(prefix),
         };
-        layers.push(PlannedLayer {
-            name,
-            tensors: Vec::with_capacity(tensors),
-        });
+        layers.push((name, start..start + tensors));
+        start += tensors;
     }
+    let mut members = vec![0usize; count];
     for (index, &slot) in slot_of.iter().enumerate() {
-        layers[position_of[slot]].tensors.push(index);
+        if let Some(member) = members.get_mut(next_member[slot]) {
+            *member = index;
+        }
+        next_member[slot] += 1;
     }
-    layers
+    CompactPlan { layers, members }
 }
 
-/// `FAMILY.N`, formatted without the formatting machinery when `N` fits a `u64`.
-fn numbered_name(family: &str, number: u128) -> String {
+/// Appends `FAMILY.N`, formatted without the formatting machinery when `N` fits a `u64`.
+fn push_numbered_name(out: &mut String, family: &str, number: u128) {
+    out.push_str(family);
+    out.push('.');
     let Ok(mut rest) = u64::try_from(number) else {
-        return format!("{family}.{number}");
+        out.push_str(&number.to_string());
+        return;
     };
     let mut digits = [0u8; 20];
     let mut start = digits.len();
@@ -393,12 +477,7 @@ fn numbered_name(family: &str, number: u128) -> String {
             break;
         }
     }
-    let digits = &digits[start..];
-    let mut name = String::with_capacity(family.len() + 1 + digits.len());
-    name.push_str(family);
-    name.push('.');
-    name.extend(digits.iter().map(|&digit| char::from(digit)));
-    name
+    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
 }
 
 /// [`plan`] by layer name: each tensor's layer is named, then found by that
@@ -765,7 +844,7 @@ mod tests {
                 .iter()
                 .filter(|layer| layer.name.ends_with(|c: char| c.is_ascii_digit()))
                 .count();
-            assert_eq!(plan_default(&names), expected, "{names:?}");
+            assert_eq!(plan(&names, &Grouping::Default), expected, "{names:?}");
         }
         assert!(numbered > 10_000, "only {numbered} numbered layers");
         // Many families, large and sparse numbers, layers split by other tensors.
@@ -779,7 +858,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            plan_default(&names),
+            plan(&names, &Grouping::Default),
             plan_by_name(&names, &Grouping::Default)
         );
     }

@@ -473,7 +473,7 @@ impl<'a> Model<'a> {
                 let layer = model.layers.get(as_usize(index)).ok_or(out_of_range)?;
                 Ok(LayerInfo {
                     index,
-                    name: Some(&layer.name),
+                    name: Some(model.layer_name(layer)),
                     offset: layer.offset,
                     length: layer.length,
                     precision_bits: layer.precision_bits,
