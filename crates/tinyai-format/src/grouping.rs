@@ -345,8 +345,8 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
     for index in 0..count {
         let name = name_of(index);
-        let numbered = default_match(name)
-            .and_then(|(family, number)| Some((family, number.parse::<u128>().ok()?)));
+        let numbered =
+            default_match(name).and_then(|(family, number)| Some((family, layer_number(number)?)));
         let key = match numbered {
             Some((family, number)) => {
                 let family = match last_family {
@@ -457,6 +457,18 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
         next_member[slot] += 1;
     }
     CompactPlan { layers, members }
+}
+
+/// `text` as a `u128`, as `text.parse::<u128>()` reads it; up to 19 ASCII
+/// digits (which cannot overflow a `u64`) without 128-bit arithmetic.
+fn layer_number(text: &str) -> Option<u128> {
+    if !text.is_empty() && text.len() <= 19 && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        let value = text
+            .bytes()
+            .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+        return Some(u128::from(value));
+    }
+    text.parse().ok()
 }
 
 /// Appends `FAMILY.N`, formatted without the formatting machinery when `N` fits a `u64`.
@@ -773,6 +785,27 @@ mod tests {
             "layers.99999999999999999999999999999999999999999.blk.1",
         ] {
             assert_eq!(scanned_key(name), regex_key(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn layer_numbers_read_as_parse_reads_them() {
+        for text in [
+            "",
+            "0",
+            "7",
+            "007",
+            "+5",
+            "-1",
+            "1x",
+            "\u{663}",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "340282366920938463463374607431768211455",
+            "340282366920938463463374607431768211456",
+        ] {
+            assert_eq!(layer_number(text), text.parse::<u128>().ok(), "{text:?}");
         }
     }
 

@@ -422,6 +422,7 @@ enum Flaw {
 /// The checks of one tensor entry, shared by both paths: a known dtype, at most
 /// [`limits::MAX_RANK`] dimensions, `data_offsets` in order, inside a data area
 /// of `data_length` bytes and of the size dtype and shape imply. Gives the dtype.
+#[inline]
 fn check(
     dtype_name: &str,
     shape: &[u64],
