@@ -22,10 +22,10 @@
 //! [`crate::FormatError::NoChecksum`]), layers not aligned ([`Model::alignment`] is 1),
 //! and [`Model::kind`] says which format it came from.
 
-use crate::foreign::{FileKind, ForeignTensor, group_layers};
+use crate::foreign::{FileKind, TensorTable};
 use crate::gguf::{GgufHeader, GgufValue, TYPE_NAMES, min_value_size};
-use crate::grouping::Grouping;
-use crate::safetensors::{SafetensorsHeader, ShardIndex};
+use crate::grouping::{CompactPlan, Grouping};
+use crate::safetensors::{SafetensorsHeader, ShardIndex, TableHeader, parse_table};
 use crate::writer::precision_of;
 use crate::{DType, FormatError, Model, SourceError};
 
@@ -50,7 +50,9 @@ pub struct FilePlacement {
 /// One layer of a [`ForeignModel`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct DirectLayer {
-    pub(crate) name: String,
+    /// The name, `layer_names[name_start..name_end]` of its [`ForeignModel`].
+    pub(crate) name_start: usize,
+    pub(crate) name_end: usize,
     /// Start in the virtual byte space.
     pub(crate) offset: u64,
     pub(crate) length: u64,
@@ -69,8 +71,10 @@ pub struct ForeignModel {
     version: u16,
     files: Vec<FilePlacement>,
     /// In layer order: layer 0's tensors (in source order), then layer 1's, ….
-    pub(crate) tensors: Vec<ForeignTensor>,
+    pub(crate) tensors: TensorTable,
     pub(crate) layers: Vec<DirectLayer>,
+    /// Every layer's name, one after another.
+    layer_names: String,
     pub(crate) metadata: Vec<(String, String)>,
     length: u64,
 }
@@ -90,7 +94,38 @@ impl ForeignModel {
             FileKind::Safetensors,
             0,
             &files,
-            header.tensors,
+            TensorTable::of(&header.tensors),
+            header.metadata,
+            grouping,
+        )
+    }
+
+    /// A single safetensors file, parsed from `head` (its first bytes, as for
+    /// [`SafetensorsHeader::parse`]) and grouped: what
+    /// [`SafetensorsHeader::parse`] and [`ForeignModel::from_safetensors`] do,
+    /// with the same checks and errors, without an allocation per tensor.
+    ///
+    /// # Errors
+    /// [`SafetensorsHeader::parse`]'s, as [`FormatError::Source`].
+    pub fn parse_safetensors(
+        head: &[u8],
+        file_length: u64,
+        grouping: &Grouping,
+    ) -> Result<ForeignModel, FormatError> {
+        let header = parse_table(head, file_length, 0, true)?;
+        Self::from_table_header(header, grouping)
+    }
+
+    fn from_table_header(
+        header: TableHeader,
+        grouping: &Grouping,
+    ) -> Result<ForeignModel, FormatError> {
+        let files = vec![header.file_length];
+        Self::build(
+            FileKind::Safetensors,
+            0,
+            &files,
+            header.table,
             header.metadata,
             grouping,
         )
@@ -119,7 +154,7 @@ impl ForeignModel {
             FileKind::SafetensorsIndex,
             0,
             &files,
-            tensors,
+            TensorTable::of(&tensors),
             metadata,
             grouping,
         )
@@ -145,7 +180,7 @@ impl ForeignModel {
             FileKind::Gguf,
             header.version as u16,
             &files,
-            header.tensors,
+            TensorTable::of(&header.tensors),
             metadata,
             grouping,
         )
@@ -155,7 +190,7 @@ impl ForeignModel {
         kind: FileKind,
         version: u16,
         file_lengths: &[u64],
-        source: Vec<ForeignTensor>,
+        source: TensorTable,
         metadata: Vec<(String, String)>,
         grouping: &Grouping,
     ) -> Result<ForeignModel, FormatError> {
@@ -178,31 +213,50 @@ impl ForeignModel {
                 .ok_or_else(too_large)?;
         }
         let length = files.last().map_or(0, |last| last.base + last.length);
-        for tensor in &source {
+        for tensor in &source.entries {
             let inside = files
                 .get(tensor.file)
                 .is_some_and(|file| tensor.start <= tensor.end && tensor.end <= file.length);
             if !inside {
                 return Err(FormatError::InvalidInput(format!(
                     "tensor {} (file {}, bytes {}..{}) does not lie in its file",
-                    tensor.name, tensor.file, tensor.start, tensor.end
+                    source.name(tensor),
+                    tensor.file,
+                    tensor.start,
+                    tensor.end
                 )));
             }
         }
-        let grouped = group_layers(&source, grouping);
-        let mut tensors = Vec::with_capacity(source.len());
-        let mut layers = Vec::with_capacity(grouped.len());
-        for layer in grouped {
-            let (Some(first), Some(last)) = (layer.spans.first(), layer.spans.last()) else {
-                continue;
-            };
-            let offset = files[first.file].base + first.start;
-            let end = files[last.file].base + last.end;
-            let first_tensor = tensors.len() as u64;
+        let planned = CompactPlan::new(
+            source.entries.len(),
+            |index| {
+                source
+                    .entries
+                    .get(index)
+                    .map_or("", |tensor| source.name(tensor))
+            },
+            grouping,
+        );
+        // Names and shapes stay where they are; entries go into layer order.
+        let mut entries = Vec::with_capacity(source.entries.len());
+        let mut layers = Vec::with_capacity(planned.layers.len());
+        let mut layer_names = String::new();
+        for (name, members) in &planned.layers {
+            // The layer covers its tensors' lowest start to highest end in the
+            // virtual byte space (as `group_layers`'s spans, first to last).
+            let mut covered: Option<(u64, u64)> = None;
+            let first_tensor = entries.len() as u64;
             let mut dtype = None;
             let mut widest = (0u64, 8u16);
-            for &index in &layer.tensors {
-                let tensor = &source[index];
+            for &index in planned.members.get(members.clone()).unwrap_or_default() {
+                let Some(tensor) = source.entries.get(index) else {
+                    continue;
+                };
+                let base = files[tensor.file].base;
+                let (start, end) = (base + tensor.start, base + tensor.end);
+                covered = Some(
+                    covered.map_or((start, end), |(low, high)| (low.min(start), high.max(end))),
+                );
                 dtype = Some(match dtype {
                     None => tensor.dtype,
                     Some(existing) if existing == tensor.dtype => existing,
@@ -214,27 +268,42 @@ impl ForeignModel {
                         precision_of(tensor.dtype, tensor.source_type),
                     );
                 }
-                tensors.push(tensor.clone());
+                entries.push(*tensor);
             }
+            let Some((offset, end)) = covered else {
+                continue;
+            };
+            let name_start = layer_names.len();
+            name.write_to(&mut layer_names);
             layers.push(DirectLayer {
-                name: layer.name,
+                name_start,
+                name_end: layer_names.len(),
                 offset,
                 length: end - offset,
                 first_tensor,
-                tensor_count: tensors.len() as u64 - first_tensor,
+                tensor_count: entries.len() as u64 - first_tensor,
                 dtype: dtype.unwrap_or(DType::Opaque),
                 precision_bits: u32::from(widest.1),
             });
         }
+        let tensors = TensorTable { entries, ..source };
         Ok(ForeignModel {
             kind,
             version,
             files,
             tensors,
             layers,
+            layer_names,
             metadata,
             length,
         })
+    }
+
+    /// The name of `layer`, one of this model's layers.
+    pub(crate) fn layer_name(&self, layer: &DirectLayer) -> &str {
+        self.layer_names
+            .get(layer.name_start..layer.name_end)
+            .unwrap_or_default()
     }
 
     /// The [`Model`] view (layers, tensors, metadata).
@@ -327,12 +396,12 @@ pub fn read_direct<S, E: From<FormatError>>(
         FileKind::Safetensors => {
             let mut header = None;
             head_of(&main, &mut |head| {
-                header = Some(SafetensorsHeader::parse(head, length(&main))?);
+                header = Some(parse_table(head, length(&main), 0, true)?);
                 Ok(())
             })?;
             let header = header.ok_or_else(|| FormatError::InvalidInput("no header".into()))?;
             Ok((
-                ForeignModel::from_safetensors(header, grouping)?,
+                ForeignModel::from_table_header(header, grouping)?,
                 vec![main],
             ))
         }
@@ -550,7 +619,7 @@ mod tests {
             FileKind::SafetensorsIndex,
             0,
             &[70_000, 40],
-            source,
+            TensorTable::of(&source),
             Vec::new(),
             &Grouping::Default,
         )
@@ -587,7 +656,7 @@ mod tests {
                 FileKind::Safetensors,
                 0,
                 &[100],
-                vec![bad],
+                TensorTable::of(&[bad]),
                 Vec::new(),
                 &Grouping::Default,
             );
@@ -597,7 +666,7 @@ mod tests {
             FileKind::SafetensorsIndex,
             0,
             &[u64::MAX - 10, 100],
-            Vec::new(),
+            TensorTable::default(),
             Vec::new(),
             &Grouping::Default,
         );

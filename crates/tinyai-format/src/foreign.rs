@@ -71,6 +71,125 @@ impl ForeignTensor {
     }
 }
 
+/// Tensors held compactly, as a directly opened model keeps them: every name in
+/// one string and every shape in one array, each tensor referring to its own by
+/// range (no allocation per tensor).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TensorTable {
+    pub(crate) names: String,
+    pub(crate) shapes: Vec<u64>,
+    pub(crate) entries: Vec<TableTensor>,
+}
+
+/// One tensor of a [`TensorTable`]: a [`ForeignTensor`] whose name and shape are
+/// ranges of the table's `names` and `shapes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TableTensor {
+    pub(crate) name_start: usize,
+    pub(crate) name_end: usize,
+    pub(crate) shape_start: usize,
+    pub(crate) shape_end: usize,
+    pub(crate) dtype: DType,
+    pub(crate) source_type: u32,
+    pub(crate) file: usize,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+}
+
+impl TableTensor {
+    /// Length in bytes.
+    pub(crate) fn length(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+impl TensorTable {
+    /// An empty table with room for about `tensors` tensors of `name_bytes` of names.
+    pub(crate) fn with_capacity(tensors: usize, name_bytes: usize) -> TensorTable {
+        TensorTable {
+            names: String::with_capacity(name_bytes),
+            shapes: Vec::with_capacity(tensors),
+            entries: Vec::with_capacity(tensors),
+        }
+    }
+
+    /// Appends a tensor (`start..end` absolute in file `file`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn push(
+        &mut self,
+        name: &str,
+        dtype: DType,
+        source_type: u32,
+        shape: &[u64],
+        file: usize,
+        start: u64,
+        end: u64,
+    ) {
+        let name_start = self.names.len();
+        self.names.push_str(name);
+        let shape_start = self.shapes.len();
+        self.shapes.extend_from_slice(shape);
+        self.entries.push(TableTensor {
+            name_start,
+            name_end: self.names.len(),
+            shape_start,
+            shape_end: self.shapes.len(),
+            dtype,
+            source_type,
+            file,
+            start,
+            end,
+        });
+    }
+
+    /// The name of `tensor`, an entry of this table.
+    pub(crate) fn name(&self, tensor: &TableTensor) -> &str {
+        self.names
+            .get(tensor.name_start..tensor.name_end)
+            .unwrap_or_default()
+    }
+
+    /// The shape of `tensor`, an entry of this table.
+    pub(crate) fn shape(&self, tensor: &TableTensor) -> &[u64] {
+        self.shapes
+            .get(tensor.shape_start..tensor.shape_end)
+            .unwrap_or_default()
+    }
+
+    /// `tensor` as an owned [`ForeignTensor`].
+    pub(crate) fn to_foreign(&self, tensor: &TableTensor) -> ForeignTensor {
+        ForeignTensor {
+            name: self.name(tensor).to_owned(),
+            dtype: tensor.dtype,
+            source_type: tensor.source_type,
+            shape: self.shape(tensor).to_vec(),
+            file: tensor.file,
+            start: tensor.start,
+            end: tensor.end,
+        }
+    }
+
+    /// The table of `tensors`, in their order.
+    pub(crate) fn of(tensors: &[ForeignTensor]) -> TensorTable {
+        let mut table = TensorTable::with_capacity(
+            tensors.len(),
+            tensors.iter().map(|tensor| tensor.name.len()).sum(),
+        );
+        for tensor in tensors {
+            table.push(
+                &tensor.name,
+                tensor.dtype,
+                tensor.source_type,
+                &tensor.shape,
+                tensor.file,
+                tensor.start,
+                tensor.end,
+            );
+        }
+        table
+    }
+}
+
 /// The bytes a layer covers in one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LayerSpan {
@@ -103,29 +222,23 @@ pub struct ForeignLayer {
 /// The tensors must not overlap within a file (the readers check that).
 pub fn group_layers(tensors: &[ForeignTensor], grouping: &Grouping) -> Vec<ForeignLayer> {
     let names: Vec<&str> = tensors.iter().map(|tensor| tensor.name.as_str()).collect();
+    let place = |tensor: &ForeignTensor| (tensor.file, tensor.start, tensor.end);
     plan(&names, grouping)
         .into_iter()
         .map(|layer| {
-            let mut members: Vec<&ForeignTensor> =
-                layer.tensors.iter().map(|&index| &tensors[index]).collect();
-            members.sort_by_key(|tensor| (tensor.file, tensor.start, tensor.end));
-            let mut spans: Vec<LayerSpan> = Vec::new();
-            for tensor in members {
-                match spans.last_mut() {
-                    Some(span) if span.file == tensor.file => {
-                        span.contiguous &= tensor.start == span.end;
-                        span.end = span.end.max(tensor.end);
-                        span.tensor_bytes += tensor.length();
-                    }
-                    _ => spans.push(LayerSpan {
-                        file: tensor.file,
-                        start: tensor.start,
-                        end: tensor.end,
-                        tensor_bytes: tensor.length(),
-                        contiguous: true,
-                    }),
-                }
-            }
+            // Source order is mostly file order already: sort only if not.
+            let in_order = layer
+                .tensors
+                .windows(2)
+                .all(|pair| place(&tensors[pair[0]]) <= place(&tensors[pair[1]]));
+            let spans = if in_order {
+                spans_of(layer.tensors.iter().map(|&index| &tensors[index]))
+            } else {
+                let mut members: Vec<&ForeignTensor> =
+                    layer.tensors.iter().map(|&index| &tensors[index]).collect();
+                members.sort_by_key(|tensor| place(tensor));
+                spans_of(members.into_iter())
+            };
             ForeignLayer {
                 name: layer.name,
                 tensors: layer.tensors,
@@ -133,6 +246,28 @@ pub fn group_layers(tensors: &[ForeignTensor], grouping: &Grouping) -> Vec<Forei
             }
         })
         .collect()
+}
+
+/// The spans covering `members`, given in (file, start, end) order.
+fn spans_of<'a>(members: impl Iterator<Item = &'a ForeignTensor>) -> Vec<LayerSpan> {
+    let mut spans: Vec<LayerSpan> = Vec::with_capacity(1);
+    for tensor in members {
+        match spans.last_mut() {
+            Some(span) if span.file == tensor.file => {
+                span.contiguous &= tensor.start == span.end;
+                span.end = span.end.max(tensor.end);
+                span.tensor_bytes += tensor.length();
+            }
+            _ => spans.push(LayerSpan {
+                file: tensor.file,
+                start: tensor.start,
+                end: tensor.end,
+                tensor_bytes: tensor.length(),
+                contiguous: true,
+            }),
+        }
+    }
+    spans
 }
 
 /// Elements in `shape` (`None` on overflow of `u128`).

@@ -231,6 +231,271 @@ fn key_of<'a>(name: &'a str, grouping: &Grouping) -> Key<'a> {
 
 /// Assigns tensors (given by name, in source order) to layers, in file order.
 pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
+    match grouping {
+        Grouping::Default => {
+            let plan = plan_default(names.len(), |index| names[index].as_ref());
+            plan.layers
+                .into_iter()
+                .map(|(name, range)| {
+                    let mut text = String::new();
+                    name.write_to(&mut text);
+                    PlannedLayer {
+                        name: text,
+                        tensors: plan.members.get(range).unwrap_or_default().to_vec(),
+                    }
+                })
+                .collect()
+        }
+        Grouping::Regex(_) => plan_by_name(names, grouping),
+    }
+}
+
+/// A tensor's layer under the default rule, with its family interned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DefaultKey<'a> {
+    Numbered { family: usize, number: u128 },
+    Ungrouped(&'a str),
+}
+
+/// Families whose layers are found by number in a table (numbers below the
+/// tensor count) rather than by hashing: at most this many tables of at most
+/// one entry per tensor each.
+const DENSE_FAMILIES: usize = 4;
+
+/// Families looked up by a linear search before a hash map is made.
+const LISTED_FAMILIES: usize = 8;
+
+/// No layer yet (in a dense table).
+const NO_SLOT: usize = usize::MAX;
+
+/// A planned layer's name, made only when asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum LayerName<'a> {
+    /// `FAMILY.N` (`family` is `layer` when there is one family).
+    Numbered { family: &'a str, number: u128 },
+    /// A name as it is.
+    Text(&'a str),
+    /// A name made while planning (`--group-by`).
+    Owned(String),
+}
+
+impl LayerName<'_> {
+    /// Appends the name to `out`.
+    pub(crate) fn write_to(&self, out: &mut String) {
+        match self {
+            LayerName::Numbered { family, number } => push_numbered_name(out, family, *number),
+            LayerName::Text(text) => out.push_str(text),
+            LayerName::Owned(text) => out.push_str(text),
+        }
+    }
+}
+
+/// Layers planned without an allocation per layer: layer `i` holds the tensors
+/// `members[layers[i].1.clone()]`, in source order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CompactPlan<'a> {
+    pub(crate) layers: Vec<(LayerName<'a>, std::ops::Range<usize>)>,
+    pub(crate) members: Vec<usize>,
+}
+
+impl<'a> CompactPlan<'a> {
+    /// Plans `count` tensors named by `name_of(0..count)`, in source order, as [`plan`].
+    pub(crate) fn new(
+        count: usize,
+        name_of: impl Fn(usize) -> &'a str,
+        grouping: &Grouping,
+    ) -> CompactPlan<'a> {
+        match grouping {
+            Grouping::Default => plan_default(count, name_of),
+            Grouping::Regex(_) => {
+                let names: Vec<&str> = (0..count).map(name_of).collect();
+                let mut plan = CompactPlan::default();
+                for layer in plan_by_name(&names, grouping) {
+                    let start = plan.members.len();
+                    plan.members.extend_from_slice(&layer.tensors);
+                    let range = start..plan.members.len();
+                    plan.layers.push((LayerName::Owned(layer.name), range));
+                }
+                plan
+            }
+        }
+    }
+}
+
+/// [`plan`] for [`Grouping::Default`]. Under that rule distinct keys always make
+/// distinct layer names (a numbered name ends in a component of digits after
+/// a layer word, which no wrapper is; an unnumbered prefix is wrappers and one
+/// component; `family.N` splits at its last dot), so layers are found by key:
+/// numbers index a table, the rest hash borrowed slices, and numbered layers
+/// come out in order without a sort. Gives what [`plan_by_name`] gives
+/// (`tests::the_default_plan_matches_the_plan_by_name` checks that).
+fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> CompactPlan<'a> {
+    // Families in order of first appearance (found by search while few, then hashed).
+    let mut families: Vec<&str> = Vec::new();
+    let mut family_positions: HashMap<&str, usize> = HashMap::new();
+    // Per layer ("slot", in order of first appearance): its key, tensor count
+    // and whether it is a "pre" layer.
+    let mut slots: Vec<(DefaultKey<'_>, usize, bool)> = Vec::new();
+    let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+    // Numbered layers: slots by number for the first families, else hashed.
+    let mut dense: [Vec<usize>; DENSE_FAMILIES] = Default::default();
+    let mut sparse: HashMap<(usize, u128), usize> = HashMap::new();
+    let mut ungrouped: HashMap<&str, usize> = HashMap::new();
+    let mut last_family: Option<(&str, usize)> = None;
+    let mut previous: Option<(DefaultKey<'_>, usize)> = None;
+    for index in 0..count {
+        let name = name_of(index);
+        let numbered =
+            default_match(name).and_then(|(family, number)| Some((family, layer_number(number)?)));
+        let key = match numbered {
+            Some((family, number)) => {
+                let family = match last_family {
+                    Some((text, position)) if text == family => position,
+                    _ => {
+                        let position = if families.len() <= LISTED_FAMILIES {
+                            families.iter().position(|known| *known == family)
+                        } else {
+                            family_positions.get(family).copied()
+                        };
+                        let position = position.unwrap_or_else(|| {
+                            families.push(family);
+                            if families.len() > LISTED_FAMILIES {
+                                if family_positions.is_empty() {
+                                    family_positions
+                                        .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
+                                } else {
+                                    family_positions.insert(family, families.len() - 1);
+                                }
+                            }
+                            families.len() - 1
+                        });
+                        last_family = Some((family, position));
+                        position
+                    }
+                };
+                DefaultKey::Numbered { family, number }
+            }
+            None => DefaultKey::Ungrouped(prefix_of(name)),
+        };
+        let slot = match previous {
+            Some((previous_key, slot)) if previous_key == key => slot,
+            _ => {
+                let new_slot = slots.len();
+                let slot = match key {
+                    DefaultKey::Numbered { family, number } => {
+                        match (dense.get_mut(family), usize::try_from(number)) {
+                            (Some(table), Ok(small)) if small < count => {
+                                if table.len() <= small {
+                                    table.resize(small + 1, NO_SLOT);
+                                }
+                                if table[small] == NO_SLOT {
+                                    table[small] = new_slot;
+                                }
+                                table[small]
+                            }
+                            _ => *sparse.entry((family, number)).or_insert(new_slot),
+                        }
+                    }
+                    DefaultKey::Ungrouped(prefix) => *ungrouped.entry(prefix).or_insert(new_slot),
+                };
+                if slot == new_slot {
+                    let pre = matches!(key, DefaultKey::Ungrouped(prefix) if is_pre(prefix));
+                    slots.push((key, 0, pre));
+                }
+                previous = Some((key, slot));
+                slot
+            }
+        };
+        slots[slot].1 += 1;
+        slot_of.push(slot);
+    }
+    // Layer order: "pre" layers, numbered ones (by family, then number), the rest.
+    let mut order: Vec<usize> = Vec::with_capacity(slots.len());
+    order.extend((0..slots.len()).filter(|&slot| slots[slot].2));
+    let mut sparse: Vec<((usize, u128), usize)> = sparse.into_iter().collect();
+    sparse.sort_unstable();
+    let mut sparse = sparse.into_iter().peekable();
+    for family in 0..families.len() {
+        if let Some(table) = dense.get(family) {
+            order.extend(table.iter().copied().filter(|&slot| slot != NO_SLOT));
+        }
+        while let Some((_, slot)) = sparse.next_if(|((f, _), _)| *f == family) {
+            order.push(slot);
+        }
+    }
+    order.extend(
+        (0..slots.len())
+            .filter(|&slot| !slots[slot].2 && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
+    );
+    // Each slot's place in `members`, then the members by counting sort.
+    let single_family = families.len() == 1;
+    let mut next_member = vec![0usize; slots.len()];
+    let mut layers = Vec::with_capacity(order.len());
+    let mut start = 0;
+    for &slot in &order {
+        let (key, tensors, _) = slots[slot];
+        next_member[slot] = start;
+        let name = match key {
+            DefaultKey::Numbered { family, number } => LayerName::Numbered {
+                family: if single_family {
+                    "layer"
+                } else {
+                    families.get(family).copied().unwrap_or_default()
+                },
+                number,
+            },
+            DefaultKey::Ungrouped(prefix) => LayerName::Text(prefix),
+        };
+        layers.push((name, start..start + tensors));
+        start += tensors;
+    }
+    let mut members = vec![0usize; count];
+    for (index, &slot) in slot_of.iter().enumerate() {
+        if let Some(member) = members.get_mut(next_member[slot]) {
+            *member = index;
+        }
+        next_member[slot] += 1;
+    }
+    CompactPlan { layers, members }
+}
+
+/// `text` as a `u128`, as `text.parse::<u128>()` reads it; up to 19 ASCII
+/// digits (which cannot overflow a `u64`) without 128-bit arithmetic.
+fn layer_number(text: &str) -> Option<u128> {
+    if !text.is_empty() && text.len() <= 19 && text.bytes().all(|byte| byte.is_ascii_digit()) {
+        let value = text
+            .bytes()
+            .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+        return Some(u128::from(value));
+    }
+    text.parse().ok()
+}
+
+/// Appends `FAMILY.N`, formatted without the formatting machinery when `N` fits a `u64`.
+fn push_numbered_name(out: &mut String, family: &str, number: u128) {
+    out.push_str(family);
+    out.push('.');
+    let Ok(mut rest) = u64::try_from(number) else {
+        out.push_str(&number.to_string());
+        return;
+    };
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+}
+
+/// [`plan`] by layer name: each tensor's layer is named, then found by that
+/// name, so that keys that name one layer (`--group-by` captures `2` and
+/// `layer.2`) merge. The reference for [`plan_default`].
+fn plan_by_name<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer> {
     // Families in order of first appearance; keys refer to them by position, so
     // that neighbours compare without reading their names again.
     let mut families: Vec<&str> = Vec::new();
@@ -521,6 +786,114 @@ mod tests {
         ] {
             assert_eq!(scanned_key(name), regex_key(name), "{name:?}");
         }
+    }
+
+    #[test]
+    fn layer_numbers_read_as_parse_reads_them() {
+        for text in [
+            "",
+            "0",
+            "7",
+            "007",
+            "+5",
+            "-1",
+            "1x",
+            "\u{663}",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "340282366920938463463374607431768211455",
+            "340282366920938463463374607431768211456",
+        ] {
+            assert_eq!(layer_number(text), text.parse::<u128>().ok(), "{text:?}");
+        }
+    }
+
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "30,000 random name lists; compiling regexes under Miri takes minutes"
+    )]
+    fn the_default_plan_matches_the_plan_by_name() {
+        let parts = [
+            "layers",
+            "layer",
+            "blk",
+            "h",
+            "block",
+            "blocks",
+            "model",
+            "transformer",
+            "bert",
+            "encoder",
+            "decoder",
+            "embed_tokens",
+            "Token",
+            "norm",
+            "weight",
+            "0",
+            "1",
+            "2",
+            "3",
+            "007",
+            "12",
+            "99",
+            "100000",
+            "18446744073709551616",
+            "",
+            "x",
+            "\u{663}",
+            "TO\u{212a}EN",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut numbered = 0;
+        for _ in 0..30_000 {
+            let tensors = next(40);
+            let mut names = Vec::with_capacity(tensors);
+            for _ in 0..tensors {
+                let mut name = String::new();
+                for index in 0..1 + next(5) {
+                    if index > 0 {
+                        name.push('.');
+                    }
+                    name.push_str(parts[next(parts.len())]);
+                }
+                // Neighbours often share a layer, as in real files.
+                if next(3) == 0
+                    && let Some(last) = names.last()
+                {
+                    name = format!("{last}.weight");
+                }
+                names.push(name);
+            }
+            let expected = plan_by_name(&names, &Grouping::Default);
+            numbered += expected
+                .iter()
+                .filter(|layer| layer.name.ends_with(|c: char| c.is_ascii_digit()))
+                .count();
+            assert_eq!(plan(&names, &Grouping::Default), expected, "{names:?}");
+        }
+        assert!(numbered > 10_000, "only {numbered} numbered layers");
+        // Many families, large and sparse numbers, layers split by other tensors.
+        let names: Vec<String> = (0..3000u64)
+            .map(|i| match i % 7 {
+                0 => format!("f{}.blk.{}.w", i % 11, i * 7919 % 4000),
+                1 => format!("model.layers.{}.w", u64::MAX - i % 5),
+                2 => format!("f{}.h.{}.w", i % 3, i % 50),
+                3 => format!("head{}.w", i % 13),
+                _ => format!("f{}.blk.{}.w", i % 11, i % 40),
+            })
+            .collect();
+        assert_eq!(
+            plan(&names, &Grouping::Default),
+            plan_by_name(&names, &Grouping::Default)
+        );
     }
 
     #[test]

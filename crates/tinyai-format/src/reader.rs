@@ -441,7 +441,7 @@ impl<'a> Model<'a> {
         match &self.inner {
             Inner::V2 { tensors, .. } => tensors.len() as u64,
             Inner::V1 { .. } => 0,
-            Inner::Foreign(model) => model.tensors.len() as u64,
+            Inner::Foreign(model) => model.tensors.entries.len() as u64,
         }
     }
 
@@ -473,7 +473,7 @@ impl<'a> Model<'a> {
                 let layer = model.layers.get(as_usize(index)).ok_or(out_of_range)?;
                 Ok(LayerInfo {
                     index,
-                    name: Some(&layer.name),
+                    name: Some(model.layer_name(layer)),
                     offset: layer.offset,
                     length: layer.length,
                     precision_bits: layer.precision_bits,
@@ -753,20 +753,22 @@ where
 }
 
 fn foreign_tensor_info(model: &ForeignModel, index: u64, layer: u64) -> Option<TensorInfo<'_>> {
-    let tensor = model.tensors.get(as_usize(index))?;
+    let table = &model.tensors;
+    let tensor = table.entries.get(as_usize(index))?;
     let owner = model.layers.get(as_usize(layer))?;
     let start = model.virtual_offset(tensor.file, tensor.start)?;
+    let shape = table.shape(tensor);
     let mut dims = [0u64; 8];
-    for (dim, &stored) in dims.iter_mut().zip(tensor.shape.iter()) {
+    for (dim, &stored) in dims.iter_mut().zip(shape.iter()) {
         *dim = stored;
     }
     Some(TensorInfo {
         index,
         layer,
-        name: &tensor.name,
+        name: table.name(tensor),
         dtype: tensor.dtype,
         source_type: tensor.source_type,
-        rank: tensor.shape.len().min(8) as u16,
+        rank: shape.len().min(8) as u16,
         dims,
         offset_in_layer: start - owner.offset,
         length: tensor.length(),

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde::de::{Error as _, MapAccess, Visitor};
 
 use crate::error::SourceError;
-use crate::foreign::{ForeignTensor, element_count};
+use crate::foreign::{ForeignTensor, TensorTable, element_count};
 use crate::{DType, limits};
 
 mod scan;
@@ -61,10 +61,25 @@ pub const DTYPES: &[(&str, DType)] = &[
 
 /// The dtype of a safetensors dtype name, if understood.
 pub fn dtype_of(name: &str) -> Option<DType> {
-    DTYPES
-        .iter()
-        .find(|(candidate, _)| *candidate == name)
-        .map(|(_, dtype)| *dtype)
+    // A match, not a search of DTYPES: one length test, then few comparisons.
+    Some(match name {
+        "F64" => DType::F64,
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "I64" => DType::I64,
+        "I32" => DType::I32,
+        "I16" => DType::I16,
+        "I8" => DType::I8,
+        "U64" => DType::U64,
+        "U32" => DType::U32,
+        "U16" => DType::U16,
+        "U8" => DType::U8,
+        "BOOL" => DType::Bool,
+        "F8_E4M3" => DType::F8E4M3,
+        "F8_E5M2" => DType::F8E5M2,
+        _ => return None,
+    })
 }
 
 /// A JSON value as a metadata string: strings as they are, anything else JSON-encoded.
@@ -196,57 +211,99 @@ impl SafetensorsHeader {
         file: usize,
         fast: bool,
     ) -> Result<SafetensorsHeader, SourceError> {
-        if head.len() as u64 > file_length {
-            return Err(malformed(
-                "input",
-                0,
-                format!(
-                    "{} header bytes given for a file of {file_length} bytes",
-                    head.len()
-                ),
-            ));
-        }
-        let data_start = header_bytes_needed(head, file_length)?;
-        let Some(json) = usize::try_from(data_start)
-            .ok()
-            .and_then(|end| head.get(8..end))
-        else {
-            return Err(SourceError::NeedMoreBytes {
-                format: FORMAT,
-                what: "the JSON header".to_owned(),
-                needed: data_start,
-                available: head.len() as u64,
-            });
-        };
-        let fast = if fast {
-            scan_entries(json, data_start, file_length, file)
-        } else {
-            None
-        };
-        let (mut tensors, metadata) = match fast {
-            Some(read) => read,
-            None => parse_entries_with_serde(json, data_start, file_length, file)?,
-        };
-        tensors.sort_by_key(|tensor| (tensor.start, tensor.end));
-        for pair in tensors.windows(2) {
-            if pair[1].start < pair[0].end {
-                return Err(SourceError::SourceTensorsOverlap {
-                    format: FORMAT,
-                    first: pair[0].name.clone(),
-                    first_start: pair[0].start,
-                    first_end: pair[0].end,
-                    second: pair[1].name.clone(),
-                    second_start: pair[1].start,
-                });
-            }
-        }
+        let header = parse_table(head, file_length, file, fast)?;
+        let table = &header.table;
         Ok(SafetensorsHeader {
-            data_start,
-            file_length,
-            tensors,
-            metadata,
+            data_start: header.data_start,
+            file_length: header.file_length,
+            tensors: table
+                .entries
+                .iter()
+                .map(|tensor| table.to_foreign(tensor))
+                .collect(),
+            metadata: header.metadata,
         })
     }
+}
+
+/// A validated safetensors header with its tensors in a [`TensorTable`]: what
+/// [`SafetensorsHeader`] holds, without an allocation per tensor.
+#[derive(Clone, Debug)]
+pub(crate) struct TableHeader {
+    /// Absolute offset of the data area (`8 + N`).
+    pub(crate) data_start: u64,
+    /// The file length the header was checked against.
+    pub(crate) file_length: u64,
+    /// Tensors (absolute ranges), in data-offset order.
+    pub(crate) table: TensorTable,
+    /// `__metadata__` entries sorted by key.
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+/// [`SafetensorsHeader::parse_shard`] into a [`TableHeader`], trying the fast
+/// scanner first if `fast`; the same checks and errors.
+pub(crate) fn parse_table(
+    head: &[u8],
+    file_length: u64,
+    file: usize,
+    fast: bool,
+) -> Result<TableHeader, SourceError> {
+    if head.len() as u64 > file_length {
+        return Err(malformed(
+            "input",
+            0,
+            format!(
+                "{} header bytes given for a file of {file_length} bytes",
+                head.len()
+            ),
+        ));
+    }
+    let data_start = header_bytes_needed(head, file_length)?;
+    let Some(json) = usize::try_from(data_start)
+        .ok()
+        .and_then(|end| head.get(8..end))
+    else {
+        return Err(SourceError::NeedMoreBytes {
+            format: FORMAT,
+            what: "the JSON header".to_owned(),
+            needed: data_start,
+            available: head.len() as u64,
+        });
+    };
+    let fast = if fast {
+        scan_entries(json, data_start, file_length, file)
+    } else {
+        None
+    };
+    let (mut table, metadata) = match fast {
+        Some(read) => read,
+        None => {
+            let (tensors, metadata) =
+                parse_entries_with_serde(json, data_start, file_length, file)?;
+            (TensorTable::of(&tensors), metadata)
+        }
+    };
+    table
+        .entries
+        .sort_by_key(|tensor| (tensor.start, tensor.end));
+    for pair in table.entries.windows(2) {
+        if pair[1].start < pair[0].end {
+            return Err(SourceError::SourceTensorsOverlap {
+                format: FORMAT,
+                first: table.name(&pair[0]).to_owned(),
+                first_start: pair[0].start,
+                first_end: pair[0].end,
+                second: table.name(&pair[1]).to_owned(),
+                second_start: pair[1].start,
+            });
+        }
+    }
+    Ok(TableHeader {
+        data_start,
+        file_length,
+        table,
+        metadata,
+    })
 }
 
 /// A header's tensors in document order and its metadata sorted by key.
@@ -256,52 +313,54 @@ type ReadHeader = (Vec<ForeignTensor>, Vec<(String, String)>);
 /// [`scan::scan`] when the header has the plain shape it reads and every tensor
 /// passes [`check`]; [`None`] leaves the header, and the reporting of any
 /// error, to [`parse_entries_with_serde`].
-fn scan_entries(json: &[u8], data_start: u64, file_length: u64, file: usize) -> Option<ReadHeader> {
-    // Real entries take some 80 to 150 bytes; this guess saves most regrowth
-    // while reserving less than the header's own size.
-    let mut tensors = Vec::with_capacity(json.len() / 96);
+fn scan_entries(
+    json: &[u8],
+    data_start: u64,
+    file_length: u64,
+    file: usize,
+) -> Option<(TensorTable, Vec<(String, String)>)> {
+    // Real entries take some 80 to 150 bytes, a third of it the name: room for
+    // most headers' entries without regrowth (a Vec that grows past 1 KiB
+    // costs more than the slack), about the header's own size in all.
+    let mut table = TensorTable::with_capacity(json.len() / 64, json.len() / 2);
     let data_length = file_length - data_start;
     let metadata = scan::scan(json, |entry| {
-        let dtype = check(
-            entry.dtype,
-            &entry.shape,
-            entry.begin,
-            entry.end,
-            data_length,
-        )
-        .ok()?;
-        tensors.push(ForeignTensor {
-            name: entry.name.to_owned(),
+        let shape = entry.shape;
+        let dtype = check(entry.dtype, shape, entry.begin, entry.end, data_length).ok()?;
+        table.push(
+            entry.name,
             dtype,
-            source_type: 0,
-            shape: entry.shape,
+            0,
+            shape,
             file,
-            start: data_start + entry.begin,
-            end: data_start + entry.end,
-        });
+            data_start + entry.begin,
+            data_start + entry.end,
+        );
         Some(())
     })?;
-    if has_duplicate_names(&tensors) {
+    if has_duplicate_names(&table) {
         return None;
     }
     let metadata = metadata
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    Some((tensors, metadata))
+    Some((table, metadata))
 }
 
 /// Whether two tensors share a name. Writers commonly list names in increasing
 /// order (the safetensors crate writes them by dtype, then name), which proves
 /// there is none without hashing.
-fn has_duplicate_names(tensors: &[ForeignTensor]) -> bool {
-    if tensors.windows(2).all(|pair| pair[0].name < pair[1].name) {
+fn has_duplicate_names(table: &TensorTable) -> bool {
+    let tensors = &table.entries;
+    if tensors
+        .windows(2)
+        .all(|pair| table.name(&pair[0]) < table.name(&pair[1]))
+    {
         return false;
     }
     let mut seen = HashSet::with_capacity(tensors.len());
-    !tensors
-        .iter()
-        .all(|tensor| seen.insert(tensor.name.as_str()))
+    !tensors.iter().all(|tensor| seen.insert(table.name(tensor)))
 }
 
 /// The tensors (document order) and sorted metadata of a header, read with
@@ -363,6 +422,7 @@ enum Flaw {
 /// The checks of one tensor entry, shared by both paths: a known dtype, at most
 /// [`limits::MAX_RANK`] dimensions, `data_offsets` in order, inside a data area
 /// of `data_length` bytes and of the size dtype and shape imply. Gives the dtype.
+#[inline]
 fn check(
     dtype_name: &str,
     shape: &[u64],
@@ -738,7 +798,66 @@ mod tests {
         let length = bytes.len() as u64;
         let fast = SafetensorsHeader::parse_shard_with(&bytes, length, 3, true);
         let serde = SafetensorsHeader::parse_shard_with(&bytes, length, 3, false);
+        check_direct_model(&bytes);
         (format!("{fast:?}"), format!("{serde:?}"))
+    }
+
+    /// A model's layers (name, offset, length, tensors) and metadata, as text.
+    fn model_text(model: &crate::ForeignModel) -> String {
+        let view = model.model();
+        let mut text = String::new();
+        for (index, layer) in view.layers().enumerate() {
+            text.push_str(&format!(
+                "{:?} {} {}:",
+                layer.name, layer.offset, layer.length
+            ));
+            for tensor in view.layer_tensors(index as u64).into_iter().flatten() {
+                text.push_str(&format!(" {tensor:?}"));
+            }
+            text.push('\n');
+        }
+        text.push_str(&format!("{:?}", view.metadata().collect::<Vec<_>>()));
+        text
+    }
+
+    /// [`crate::ForeignModel::parse_safetensors`] (the scanner, a tensor table)
+    /// gives what the serde_json parse and [`crate::ForeignModel::from_safetensors`]
+    /// give, and its layers cover what [`crate::group_layers`]'s spans cover.
+    fn check_direct_model(bytes: &[u8]) {
+        use crate::{ForeignModel, FormatError, Grouping, group_layers};
+        let length = bytes.len() as u64;
+        let direct = ForeignModel::parse_safetensors(bytes, length, &Grouping::Default);
+        let reference = SafetensorsHeader::parse_shard_with(bytes, length, 0, false);
+        let layers = reference
+            .as_ref()
+            .map(|header| group_layers(&header.tensors, &Grouping::Default))
+            .unwrap_or_default();
+        let reference = reference
+            .map_err(FormatError::from)
+            .and_then(|header| ForeignModel::from_safetensors(header, &Grouping::Default));
+        match (&direct, &reference) {
+            (Ok(direct), Ok(reference)) => {
+                assert_eq!(model_text(direct), model_text(reference));
+                let view = direct.model();
+                assert_eq!(view.layer_count(), layers.len() as u64);
+                for (index, layer) in layers.iter().enumerate() {
+                    let info = view.layer(index as u64);
+                    assert!(info.is_ok(), "layer {index}: {info:?}");
+                    let Ok(info) = info else { return };
+                    let (first, last) = (layer.spans[0], layer.spans[layer.spans.len() - 1]);
+                    assert_eq!(info.name, Some(layer.name.as_str()));
+                    assert_eq!(
+                        (info.offset, info.offset + info.length),
+                        (first.start, last.end)
+                    );
+                    assert_eq!(
+                        info.tensors.end - info.tensors.start,
+                        layer.tensors.len() as u64
+                    );
+                }
+            }
+            _ => assert_eq!(format!("{direct:?}"), format!("{reference:?}")),
+        }
     }
 
     /// Whether the scanner reads `json` (with `data` bytes of data) itself.
@@ -1029,6 +1148,16 @@ mod tests {
                 .ok(),
             Some(vec![("k".to_owned(), "2".to_owned())])
         );
+    }
+
+    #[test]
+    fn dtype_of_reads_every_listed_name_and_no_other() {
+        for (name, dtype) in DTYPES {
+            assert_eq!(dtype_of(name), Some(*dtype));
+            assert_eq!(dtype_of(&name.to_lowercase()), None);
+            assert_eq!(dtype_of(&format!("{name} ")), None);
+        }
+        assert_eq!(dtype_of(""), None);
     }
 
     #[test]

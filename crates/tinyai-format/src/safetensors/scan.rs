@@ -16,12 +16,33 @@
 use crate::limits;
 
 /// One tensor entry, not yet validated.
-pub(super) struct Entry<'a> {
+pub(super) struct Entry<'a, 's> {
     pub name: &'a str,
     pub dtype: &'a str,
-    pub shape: Vec<u64>,
+    pub shape: &'s [u64],
     pub begin: u64,
     pub end: u64,
+}
+
+/// A shape of at most [`limits::MAX_RANK`] dimensions, read in place (one
+/// buffer for all entries, not a copy per entry).
+struct Shape {
+    dimensions: [u64; limits::MAX_RANK],
+    rank: usize,
+}
+
+impl Shape {
+    /// The dimensions, outermost first.
+    fn as_slice(&self) -> &[u64] {
+        self.dimensions.get(..self.rank).unwrap_or_default()
+    }
+}
+
+/// An entry's fields but its shape.
+struct Fields<'a> {
+    dtype: &'a str,
+    begin: u64,
+    end: u64,
 }
 
 /// Reads `json` if it has the plain shape described in the module docs, passing
@@ -32,7 +53,7 @@ pub(super) struct Entry<'a> {
 /// `__metadata__` key makes this give up.
 pub(super) fn scan<'a>(
     json: &'a [u8],
-    mut tensor: impl FnMut(Entry<'a>) -> Option<()>,
+    mut tensor: impl FnMut(&Entry<'a, '_>) -> Option<()>,
 ) -> Option<Vec<(&'a str, &'a str)>> {
     let text = std::str::from_utf8(json).ok()?;
     let mut scanner = Scanner {
@@ -42,6 +63,10 @@ pub(super) fn scan<'a>(
     };
     scanner.expect(b'{')?;
     let mut metadata = None;
+    let mut shape = Shape {
+        dimensions: [0; limits::MAX_RANK],
+        rank: 0,
+    };
     if !scanner.eat(b'}') {
         loop {
             let key = scanner.string()?;
@@ -52,7 +77,14 @@ pub(super) fn scan<'a>(
                 }
                 metadata = Some(scanner.metadata()?);
             } else {
-                tensor(scanner.tensor(key)?)?;
+                let fields = scanner.tensor(&mut shape)?;
+                tensor(&Entry {
+                    name: key,
+                    dtype: fields.dtype,
+                    shape: shape.as_slice(),
+                    begin: fields.begin,
+                    end: fields.end,
+                })?;
             }
             if !scanner.eat(b',') {
                 break;
@@ -171,11 +203,18 @@ impl<'a> Scanner<'a> {
             // `expect` rejects it.
             return Some(0);
         }
+        // Nineteen digits cannot overflow a u64; only a twentieth is checked.
+        let mut digits = 1;
         while let Some(&byte) = self.bytes.get(self.position) {
             if !byte.is_ascii_digit() {
                 break;
             }
-            value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+            value = if digits < 19 {
+                value * 10 + u64::from(byte - b'0')
+            } else {
+                value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?
+            };
+            digits += 1;
             self.position += 1;
         }
         Some(value)
@@ -200,17 +239,20 @@ impl<'a> Scanner<'a> {
     }
 
     /// `{"dtype": …, "shape": …, "data_offsets": …}`, each field once, in any order.
-    fn tensor(&mut self, name: &'a str) -> Option<Entry<'a>> {
+    fn tensor(&mut self, shape: &mut Shape) -> Option<Fields<'a>> {
         self.expect(b'{')?;
         let mut dtype = None;
-        let mut shape = None;
+        let mut has_shape = false;
         let mut offsets = None;
         loop {
             let field = self.field()?;
             self.expect(b':')?;
             match field {
                 Field::DType if dtype.is_none() => dtype = Some(self.string()?),
-                Field::Shape if shape.is_none() => shape = Some(self.shape()?),
+                Field::Shape if !has_shape => {
+                    self.shape(shape)?;
+                    has_shape = true;
+                }
                 Field::DataOffsets if offsets.is_none() => {
                     self.expect(b'[')?;
                     let begin = self.number()?;
@@ -227,33 +269,30 @@ impl<'a> Scanner<'a> {
         }
         self.expect(b'}')?;
         let (begin, end) = offsets?;
-        Some(Entry {
-            name,
+        has_shape.then_some(())?;
+        Some(Fields {
             dtype: dtype?,
-            shape: shape?,
             begin,
             end,
         })
     }
 
     /// `[u64, …]` of at most [`limits::MAX_RANK`] numbers.
-    fn shape(&mut self) -> Option<Vec<u64>> {
+    fn shape(&mut self, shape: &mut Shape) -> Option<()> {
         self.expect(b'[')?;
-        let mut shape = Vec::new();
+        shape.rank = 0;
         if self.eat(b']') {
-            return Some(shape);
+            return Some(());
         }
         loop {
-            if shape.len() == limits::MAX_RANK {
-                return None;
-            }
-            shape.push(self.number()?);
+            *shape.dimensions.get_mut(shape.rank)? = self.number()?;
+            shape.rank += 1;
             if !self.eat(b',') {
                 break;
             }
         }
         self.expect(b']')?;
-        Some(shape)
+        Some(())
     }
 
     /// `{"key": "value", …}` with string values only.
