@@ -89,13 +89,13 @@ impl ForeignModel {
         header: SafetensorsHeader,
         grouping: &Grouping,
     ) -> Result<ForeignModel, FormatError> {
-        let files = vec![header.file_length];
-        Self::build(
-            FileKind::Safetensors,
-            0,
-            &files,
-            TensorTable::of(&header.tensors),
-            header.metadata,
+        Self::from_table_header(
+            TableHeader {
+                table: TensorTable::of(&header.tensors),
+                metadata: header.metadata,
+                file_length: header.file_length,
+                data_start: header.data_start,
+            },
             grouping,
         )
     }

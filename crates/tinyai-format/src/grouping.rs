@@ -598,6 +598,16 @@ fn plan_by_name<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedL
 mod tests {
     use super::*;
 
+    /// A deterministic `0..bound` generator (xorshift64) for the differential tests.
+    fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |bound| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        }
+    }
+
     fn names_of(layers: &[PlannedLayer]) -> Vec<&str> {
         layers.iter().map(|layer| layer.name.as_str()).collect()
     }
@@ -753,13 +763,7 @@ mod tests {
             "é",
             "layérs",
         ];
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let mut checked = 0;
         for _ in 0..20_000 {
             let count = 1 + next(6);
@@ -845,13 +849,7 @@ mod tests {
             "\u{663}",
             "TO\u{212a}EN",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let mut numbered = 0;
         for _ in 0..30_000 {
             let tensors = next(40);
