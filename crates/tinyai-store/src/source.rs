@@ -1048,24 +1048,29 @@ enum Failure {
 /// `pread` into a raw target until it is full or the file ends; returns the
 /// bytes read.
 fn read_fully_raw(file: &File, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
+    fill_raw(offset, target, |ptr, len, at| {
+        // SAFETY: `fill_raw` passes `ptr .. ptr + len`, the part of the target
+        // not filled yet: inside an allocation this load owns exclusively (see
+        // `ReadTarget`); the kernel writes at most `len` bytes there. No Rust
+        // reference to those bytes exists.
+        unsafe { libc::pread(file.as_raw_fd(), ptr.cast(), len, at) }
+    })
+}
+
+/// Calls `read(ptr, len, at)` (a `pread`-like system call filling `len`
+/// bytes at `ptr` from file offset `at`) on what is left of `target` until it
+/// is full or the file ends; returns the bytes read.
+fn fill_raw(
+    offset: u64,
+    target: ReadTarget,
+    mut read: impl FnMut(*mut u8, usize, libc::off_t) -> isize,
+) -> std::io::Result<usize> {
     let mut done = 0;
     while done < target.len {
         let Ok(at) = libc::off_t::try_from(offset + done as u64) else {
             return Err(std::io::Error::from_raw_os_error(libc::EOVERFLOW));
         };
-        // SAFETY: `target.ptr + done .. target.ptr + target.len` lies inside an
-        // allocation this load owns exclusively (see `ReadTarget`); the kernel
-        // writes at most `target.len - done` bytes there. No Rust reference to
-        // those bytes exists.
-        let n = unsafe {
-            libc::pread(
-                file.as_raw_fd(),
-                target.ptr.wrapping_add(done).cast(),
-                target.len - done,
-                at,
-            )
-        };
-        match n {
+        match read(target.ptr.wrapping_add(done), target.len - done, at) {
             0 => break,
             n if n > 0 => done += n as usize,
             _ => {
@@ -1093,32 +1098,17 @@ const RWF_DONTCACHE: libc::c_int = 0x80;
 /// kernel before 6.14) where the file system cannot drop behind.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn read_drop_behind(file: &File, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < target.len {
-        let Ok(at) = libc::off_t::try_from(offset + done as u64) else {
-            return Err(std::io::Error::from_raw_os_error(libc::EOVERFLOW));
-        };
+    fill_raw(offset, target, |ptr, len, at| {
         let iov = libc::iovec {
-            iov_base: target.ptr.wrapping_add(done).cast(),
-            iov_len: target.len - done,
+            iov_base: ptr.cast(),
+            iov_len: len,
         };
-        // SAFETY: `iov` describes `target.ptr + done .. target.ptr + target.len`,
-        // inside an allocation this load owns exclusively (see `ReadTarget`;
-        // the probe passes a local byte); the kernel writes at most that many
-        // bytes there and no Rust reference to them exists meanwhile.
-        let n = unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, at, RWF_DONTCACHE) };
-        match n {
-            0 => break,
-            n if n > 0 => done += n as usize,
-            _ => {
-                let error = std::io::Error::last_os_error();
-                if error.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-        }
-    }
-    Ok(done)
+        // SAFETY: `iov` describes `ptr .. ptr + len`, the part of the target
+        // not filled yet, inside an allocation this load owns exclusively (see
+        // `ReadTarget`; the probe passes a local byte); the kernel writes at
+        // most that many bytes there and no Rust reference to them exists.
+        unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, at, RWF_DONTCACHE) }
+    })
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
