@@ -175,6 +175,10 @@ impl Shared {
                 })
                 || (state.meta[index as usize].transient_load && !state.window.contains(id));
             let stale = stale && state.meta[index as usize].prefetch_only;
+            if stale {
+                // It will not read: no buffer to wait for.
+                self.got_buffer(&mut state, index);
+            }
             let ahead = if stale {
                 Vec::new()
             } else {

@@ -272,6 +272,7 @@ impl MappedModel {
                 queued_reads: VecDeque::new(),
                 read_ahead_front: None,
                 read_ahead_charge: 0,
+                awaiting_buffers: 0,
             }),
             config,
             changed: Condvar::new(),

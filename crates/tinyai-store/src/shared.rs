@@ -88,6 +88,11 @@ pub(crate) struct State {
     /// The kernel's read-ahead reach once a stream let it read ahead: pages
     /// it may hold past the front that no layer charges (see `crate::readahead`).
     pub(crate) read_ahead_charge: u64,
+    /// Owned backend: buffer capacity of loads begun that hold no buffer yet.
+    /// The pool may keep that much beyond the room beside the charges (each
+    /// such load is charged already and takes a pooled buffer of its size), so
+    /// that the load which evicted a layer gets the layer's buffer.
+    pub(crate) awaiting_buffers: u64,
 }
 
 /// The shared core of a [`crate::MappedModel`].
@@ -518,11 +523,29 @@ impl Shared {
         meta.prefetch_only = prefetch;
         meta.transient_load = transient;
         let verify = self.config.verify_checksums && !meta.verified;
+        if !self.source.is_mapped() {
+            state.awaiting_buffers += self.buffer_capacity(index);
+        }
         // The load's charge is in: pooled buffers must fit beside it.
         if self.source.buffers.bytes() > 0 {
-            self.source.buffers.trim(self.room_beside(state));
+            self.source.buffers.trim(self.pool_room_in(state));
         }
         verify
+    }
+
+    /// The capacity of layer `index`'s owned buffer (its length rounded up to a page).
+    pub(crate) fn buffer_capacity(&self, index: u64) -> u64 {
+        self.span(index)
+            .1
+            .next_multiple_of(crate::source::page_size())
+    }
+
+    /// A load begun by [`begin_load`](Shared::begin_load) no longer waits
+    /// for a buffer: it has one, or it will not read. Owned backend only.
+    pub(crate) fn got_buffer(&self, state: &mut State, index: u64) {
+        if !self.source.is_mapped() {
+            state.awaiting_buffers -= self.buffer_capacity(index);
+        }
     }
 
     /// Waits until evicted pages still being dropped no longer push memory over
@@ -552,17 +575,25 @@ impl Shared {
         let span = tracing::debug_span!("load", layer = index, bytes = length);
         let _entered = span.enter();
         let started = Instant::now();
-        self.source.check_unchanged()?;
         let data = if self.source.is_mapped() {
+            self.source.check_unchanged()?;
             self.source.populate(index, offset, length, sequential)?;
             None
         } else {
-            Some(Box::new(self.source.read_owned(
-                index,
-                offset,
-                length,
-                || self.pool_room(),
-            )?))
+            // Whatever happens, this load stops waiting for a buffer once it
+            // has one (or failed to get one).
+            let mut waiting = true;
+            let mut got_buffer = || {
+                if std::mem::take(&mut waiting) {
+                    self.got_buffer(&mut self.lock(), index);
+                }
+            };
+            let read = self.source.check_unchanged().and_then(|()| {
+                self.source
+                    .read_owned(index, offset, length, || self.pool_room(), &mut got_buffer)
+            });
+            got_buffer();
+            Some(Box::new(read?))
         };
         if verify {
             match &data {
@@ -599,7 +630,13 @@ impl Shared {
     /// Bytes the owned backend's buffer pool may hold: the budget less
     /// everything charged (so pooled plus charged memory stays within it).
     pub(crate) fn pool_room(&self) -> u64 {
-        self.room_beside(&self.lock())
+        self.pool_room_in(&self.lock())
+    }
+
+    /// [`pool_room`](Shared::pool_room) under the lock: the room beside the
+    /// charges, plus the buffers that charged loads are about to take.
+    pub(crate) fn pool_room_in(&self, state: &State) -> u64 {
+        self.room_beside(state) + state.awaiting_buffers
     }
 
     /// The budget less everything `state` charges (pages still being dropped included).

@@ -825,6 +825,7 @@ impl Source {
         offset: u64,
         len: u64,
         room: impl FnOnce() -> u64,
+        got_buffer: impl FnOnce(),
     ) -> Result<AlignedBuf, StoreError> {
         let page = page_size();
         let len_usize = usize::try_from(len).map_err(|_| {
@@ -836,8 +837,15 @@ impl Source {
         // is rounded up to a page (buffered reads use the same, so one pool serves both).
         let rounded = len.next_multiple_of(page) as usize;
         let mut buffer = match self.buffers.take(len_usize, rounded, page as usize) {
-            Some(buffer) => buffer,
+            Some(buffer) => {
+                got_buffer();
+                buffer
+            }
             None => {
+                // No pooled buffer of this size: this load stops waiting for
+                // one, and the pool gives up what no longer fits beside the
+                // charges before a fresh one is allocated.
+                got_buffer();
                 self.buffers.trim(room());
                 self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
                 AlignedBuf::for_reading(len_usize, rounded, page as usize)
