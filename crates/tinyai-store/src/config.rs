@@ -120,6 +120,13 @@ pub struct StoreConfig {
     /// the window. Read-aheads in it go stale, oldest first, once their stream
     /// has moved `lookahead` accesses past them
     /// ([`tinyai_cache::stream::StreamingWindow`]).
+    ///
+    /// Mapped backend: when the window can also pay for the kernel's
+    /// read-ahead past a stream (twice the device's `read_ahead_kb`) and still
+    /// hold two of the largest layers, streams read through the kernel's
+    /// read-ahead, the fastest way in, and that reach comes out of the window
+    /// ([`crate::MappedModel::read_ahead_reach`]); with `None` the window grows
+    /// to make room for it (at most half the budget).
     pub streaming_window: Option<u64>,
     /// Progress/cancel callback for bulk loads.
     pub progress: Option<ProgressCallback>,
