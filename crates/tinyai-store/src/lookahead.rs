@@ -307,12 +307,17 @@ impl Shared {
         let (offset, length) = self.span(index);
         let reach = self.read_ahead_reach;
         state.read_ahead_charge = reach;
-        let old = state.read_ahead_front.replace(offset + length);
-        let front = old?;
-        if offset + reach >= front && offset <= front + reach {
-            state.read_ahead_front = Some(front.max(offset + length));
-            return None;
-        }
+        let end = offset + length;
+        let front = match state.read_ahead_front {
+            Some(front) if offset + reach >= front && offset <= front + reach => {
+                state.read_ahead_front = Some(front.max(end));
+                return None;
+            }
+            previous => {
+                state.read_ahead_front = Some(end);
+                previous?
+            }
+        };
         let page = crate::source::page_size();
         let start = front.next_multiple_of(page);
         let end = self.free_until(start, start + reach, u64::MAX);

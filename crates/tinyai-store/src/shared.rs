@@ -628,13 +628,13 @@ impl Shared {
     }
 
     /// Bytes the owned backend's buffer pool may hold: the budget less
-    /// everything charged (so pooled plus charged memory stays within it).
+    /// everything charged, plus the buffers of loads charged and holding none
+    /// yet (so pooled memory plus the buffers layers hold stays within it).
     pub(crate) fn pool_room(&self) -> u64 {
         self.pool_room_in(&self.lock())
     }
 
-    /// [`pool_room`](Shared::pool_room) under the lock: the room beside the
-    /// charges, plus the buffers that charged loads are about to take.
+    /// [`pool_room`](Shared::pool_room) under the lock.
     pub(crate) fn pool_room_in(&self, state: &State) -> u64 {
         self.room_beside(state) + state.awaiting_buffers
     }
