@@ -26,6 +26,10 @@ pub(crate) fn page_size() -> u64 {
     })
 }
 
+/// Size of a transparent huge page on the platforms that matter here
+/// (x86-64 and aarch64 with 4 KiB pages).
+const HUGE_PAGE: usize = 2 << 20;
+
 /// A heap buffer whose first byte is aligned to `align`, owned through
 /// a raw pointer: C callers of the owned backend may write into a layer's
 /// bytes (TinyAI's API hands out `void *`), so the bytes are never owned
@@ -76,15 +80,65 @@ impl AlignedBuf {
     /// ([`read_target`](AlignedBuf::read_target)), and it is published, pooled
     /// or read ([`as_slice`](AlignedBuf::as_slice)) only after a read filled
     /// the whole payload (a failed load drops it).
+    ///
+    /// A buffer of at least [`HUGE_PAGE`] bytes is aligned to it
+    /// ([`alignment_for`](AlignedBuf::alignment_for)) and its whole huge
+    /// pages are advised `MADV_HUGEPAGE`: the read that first writes a fresh
+    /// buffer takes one page fault per 2 MiB instead of one per 4 KiB page.
+    /// Measured by a C loop on the 1 GiB cold-load model in 4 MiB layers (buffered,
+    /// `RWF_DONTCACHE`, one fresh buffer a layer): 0.46 s and 516 faults
+    /// with the advice, 0.74–0.85 s and 262,201 faults without.
     fn for_reading(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
-        let layout = std::alloc::Layout::from_size_align(capacity.max(len), align).ok()?;
+        let size = capacity.max(len);
+        let align = AlignedBuf::alignment_for(size, align);
+        let layout = std::alloc::Layout::from_size_align(size, align).ok()?;
         let ptr = if layout.size() == 0 {
             std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
         } else {
             // SAFETY: the layout's size is non-zero.
             std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })?
         };
-        Some(AlignedBuf { ptr, layout, len })
+        let buffer = AlignedBuf { ptr, layout, len };
+        buffer.advise_huge_pages();
+        Some(buffer)
+    }
+
+    /// The alignment a read buffer of `size` bytes gets when `align` is
+    /// asked for: [`HUGE_PAGE`] from that size up (so that its pages can be
+    /// huge pages), else `align`. The pool matches buffers on it.
+    pub(crate) fn alignment_for(size: usize, align: usize) -> usize {
+        if cfg!(target_os = "linux") && size >= HUGE_PAGE && align < HUGE_PAGE {
+            HUGE_PAGE
+        } else {
+            align
+        }
+    }
+
+    /// Advises the buffer's whole huge pages `MADV_HUGEPAGE` (Linux; where
+    /// transparent huge pages are off, or the advice is refused, the pages
+    /// stay small: nothing else changes).
+    fn advise_huge_pages(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            let huge = self.layout.size() / HUGE_PAGE * HUGE_PAGE;
+            if huge > 0 && self.layout.align() >= HUGE_PAGE {
+                // SAFETY: the range lies inside this buffer's allocation,
+                // which it owns exclusively (no other handle exists: it was
+                // just allocated, so no other thread can see it); the advice
+                // changes only how the kernel backs the pages, never their
+                // contents, validity or mapping, so no reference anywhere is
+                // affected.
+                let refused =
+                    unsafe { libc::madvise(self.ptr.as_ptr().cast(), huge, libc::MADV_HUGEPAGE) }
+                        != 0;
+                if refused {
+                    tracing::trace!(
+                        error = %std::io::Error::last_os_error(),
+                        "MADV_HUGEPAGE refused for a read buffer"
+                    );
+                }
+            }
+        }
     }
 
     /// Where a read of the first `capacity` bytes (at most the allocation)
@@ -836,7 +890,8 @@ impl Source {
         // O_DIRECT needs the whole transfer page-aligned: the buffer's capacity
         // is rounded up to a page (buffered reads use the same, so one pool serves both).
         let rounded = len.next_multiple_of(page) as usize;
-        let mut buffer = match self.buffers.take(len_usize, rounded, page as usize) {
+        let align = AlignedBuf::alignment_for(rounded, page as usize);
+        let mut buffer = match self.buffers.take(len_usize, rounded, align) {
             Some(buffer) => {
                 got_buffer();
                 buffer
@@ -848,7 +903,7 @@ impl Source {
                 got_buffer();
                 self.buffers.trim(room());
                 self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
-                AlignedBuf::for_reading(len_usize, rounded, page as usize)
+                AlignedBuf::for_reading(len_usize, rounded, align)
                     .ok_or_else(|| self.out_of_memory(len))?
             }
         };
@@ -1209,6 +1264,58 @@ mod buffer_tests {
         }
         assert_eq!(buffer.as_slice(), &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(buffer.as_ptr() as usize % 4096, 0);
+    }
+
+    /// A fresh read buffer of a layer of 2 MiB or more is aligned to a huge
+    /// page and advised `MADV_HUGEPAGE` (the read that first writes it then
+    /// faults once per 2 MiB, not once per 4 KiB page); a smaller one is not.
+    /// Checked in the kernel's own view of the mapping (`/proc/self/smaps`:
+    /// `hg` in `VmFlags`).
+    #[test]
+    #[cfg_attr(miri, ignore = "madvise and /proc are foreign to Miri")]
+    fn large_read_buffers_are_advised_to_huge_pages() {
+        if !cfg!(target_os = "linux") {
+            tinyai_format::fixtures::skip("huge-page advice", "not Linux");
+            return;
+        }
+        let huge = AlignedBuf::for_reading(5 << 20, 5 << 20, 4096).expect("5 MiB");
+        assert_eq!(huge.align(), super::HUGE_PAGE);
+        assert_eq!(huge.as_ptr() as usize % super::HUGE_PAGE, 0);
+        assert_eq!(
+            AlignedBuf::alignment_for(5 << 20, 4096),
+            super::HUGE_PAGE,
+            "the pool matches buffers on the alignment a fresh one gets"
+        );
+        let Some(flags) = vm_flags(huge.as_ptr() as usize) else {
+            tinyai_format::fixtures::skip("huge-page advice", "no /proc/self/smaps");
+            return;
+        };
+        assert!(
+            flags.split_whitespace().any(|f| f == "hg"),
+            "a 5 MiB read buffer is not advised to huge pages: VmFlags {flags}"
+        );
+        let small = AlignedBuf::for_reading(64 << 10, 64 << 10, 4096).expect("64 KiB");
+        assert_eq!(small.align(), 4096);
+    }
+
+    /// `VmFlags` of the mapping holding `address`, from `/proc/self/smaps`.
+    fn vm_flags(address: usize) -> Option<String> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((start, end)) = range.split_once('-')
+                && let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                )
+            {
+                inside = (start..end).contains(&address);
+            } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+                return Some(flags.trim().to_owned());
+            }
+        }
+        None
     }
 
     /// The owned backend hands C callers a writable pointer to a layer's

@@ -37,6 +37,39 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// First touch of `bytes` of fresh anonymous memory, advised to huge
+/// pages as the owned backend's buffers are: the memory an `Owned` cold load
+/// must fault in besides reading. Returns seconds. On a virtual machine
+/// whose freed memory goes back to the host (free page reporting), a first
+/// touch costs a fault on the host too, and can take longer than reading the
+/// same bytes from the device; a touch made right after a touch (or a load)
+/// of the same size reuses what that one freed. The cold-load rounds run one
+/// before every load, so every side starts from the same memory state.
+pub fn memory_touch(bytes: usize) -> f64 {
+    const HUGE: usize = 2 << 20;
+    let Ok(layout) = std::alloc::Layout::from_size_align(bytes.max(HUGE), HUGE) else {
+        return f64::NAN;
+    };
+    let start = Instant::now();
+    // SAFETY: the layout's size is non-zero; the allocation is written below
+    // only through this pointer, from this thread, and freed once.
+    let ptr = unsafe { std::alloc::alloc(layout) };
+    if ptr.is_null() {
+        return f64::NAN;
+    }
+    // SAFETY: advice over this thread's own, unshared allocation; it changes
+    // how the kernel backs the pages, not their contents.
+    unsafe { libc::madvise(ptr.cast(), layout.size() / HUGE * HUGE, libc::MADV_HUGEPAGE) };
+    for at in (0..layout.size()).step_by(4096) {
+        // SAFETY: `at` is inside the allocation; nothing else refers to it.
+        unsafe { ptr.add(at).write_volatile(1) };
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // SAFETY: allocated above with this layout, freed only here.
+    unsafe { std::alloc::dealloc(ptr, layout) };
+    seconds
+}
+
 /// Plain sequential `read` of the whole file in 8 MiB calls, cold. Returns seconds.
 pub fn plain_read(path: &Path) -> std::io::Result<f64> {
     evict_file_from_page_cache(path).map_err(std::io::Error::other)?;

@@ -25,7 +25,7 @@ use tinyai_cache::{AccessKind, Decision, Engine, EngineConfig, LayerId, PolicyKi
 use tinyai_format::fixtures::{self, FixtureSpec};
 use tinyai_store::{Backend, MappedModel, StoreConfig, evict_file_from_page_cache};
 
-use crate::baselines::{mmap_touch, plain_read, storage_read_bytes};
+use crate::baselines::{memory_touch, mmap_touch, plain_read, storage_read_bytes};
 use crate::cgroup::{Cgroup, Side, run_child, stream_store};
 use crate::device::Device;
 
@@ -319,7 +319,10 @@ fn store_load(path: &Path, backend: Backend) -> Result<(f64, u64), String> {
 }
 
 /// Cold load per backend against the device limit and a plain sequential
-/// read, interleaved per round: plain, device, then each backend.
+/// read, interleaved per round: plain, device, then each backend, each
+/// after a first touch of model-size memory (measured and reported: the
+/// memory an Owned load must fault in; it also gives every backend the same
+/// memory state to start from).
 fn cold_load(
     plan: &Plan,
     path: &Path,
@@ -350,6 +353,7 @@ fn cold_load(
         ),
     ];
     let mut plain = Vec::new();
+    let mut touch = Vec::new();
     let mut device_seconds = Vec::new();
     let mut device_error = None;
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
@@ -377,6 +381,7 @@ fn cold_load(
             if name == "owned_direct" && direct.is_err() {
                 continue;
             }
+            touch.push(memory_touch(model_size as usize));
             match store_load(path, backend) {
                 Ok((s, bytes)) => {
                     seconds[i].push(s);
@@ -397,6 +402,14 @@ fn cold_load(
     doc.insert(
         "plain_read_bandwidth".into(),
         number(model_size as f64 / plain_median),
+    );
+    // The first touch of model-size fresh memory, made before every load:
+    // what an Owned cold load pays besides reading (see `memory_touch`).
+    let touch_median = med(&touch);
+    doc.insert("memory_touch_seconds".into(), number(touch_median));
+    doc.insert(
+        "memory_touch_bandwidth".into(),
+        number(model_size as f64 / touch_median),
     );
     doc.insert("device_read_seconds".into(), number(device_median));
     doc.insert(
