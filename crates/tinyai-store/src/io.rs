@@ -38,7 +38,7 @@
 //! per layer 1.04–1.25 s). The cold-load bench measured the buffered owned
 //! backend at 0.54–0.66× the device limit with them, 0.35–0.48× before.
 //!
-//! Owned buffers come from a [`BufferPool`]: buffers of evicted layers are kept
+//! Owned buffers come from a [`BufferPool`](crate::buffer::BufferPool): buffers of evicted layers are kept
 //! for the next load of the same size (no page faults, no zeroing, no
 //! `mmap`/`munmap` per load), as long as pooled plus charged memory stays
 //! within the budget.
@@ -46,8 +46,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use crate::source::AlignedBuf;
 
 /// Largest request, in bytes.
 pub(crate) const CHUNK: u64 = 1 << 20;
@@ -246,70 +244,6 @@ pub(crate) fn chunks(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
         at += n;
     }
     requests
-}
-
-/// Buffers of evicted layers, kept for the next load of the same capacity.
-#[derive(Debug, Default)]
-pub(crate) struct BufferPool {
-    free: Mutex<Vec<AlignedBuf>>,
-    /// Capacity of the buffers in `free`.
-    bytes: AtomicU64,
-    /// Loads served from the pool, and buffers allocated fresh.
-    pub(crate) reused: AtomicU64,
-    pub(crate) allocated: AtomicU64,
-}
-
-impl BufferPool {
-    /// A pooled buffer of exactly `capacity` bytes aligned to `align`, its
-    /// payload length set to `len` (its bytes are another layer's: the caller
-    /// overwrites all `len` of them or discards it).
-    pub(crate) fn take(&self, len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
-        let mut free = self.free.lock().ok()?;
-        let at = free
-            .iter()
-            .position(|buffer| buffer.capacity() == capacity && buffer.align() == align)?;
-        let mut buffer = free.swap_remove(at);
-        drop(free);
-        self.bytes.fetch_sub(capacity as u64, Ordering::Relaxed);
-        self.reused.fetch_add(1, Ordering::Relaxed);
-        buffer.set_len(len);
-        Some(buffer)
-    }
-
-    /// Keeps `buffer` if the pool stays within `room` bytes; frees it otherwise.
-    pub(crate) fn give(&self, buffer: AlignedBuf, room: u64) {
-        let capacity = buffer.capacity() as u64;
-        if capacity == 0 {
-            return;
-        }
-        let Ok(mut free) = self.free.lock() else {
-            return;
-        };
-        if self.bytes.load(Ordering::Relaxed) + capacity <= room {
-            self.bytes.fetch_add(capacity, Ordering::Relaxed);
-            free.push(buffer);
-        }
-    }
-
-    /// Frees pooled buffers until the pool holds at most `room` bytes.
-    pub(crate) fn trim(&self, room: u64) {
-        if self.bytes.load(Ordering::Relaxed) <= room {
-            return;
-        }
-        let Ok(mut free) = self.free.lock() else {
-            return;
-        };
-        while self.bytes.load(Ordering::Relaxed) > room {
-            let Some(buffer) = free.pop() else { break };
-            self.bytes
-                .fetch_sub(buffer.capacity() as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Capacity of the pooled buffers.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 //!   what happens if another process modifies the file.
 #![deny(missing_docs)]
 
+mod buffer;
 pub mod config;
 pub mod error;
 pub mod forward;

@@ -13,9 +13,9 @@ use std::sync::atomic::Ordering;
 
 use tinyai_cache::LayerId;
 
+use crate::buffer::AlignedBuf;
 use crate::shared::{Shared, State};
 use crate::slot::SlotState;
-use crate::source::AlignedBuf;
 
 /// Memory to drop once the state lock is released.
 #[derive(Debug, Default)]

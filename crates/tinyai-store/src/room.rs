@@ -37,10 +37,10 @@ use std::time::Duration;
 
 use tinyai_cache::{Claims, LayerId};
 
+use crate::buffer::AlignedBuf;
 use crate::reclaim::Evictions;
 use crate::shared::{Shared, State};
 use crate::slot::{Kept, SlotState, Slots};
-use crate::source::AlignedBuf;
 
 /// The longest a waiting miss sleeps before looking again (a safety net: the
 /// events it waits for all notify).

@@ -10,13 +10,14 @@ use tinyai_cache::stream::{AccessOrder, StreamId, StreamingWindow};
 use tinyai_cache::{AccessKind, Decision, Engine, LayerId};
 use tinyai_format::{FormatError, Model, TensorInfo};
 
+use crate::buffer::AlignedBuf;
 use crate::config::StoreConfig;
 use crate::error::StoreError;
 use crate::hits::ReadBuffers;
 use crate::reclaim::Evictions;
 use crate::room::{Room, SlotClaims};
 use crate::slot::{Kept, Pinned, SlotState, Slots};
-use crate::source::{AlignedBuf, Source};
+use crate::source::Source;
 use crate::stats::Counters;
 use crate::tables::Tables;
 
