@@ -99,15 +99,20 @@
 //!
 //! **Persistent candidates.** A demand candidate that is refused although
 //! the victims it outranks (`rank < victim's`) would have made its room,
-//! and outranks them by more than 1.25× on average (charge-weighted; more
-//! than a size class apart), is refused on evidence, not on noise, once
-//! this has happened four times in a row: it is then admitted without the
-//! margin (still only over victims it outranks). A layer used on every pass
-//! (an early-exit head) is thus not locked out forever by blocks admitted
-//! first that are used less often; layers of the same rate do not outrank
-//! each other by 1.25×, so they do not churn (nor does one small stale
-//! victim among them count for the room the others make). Any plan that
-//! does not end this way resets the count.
+//! and outranks the *guarded* ones among them (those the margin applies to:
+//! not overdue, not of a lower priority step) by more than 1.25× on average
+//! (charge-weighted; more than a size class apart), is refused on evidence,
+//! not on noise, once this has happened four times in a row: it is then
+//! admitted without the margin (still only over victims it outranks). A
+//! layer used on every pass (an early-exit head) is thus not locked out
+//! forever by blocks admitted first that are used less often; layers of the
+//! same rate do not outrank each other by 1.25×, so they do not churn.
+//! Unguarded victims make room but are no evidence: they give way without
+//! the margin anyway, and a stale one's rank grows without bound, so
+//! counting it would pass any average (the small adapters of finished
+//! requests made every block refused by an equally used, larger head
+//! persistent, and the two then displaced each other on every pass). Any
+//! plan that does not end this way resets the count.
 //!
 //! **Packing exchanges.** On a near tie (the candidate's rank below 1.5× the
 //! victim's, the victim's priority step not above the candidate's) the
@@ -483,9 +488,10 @@ const REFILL_GAIN: u64 = 4;
 const PERSISTENT_REFUSALS: u8 = 4;
 
 /// A refusal counts towards `PERSISTENT_REFUSALS` only if the candidate's
-/// rank × this is below the charge-weighted mean rank of the victims it
-/// outranks (more than one size class apart: a smaller layer of the same
-/// rate does not count).
+/// rank × this is below the charge-weighted mean rank of the guarded
+/// victims it outranks (neither overdue nor of a lower priority step; more
+/// than one size class apart: a smaller layer of the same rate does not
+/// count).
 const PERSISTENT_MARGIN: f64 = 1.25;
 
 /// A near tie for a filling exchange: the candidate's rank below the victim's × this.
@@ -1107,10 +1113,13 @@ impl Policy for AdaptivePolicy {
         let persistent = demand
             .and_then(|c| self.entries.get(c.id as usize))
             .is_some_and(|e| e.refused >= PERSISTENT_REFUSALS);
-        // Charges of the victims seen that the candidate outranks, and
-        // whether it outranks one by more than `PERSISTENT_MARGIN`.
+        // Charges of the victims seen that the candidate outranks (the room
+        // they would make), and of those of them the margin guards with
+        // their rank × charge (whether the candidate outranks them by more
+        // than `PERSISTENT_MARGIN` on average).
         let mut beaten_freed = 0u64;
-        let mut beaten_rank_bytes = 0.0;
+        let mut guarded_freed = 0u64;
+        let mut guarded_rank_bytes = 0.0;
         let candidate_charge = candidate
             .and_then(|c| slots.get(c.id as usize))
             .map_or(0, |s| s.charge);
@@ -1191,17 +1200,25 @@ impl Policy for AdaptivePolicy {
             // on evidence, not noise: no margin either.
             let overdue =
                 e.mode == Mode::Memoryless && (clock.saturating_sub(e.last) >> age_shift) > e.key;
-            let margin = match candidate_step {
-                Some(step) if step > victim_step => 1.0,
-                _ if overdue || persistent => 1.0,
-                _ => ADMISSION_MARGIN,
+            let guarded = !overdue && candidate_step.is_none_or(|step| step <= victim_step);
+            let margin = if guarded && !persistent {
+                ADMISSION_MARGIN
+            } else {
+                1.0
             };
             let victim_charge = slots.get(id as usize).map_or(0, |s| s.charge);
             if slots.get(id as usize).is_some_and(Slot::evictable)
                 && candidate_rank.is_some_and(|c| c < victim_rank)
             {
                 beaten_freed = beaten_freed.saturating_add(victim_charge);
-                beaten_rank_bytes += victim_rank * victim_charge as f64;
+                // Only the guarded victims are evidence on the margin: an
+                // unguarded one gives way without it anyway, and a stale
+                // (overdue) one's rank grows without bound (an adapter of a
+                // finished request), which would pass any average.
+                if guarded {
+                    guarded_freed = guarded_freed.saturating_add(victim_charge);
+                    guarded_rank_bytes += victim_rank * victim_charge as f64;
+                }
             }
             let strict = candidate_rank.is_none_or(|c| c * margin < victim_rank);
             // A near tie is still worth exchanging when the victims so far
@@ -1285,11 +1302,13 @@ impl Policy for AdaptivePolicy {
             }
         }
         popped.clear();
-        // Refused although the victims it outranks would have made room.
+        // Refused although the victims it outranks would have made room,
+        // outranking the guarded ones among them by more than the margin.
         let near_miss = (plan.declined || plan.freed < needed)
             && beaten_freed >= needed
-            && candidate_rank
-                .is_some_and(|c| c * PERSISTENT_MARGIN * (beaten_freed as f64) < beaten_rank_bytes);
+            && candidate_rank.is_some_and(|c| {
+                c * PERSISTENT_MARGIN * (guarded_freed as f64) < guarded_rank_bytes
+            });
         if let Some(e) = demand.and_then(|c| entries.get_mut(c.id as usize)) {
             e.refused = if near_miss {
                 e.refused.saturating_add(1)
@@ -1494,6 +1513,44 @@ mod tests {
             }
         }
         assert_eq!(hit * 4, requested * 3, "{hit} of {requested}");
+    }
+
+    /// LoRA-like passes: a 2.5 MiB head, then 8 blocks of 1 MiB, each
+    /// followed by the active adapter's 16 KiB layer for it; the adapter
+    /// changes every 10 passes (4 adapters, in turn). At 5 MiB the head, two
+    /// blocks and the active adapter form a stable set. The adapters of
+    /// finished requests are stale (overdue) victims whose rank grows
+    /// without bound: they must not count as evidence that a refused block
+    /// outranks the head (the same rate, one size class apart), or the
+    /// block turns persistent, displaces the head, and the head displaces
+    /// two blocks back on the next pass, over and over.
+    #[test]
+    fn stale_victims_do_not_make_a_candidate_persistent() {
+        let (blocks, adapters) = (8u32, 4u32);
+        let mut charges = vec![5 * MIB / 2];
+        charges.extend(std::iter::repeat_n(MIB, blocks as usize));
+        charges.extend(std::iter::repeat_n(MIB / 64, (adapters * blocks) as usize));
+        let mut h = Harness::new(AdaptivePolicy::new(charges.len()), &charges, 5 * MIB);
+        let passes = 400;
+        let (mut head_misses, mut hit_bytes) = (0, 0);
+        for pass in 0..passes {
+            let adapter = (pass / 10) % adapters;
+            let mut ids = vec![0];
+            for i in 0..blocks {
+                ids.extend([1 + i, 1 + blocks + adapter * blocks + i]);
+            }
+            for id in ids {
+                let hit = h.access(id);
+                if pass >= passes / 2 {
+                    head_misses += u32::from(id == 0 && !hit);
+                    hit_bytes += if hit { charges[id as usize] } else { 0 };
+                }
+            }
+        }
+        assert_eq!(head_misses, 0);
+        // The head, two blocks and the adapter's 8 layers hit on every pass.
+        let per_pass = 5 * MIB / 2 + 2 * MIB + MIB / 8;
+        assert_eq!(hit_bytes, per_pass * u64::from(passes / 2));
     }
 
     /// The rank of a resident entry, computed from scratch.
