@@ -126,7 +126,8 @@ pub struct StoreConfig {
     /// hold two of the largest layers, streams read through the kernel's
     /// read-ahead, the fastest way in, and that reach comes out of the window
     /// ([`crate::MappedModel::read_ahead_reach`]); with `None` the window grows
-    /// to make room for it (at most half the budget).
+    /// to the reach plus three of the largest layers (at most half the
+    /// budget), so that the layer after next is read while a stream holds one.
     pub streaming_window: Option<u64>,
     /// Progress/cancel callback for bulk loads.
     pub progress: Option<ProgressCallback>,

@@ -10,7 +10,10 @@
 mod common;
 
 use common::*;
-use tinyai_store::{Backend, CacheState, InjectedFault, MappedModel, StoreConfig, StoreError};
+use tinyai_store::{
+    Backend, CacheState, InjectedFault, MappedModel, StoreConfig, StoreError,
+    evict_file_from_page_cache,
+};
 
 /// Sizes around the request sizes (256 KiB to 1 MiB): below, exactly, one byte over, several and
 /// a ragged tail, and a page.
@@ -297,4 +300,68 @@ fn a_full_budget_hands_evicted_buffers_to_the_loads_that_evict_them() {
             stats.buffers_allocated
         );
     }
+}
+
+/// Triple buffering through the streaming window: while a stream holds a
+/// layer it streams, the layer after next is read too. It takes room for
+/// three of the largest layers besides the kernel's read-ahead reach (a
+/// window the store sizes), and a read-ahead declined for room must be
+/// asked for again once the layer before is released and its pages dropped
+/// (`Shared::retry_read_ahead`), not at the stream's next access: without
+/// the room 0 of 36 streamed layers had the layer after next read, without
+/// the retry 10–19 of 37.
+#[test]
+fn a_stream_reads_the_layer_after_next_while_it_holds_one() {
+    const NAME: &str = "a_stream_reads_the_layer_after_next_while_it_holds_one";
+    const LAYER: u64 = 4 * MIB;
+    const LAYERS: u64 = 48;
+    let fixture = fixture(177, &[LAYER; LAYERS as usize], 1);
+    evict_file_from_page_cache(&fixture.path).unwrap();
+    let model = MappedModel::open(&fixture.path, config(64 * MIB, Backend::Mapped)).unwrap();
+    if model.read_ahead_reach() == 0 {
+        tinyai_format::fixtures::skip(
+            NAME,
+            "the file's device has no known read-ahead size, or one too large for this budget",
+        );
+        return;
+    }
+    // Two passes: the cache holds its share, the rest streams through the window.
+    for _ in 0..2 {
+        for guard in model.forward_pass(0..LAYERS).unwrap() {
+            drop(guard.unwrap());
+        }
+    }
+    let state = |index: u64| model.descriptor(index % LAYERS).unwrap().state;
+    let read_ahead =
+        |index: u64| matches!(state(index), CacheState::Loading | CacheState::Transient);
+    let (mut informative, mut after_next) = (0, 0);
+    for (index, guard) in model.forward_pass(0..LAYERS).unwrap().enumerate() {
+        let guard = guard.unwrap();
+        let index = index as u64;
+        if state(index) != CacheState::Transient
+            || state(index + 1) == CacheState::Cached
+            || state(index + 2) == CacheState::Cached
+        {
+            continue;
+        }
+        informative += 1;
+        // Prefetches run on their own thread: give them time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while !read_ahead(index + 2) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        if read_ahead(index + 1) && read_ahead(index + 2) {
+            after_next += 1;
+        }
+        drop(guard);
+    }
+    eprintln!("{NAME}: layer after next read at {after_next} of {informative} streamed layers");
+    assert!(
+        informative >= 8,
+        "only {informative} streamed layers followed by two streamed ones"
+    );
+    assert!(
+        after_next * 10 >= informative * 9,
+        "the layer after next was read while the stream held one at {after_next} of {informative} streamed layers"
+    );
 }
