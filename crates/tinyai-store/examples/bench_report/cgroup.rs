@@ -191,11 +191,18 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
                 Side::OursDirect => Backend::Owned { direct_io: true },
                 _ => Backend::default(),
             };
-            let config = StoreConfig {
+            let mut config = StoreConfig {
                 max_cache_size: budget,
                 backend,
                 ..StoreConfig::default()
             };
+            // Knobs for studying one side by hand (the bench sets none).
+            if let Ok(threads) = value("--prefetch-threads") {
+                config.prefetch_threads = threads.parse().map_err(|_| "bad --prefetch-threads")?;
+            }
+            if let Ok(lookahead) = value("--lookahead") {
+                config.lookahead = lookahead.parse().map_err(|_| "bad --lookahead")?;
+            }
             stream_store(&path, config, true, &[], passes, true)?.0
         }
         Side::Mmap | Side::Pread => {
