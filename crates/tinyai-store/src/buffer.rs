@@ -23,9 +23,16 @@ pub(crate) const HUGE_PAGE: usize = 2 << 20;
 #[derive(Debug)]
 pub(crate) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
-    /// The allocation's layout (size 0: nothing allocated, `ptr` dangling).
+    /// The allocation's size and alignment (size 0: nothing allocated, `ptr`
+    /// dangling).
     layout: std::alloc::Layout,
     len: usize,
+    /// A buffer of [`HUGE_PAGE`] bytes or more (Linux): its own anonymous
+    /// mapping, `ptr` its first huge-page boundary; `None`: `ptr` is a heap
+    /// allocation of `layout`. Never read or written through this handle
+    /// (no reference to the bytes is made from it): it only keeps the
+    /// mapping alive and unmaps it on drop.
+    mapping: Option<memmap2::MmapMut>,
 }
 
 // SAFETY: the buffer owns its allocation exclusively (no other handle to it
@@ -49,7 +56,12 @@ impl AlignedBuf {
             // SAFETY: the layout's size is non-zero.
             std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
         };
-        Some(AlignedBuf { ptr, layout, len })
+        Some(AlignedBuf {
+            ptr,
+            layout,
+            len,
+            mapping: None,
+        })
     }
 
     /// A buffer for a load to read into: `capacity` bytes **not initialised**
@@ -61,26 +73,70 @@ impl AlignedBuf {
     /// or read ([`as_slice`](AlignedBuf::as_slice)) only after a read filled
     /// the whole payload (a failed load drops it).
     ///
-    /// A buffer of at least [`HUGE_PAGE`] bytes is aligned to it
-    /// ([`alignment_for`](AlignedBuf::alignment_for)) and its whole huge
-    /// pages are advised `MADV_HUGEPAGE`: the read that first writes a fresh
-    /// buffer takes one page fault per 2 MiB instead of one per 4 KiB page.
-    /// Measured by a C loop on the 1 GiB cold-load model in 4 MiB layers (buffered,
-    /// `RWF_DONTCACHE`, one fresh buffer a layer): 0.46 s and 516 faults
-    /// with the advice, 0.74–0.85 s and 262,201 faults without.
+    /// A buffer of at least [`HUGE_PAGE`] bytes (Linux) is an anonymous
+    /// mapping of its own, aligned to a huge page
+    /// ([`alignment_for`](AlignedBuf::alignment_for)), whose whole huge pages
+    /// are advised `MADV_HUGEPAGE`: the read that first writes a fresh buffer
+    /// takes one page fault per 2 MiB instead of one per 4 KiB page (measured
+    /// by a C loop on the 1 GiB cold-load model in 4 MiB layers, buffered,
+    /// `RWF_DONTCACHE`, one fresh buffer a layer: 0.46 s and 516 faults with
+    /// the advice, 0.74–0.85 s and 262,201 faults without). Its own mapping,
+    /// not the allocator's heap: dropping it returns its memory to the system
+    /// at once, and no heap range the allocator reuses for small allocations
+    /// keeps the huge-page advice.
     pub(crate) fn for_reading(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
         let size = capacity.max(len);
         let align = AlignedBuf::alignment_for(size, align);
         let layout = std::alloc::Layout::from_size_align(size, align).ok()?;
+        if align >= HUGE_PAGE && cfg!(target_os = "linux") {
+            return AlignedBuf::mapped(layout, len);
+        }
         let ptr = if layout.size() == 0 {
             std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
         } else {
             // SAFETY: the layout's size is non-zero.
             std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })?
         };
-        let buffer = AlignedBuf { ptr, layout, len };
-        buffer.advise_huge_pages();
-        Some(buffer)
+        Some(AlignedBuf {
+            ptr,
+            layout,
+            len,
+            mapping: None,
+        })
+    }
+
+    /// A buffer of `layout` in an anonymous mapping of its own, `layout.align()`
+    /// bytes longer, starting at its first multiple of the alignment (the
+    /// pages before and after are never touched, so never resident), its
+    /// whole huge pages advised `MADV_HUGEPAGE` (where transparent huge pages
+    /// are off or the advice is refused, the pages stay small: nothing else
+    /// changes).
+    fn mapped(layout: std::alloc::Layout, len: usize) -> Option<AlignedBuf> {
+        let mut mapping = memmap2::MmapOptions::new()
+            .len(layout.size().checked_add(layout.align())?)
+            .map_anon()
+            .ok()?;
+        let base = mapping.as_mut_ptr();
+        let offset = base.align_offset(layout.align());
+        if offset > layout.align() {
+            return None;
+        }
+        // The pointer keeps the mapping's write permission (it is derived
+        // from `as_mut_ptr`, not from a slice), for C callers.
+        let ptr = std::ptr::NonNull::new(base.wrapping_add(offset))?;
+        let huge = layout.size() / HUGE_PAGE * HUGE_PAGE;
+        #[cfg(target_os = "linux")]
+        if huge > 0
+            && let Err(error) = mapping.advise_range(memmap2::Advice::HugePage, offset, huge)
+        {
+            tracing::trace!(%error, "MADV_HUGEPAGE refused for a read buffer");
+        }
+        Some(AlignedBuf {
+            ptr,
+            layout,
+            len,
+            mapping: Some(mapping),
+        })
     }
 
     /// The alignment a read buffer of `size` bytes gets when `align` is
@@ -91,33 +147,6 @@ impl AlignedBuf {
             HUGE_PAGE
         } else {
             align
-        }
-    }
-
-    /// Advises the buffer's whole huge pages `MADV_HUGEPAGE` (Linux; where
-    /// transparent huge pages are off, or the advice is refused, the pages
-    /// stay small: nothing else changes).
-    fn advise_huge_pages(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            let huge = self.layout.size() / HUGE_PAGE * HUGE_PAGE;
-            if huge > 0 && self.layout.align() >= HUGE_PAGE {
-                // SAFETY: the range lies inside this buffer's allocation,
-                // which it owns exclusively (no other handle exists: it was
-                // just allocated, so no other thread can see it); the advice
-                // changes only how the kernel backs the pages, never their
-                // contents, validity or mapping, so no reference anywhere is
-                // affected.
-                let refused =
-                    unsafe { libc::madvise(self.ptr.as_ptr().cast(), huge, libc::MADV_HUGEPAGE) }
-                        != 0;
-                if refused {
-                    tracing::trace!(
-                        error = %std::io::Error::last_os_error(),
-                        "MADV_HUGEPAGE refused for a read buffer"
-                    );
-                }
-            }
         }
     }
 
@@ -203,7 +232,8 @@ impl ReadTarget {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        if self.layout.size() != 0 {
+        // A mapped buffer is unmapped when `mapping` drops, after this.
+        if self.mapping.is_none() && self.layout.size() != 0 {
             // SAFETY: allocated in `zeroed` or `for_reading` with this layout
             // (size non-zero), freed only here, once: `self` owns it exclusively.
             unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
@@ -300,7 +330,8 @@ mod buffer_tests {
 
     /// A fresh read buffer of a layer of 2 MiB or more is aligned to a huge
     /// page and advised `MADV_HUGEPAGE` (the read that first writes it then
-    /// faults once per 2 MiB, not once per 4 KiB page); a smaller one is not.
+    /// faults once per 2 MiB, not once per 4 KiB page), in a mapping of its
+    /// own that goes when it is dropped; a smaller one is not.
     /// Checked in the kernel's own view of the mapping (`/proc/self/smaps`:
     /// `hg` in `VmFlags`).
     #[test]
@@ -328,6 +359,21 @@ mod buffer_tests {
         );
         let small = AlignedBuf::for_reading(64 << 10, 64 << 10, 4096).expect("64 KiB");
         assert_eq!(small.align(), 4096);
+        // Its own mapping: dropping it unmaps it (no heap range keeps the
+        // advice), also once glibc would serve it from its heap (freeing a
+        // larger allocation raised glibc's mmap threshold above it).
+        drop(huge);
+        drop(AlignedBuf::for_reading(24 << 20, 24 << 20, 4096).expect("24 MiB"));
+        for round in 0..2 {
+            let huge = AlignedBuf::for_reading(5 << 20, 5 << 20, 4096).expect("5 MiB");
+            let address = huge.as_ptr() as usize;
+            drop(huge);
+            assert_eq!(
+                vm_flags(address),
+                None,
+                "a dropped 5 MiB read buffer is still mapped (round {round})"
+            );
+        }
     }
 
     /// `VmFlags` of the mapping holding `address`, from `/proc/self/smaps`.
