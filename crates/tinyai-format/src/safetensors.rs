@@ -441,9 +441,17 @@ fn check(
         return Err(Flaw::OutOfBounds);
     }
     let bits = dtype.bits().unwrap_or(8);
-    let expected = element_count(shape)
-        .and_then(|count| count.checked_mul(u128::from(bits)))
-        .map_or(u128::MAX, |bits| bits.div_ceil(8));
+    // In 64 bits while the product fits (it nearly always does), else in 128.
+    let expected = match shape
+        .iter()
+        .try_fold(u64::from(bits), |product, &dimension| {
+            product.checked_mul(dimension)
+        }) {
+        Some(bits) => u128::from(bits.div_ceil(8)),
+        None => element_count(shape)
+            .and_then(|count| count.checked_mul(u128::from(bits)))
+            .map_or(u128::MAX, |bits| bits.div_ceil(8)),
+    };
     if expected != u128::from(end - begin) {
         return Err(Flaw::Size(expected));
     }
