@@ -175,6 +175,13 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
 /// after a word holds a byte that is not ASCII (the first such place, left to
 /// right), the regex decides for the whole name.
 fn default_match(name: &str) -> Option<(&str, &str)> {
+    let (family_end, number) = default_match_at(name)?;
+    Some((name.get(..family_end)?, name.get(number)?))
+}
+
+/// [`default_match`] as byte positions in `name`: the family's end and the
+/// layer number's range.
+fn default_match_at(name: &str) -> Option<(usize, std::ops::Range<usize>)> {
     let bytes = name.as_bytes();
     let component_end = |start: usize| {
         bytes
@@ -191,12 +198,12 @@ fn default_match(name: &str) -> Option<(&str, &str)> {
         if bytes.get(start..end).is_some_and(is_layer_word) && next_end > next_start {
             let next = bytes.get(next_start..next_end).unwrap_or_default();
             if next.iter().all(u8::is_ascii_digit) {
-                return Some((name.get(..end)?, name.get(next_start..next_end)?));
+                return Some((end, next_start..next_end));
             }
             if !next.is_ascii() {
                 let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
                 let (word, number) = (captures.get(1)?, captures.get(2)?);
-                return Some((name.get(..word.end())?, number.as_str()));
+                return Some((word.end(), number.range()));
             }
         }
         (start, end) = (next_start, next_end);
@@ -343,39 +350,67 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
     let mut ungrouped: HashMap<&str, usize> = HashMap::new();
     let mut last_family: Option<(&str, usize)> = None;
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
+    // The last numbered name, where its number ends, and its key.
+    let mut last_numbered: Option<(&str, usize, DefaultKey<'_>)> = None;
     for index in 0..count {
         let name = name_of(index);
-        let numbered =
-            default_match(name).and_then(|(family, number)| Some((family, layer_number(number)?)));
-        let key = match numbered {
-            Some((family, number)) => {
-                let family = match last_family {
-                    Some((text, position)) if text == family => position,
-                    _ => {
-                        let position = if families.len() <= LISTED_FAMILIES {
-                            families.iter().position(|known| *known == family)
-                        } else {
-                            family_positions.get(family).copied()
-                        };
-                        let position = position.unwrap_or_else(|| {
-                            families.push(family);
-                            if families.len() > LISTED_FAMILIES {
-                                if family_positions.is_empty() {
-                                    family_positions
-                                        .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
-                                } else {
-                                    family_positions.insert(family, families.len() - 1);
-                                }
-                            }
-                            families.len() - 1
-                        });
-                        last_family = Some((family, position));
-                        position
-                    }
-                };
-                DefaultKey::Numbered { family, number }
+        // A name that repeats the last numbered name up to the end of its
+        // number, then ends or goes on with a dot, has its match (every
+        // component up to there is the same, and the number's component ends
+        // there in both): neighbours in a layer skip the search.
+        let cached = match last_numbered {
+            Some((last, number_end, key))
+                if name
+                    .as_bytes()
+                    .get(number_end)
+                    .is_none_or(|&byte| byte == b'.')
+                    && name.as_bytes().get(..number_end) == last.as_bytes().get(..number_end) =>
+            {
+                Some(key)
             }
-            None => DefaultKey::Ungrouped(prefix_of(name)),
+            _ => None,
+        };
+        let key = if let Some(key) = cached {
+            key
+        } else if let Some((family, number, number_end)) =
+            default_match_at(name).and_then(|(family_end, number)| {
+                let number_end = number.end;
+                Some((
+                    name.get(..family_end)?,
+                    layer_number(name.get(number)?)?,
+                    number_end,
+                ))
+            })
+        {
+            let family = match last_family {
+                Some((text, position)) if text == family => position,
+                _ => {
+                    let position = if families.len() <= LISTED_FAMILIES {
+                        families.iter().position(|known| *known == family)
+                    } else {
+                        family_positions.get(family).copied()
+                    };
+                    let position = position.unwrap_or_else(|| {
+                        families.push(family);
+                        if families.len() > LISTED_FAMILIES {
+                            if family_positions.is_empty() {
+                                family_positions
+                                    .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
+                            } else {
+                                family_positions.insert(family, families.len() - 1);
+                            }
+                        }
+                        families.len() - 1
+                    });
+                    last_family = Some((family, position));
+                    position
+                }
+            };
+            let key = DefaultKey::Numbered { family, number };
+            last_numbered = Some((name, number_end, key));
+            key
+        } else {
+            DefaultKey::Ungrouped(prefix_of(name))
         };
         let slot = match previous {
             Some((previous_key, slot)) if previous_key == key => slot,
@@ -853,7 +888,7 @@ mod tests {
         let mut numbered = 0;
         for _ in 0..30_000 {
             let tensors = next(40);
-            let mut names = Vec::with_capacity(tensors);
+            let mut names: Vec<String> = Vec::with_capacity(tensors);
             for _ in 0..tensors {
                 let mut name = String::new();
                 for index in 0..1 + next(5) {
@@ -862,11 +897,20 @@ mod tests {
                     }
                     name.push_str(parts[next(parts.len())]);
                 }
-                // Neighbours often share a layer, as in real files.
-                if next(3) == 0
-                    && let Some(last) = names.last()
-                {
-                    name = format!("{last}.weight");
+                // Neighbours often share a layer, as in real files, or
+                // begin as the last name does and part from it anywhere.
+                if let Some(last) = names.last() {
+                    match next(3) {
+                        0 => name = format!("{last}.weight"),
+                        1 => {
+                            let mut cut = next(last.len() + 1);
+                            while !last.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            name = format!("{}{}", &last[..cut], parts[next(parts.len())]);
+                        }
+                        _ => {}
+                    }
                 }
                 names.push(name);
             }
