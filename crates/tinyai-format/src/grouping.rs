@@ -42,6 +42,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -242,13 +243,13 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
         Grouping::Default => {
             let plan = plan_default(names.len(), |index| names[index].as_ref());
             plan.layers
-                .into_iter()
+                .iter()
                 .map(|(name, range)| {
                     let mut text = String::new();
                     name.write_to(&mut text);
                     PlannedLayer {
                         name: text,
-                        tensors: plan.members.get(range).unwrap_or_default().to_vec(),
+                        tensors: plan.members(range.clone()).collect(),
                     }
                 })
                 .collect()
@@ -298,11 +299,13 @@ impl LayerName<'_> {
 }
 
 /// Layers planned without an allocation per layer: layer `i` holds the tensors
-/// `members[layers[i].1.clone()]`, in source order.
+/// of the runs `runs[layers[i].1.clone()]` (ranges of source indices), in
+/// source order. Neighbours in the source mostly share a layer, so a run
+/// usually holds a layer's tensors, or many of them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CompactPlan<'a> {
-    pub(crate) layers: Vec<(LayerName<'a>, std::ops::Range<usize>)>,
-    pub(crate) members: Vec<usize>,
+    pub(crate) layers: Vec<(LayerName<'a>, Range<usize>)>,
+    pub(crate) runs: Vec<Range<usize>>,
 }
 
 impl<'a> CompactPlan<'a> {
@@ -318,14 +321,29 @@ impl<'a> CompactPlan<'a> {
                 let names: Vec<&str> = (0..count).map(name_of).collect();
                 let mut plan = CompactPlan::default();
                 for layer in plan_by_name(&names, grouping) {
-                    let start = plan.members.len();
-                    plan.members.extend_from_slice(&layer.tensors);
-                    let range = start..plan.members.len();
+                    let start = plan.runs.len();
+                    for &index in &layer.tensors {
+                        let in_layer = plan.runs.len() > start;
+                        match plan.runs.last_mut() {
+                            Some(run) if in_layer && run.end == index => run.end += 1,
+                            _ => plan.runs.push(index..index + 1),
+                        }
+                    }
+                    let range = start..plan.runs.len();
                     plan.layers.push((LayerName::Owned(layer.name), range));
                 }
                 plan
             }
         }
+    }
+
+    /// The tensors of the runs `runs` (a layer's), in order.
+    pub(crate) fn members(&self, runs: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.runs
+            .get(runs)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(Clone::clone)
     }
 }
 
@@ -340,39 +358,38 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
     // Families in order of first appearance (found by search while few, then hashed).
     let mut families: Vec<&str> = Vec::new();
     let mut family_positions: HashMap<&str, usize> = HashMap::new();
-    // Per layer ("slot", in order of first appearance): its key, tensor count
+    // Per layer ("slot", in order of first appearance): its key, run count
     // and whether it is a "pre" layer.
     let mut slots: Vec<(DefaultKey<'_>, usize, bool)> = Vec::new();
-    let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+    // Runs of neighbours in one slot, in source order.
+    let mut slot_runs: Vec<(usize, Range<usize>)> = Vec::new();
     // Numbered layers: slots by number for the first families, else hashed.
     let mut dense: [Vec<usize>; DENSE_FAMILIES] = Default::default();
     let mut sparse: HashMap<(usize, u128), usize> = HashMap::new();
     let mut ungrouped: HashMap<&str, usize> = HashMap::new();
     let mut last_family: Option<(&str, usize)> = None;
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
-    // The last numbered name, where its number ends, and its key.
-    let mut last_numbered: Option<(&str, usize, DefaultKey<'_>)> = None;
+    // The last numbered name, where its number ends, and its slot.
+    let mut last_numbered: Option<(&str, usize, usize)> = None;
     for index in 0..count {
         let name = name_of(index);
         // A name that repeats the last numbered name up to the end of its
         // number, then ends or goes on with a dot, has its match (every
         // component up to there is the same, and the number's component ends
-        // there in both): neighbours in a layer skip the search.
-        let cached = match last_numbered {
-            Some((last, number_end, key))
-                if name
-                    .as_bytes()
-                    .get(number_end)
-                    .is_none_or(|&byte| byte == b'.')
-                    && name.as_bytes().get(..number_end) == last.as_bytes().get(..number_end) =>
-            {
-                Some(key)
-            }
-            _ => None,
-        };
-        let key = if let Some(key) = cached {
-            key
-        } else if let Some((family, number, number_end)) =
+        // there in both), so its key and slot: neighbours in a layer skip the
+        // search and the lookup.
+        if let Some((last, number_end, slot)) = last_numbered
+            && name
+                .as_bytes()
+                .get(number_end)
+                .is_none_or(|&byte| byte == b'.')
+            && same_prefix(name.as_bytes(), last.as_bytes(), number_end)
+        {
+            add_to_run(&mut slot_runs, &mut slots, slot, index);
+            continue;
+        }
+        let mut numbered_end = None;
+        let key = if let Some((family, number, number_end)) =
             default_match_at(name).and_then(|(family_end, number)| {
                 let number_end = number.end;
                 Some((
@@ -380,8 +397,7 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
                     layer_number(name.get(number)?)?,
                     number_end,
                 ))
-            })
-        {
+            }) {
             let family = match last_family {
                 Some((text, position)) if text == family => position,
                 _ => {
@@ -406,9 +422,8 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
                     position
                 }
             };
-            let key = DefaultKey::Numbered { family, number };
-            last_numbered = Some((name, number_end, key));
-            key
+            numbered_end = Some(number_end);
+            DefaultKey::Numbered { family, number }
         } else {
             DefaultKey::Ungrouped(prefix_of(name))
         };
@@ -441,8 +456,10 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
                 slot
             }
         };
-        slots[slot].1 += 1;
-        slot_of.push(slot);
+        if let Some(number_end) = numbered_end {
+            last_numbered = Some((name, number_end, slot));
+        }
+        add_to_run(&mut slot_runs, &mut slots, slot, index);
     }
     // Layer order: "pre" layers, numbered ones (by family, then number), the rest.
     let mut order: Vec<usize> = Vec::with_capacity(slots.len());
@@ -462,14 +479,14 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
         (0..slots.len())
             .filter(|&slot| !slots[slot].2 && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
     );
-    // Each slot's place in `members`, then the members by counting sort.
+    // Each slot's place in `runs`, then the runs by counting sort.
     let single_family = families.len() == 1;
-    let mut next_member = vec![0usize; slots.len()];
+    let mut next_run = vec![0usize; slots.len()];
     let mut layers = Vec::with_capacity(order.len());
     let mut start = 0;
     for &slot in &order {
-        let (key, tensors, _) = slots[slot];
-        next_member[slot] = start;
+        let (key, runs, _) = slots[slot];
+        next_run[slot] = start;
         let name = match key {
             DefaultKey::Numbered { family, number } => LayerName::Numbered {
                 family: if single_family {
@@ -481,17 +498,64 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
             },
             DefaultKey::Ungrouped(prefix) => LayerName::Text(prefix),
         };
-        layers.push((name, start..start + tensors));
-        start += tensors;
+        layers.push((name, start..start + runs));
+        start += runs;
     }
-    let mut members = vec![0usize; count];
-    for (index, &slot) in slot_of.iter().enumerate() {
-        if let Some(member) = members.get_mut(next_member[slot]) {
-            *member = index;
+    let mut runs = vec![0..0; slot_runs.len()];
+    for (slot, run) in slot_runs {
+        if let Some(place) = runs.get_mut(next_run[slot]) {
+            *place = run;
         }
-        next_member[slot] += 1;
+        next_run[slot] += 1;
     }
-    CompactPlan { layers, members }
+    CompactPlan { layers, runs }
+}
+
+/// Adds tensor `index` (the next in source order) to `slot`: to the last run
+/// if that is the slot's, else to a new run of the slot.
+fn add_to_run(
+    slot_runs: &mut Vec<(usize, Range<usize>)>,
+    slots: &mut [(DefaultKey<'_>, usize, bool)],
+    slot: usize,
+    index: usize,
+) {
+    match slot_runs.last_mut() {
+        Some((last, run)) if *last == slot => run.end = index + 1,
+        _ => {
+            if let Some(entry) = slots.get_mut(slot) {
+                entry.1 += 1;
+            }
+            slot_runs.push((slot, index..index + 1));
+        }
+    }
+}
+
+/// Whether `a` and `b` both hold `length` bytes or more and agree on the
+/// first `length`; eight bytes at a time, without a call (layer prefixes are
+/// short).
+fn same_prefix(a: &[u8], b: &[u8], length: usize) -> bool {
+    let (Some(a), Some(b)) = (a.get(..length), b.get(..length)) else {
+        return false;
+    };
+    let word = |bytes: &[u8], at: usize| {
+        let mut word = [0u8; 8];
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            word.copy_from_slice(chunk);
+        }
+        u64::from_ne_bytes(word)
+    };
+    if length < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    // Whole words from the start, then the last eight bytes (overlapping).
+    let mut at = 0;
+    while at + 8 < length {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, length - 8) == word(b, length - 8)
 }
 
 /// `text` as a `u128`, as `text.parse::<u128>()` reads it; up to 19 ASCII
@@ -524,7 +588,7 @@ fn push_numbered_name(out: &mut String, family: &str, number: u128) {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// [`plan`] by layer name: each tensor's layer is named, then found by that
