@@ -117,9 +117,12 @@ fn zero_bytes(word: u64) -> u64 {
 /// string (`"`), or that a plain string may not hold (`\`, a control
 /// character below 0x20); as with [`zero_bytes`] the lowest one set is exact.
 fn string_stops(word: u64) -> u64 {
-    zero_bytes(word ^ (ONES * u64::from(b'"')))
+    // Flipping bit 1 maps `"` (0x22) to 0x20 and keeps bytes below 0x20 below
+    // it (and every other byte at 0x21 or above): one test of "below 0x21"
+    // finds both. A borrow starts only at a byte found.
+    let flipped = word ^ (ONES * 0x02);
+    (flipped.wrapping_sub(ONES * 0x21) & !flipped & HIGH_BITS)
         | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-        | (word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS)
 }
 
 /// The high bit of each byte of the little-endian `word` that is not an ASCII
@@ -411,7 +414,24 @@ impl<'a> Scanner<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Scanner;
+    use super::{Scanner, string_stops};
+
+    #[test]
+    fn string_stops_finds_the_first_quote_backslash_or_control_byte() {
+        let stop = |byte: u8| byte == b'"' || byte == b'\\' || byte < 0x20;
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                for filler in [b'a', 0xff, b' ', b'!', b'#', 0x80] {
+                    let mut word = [filler; 8];
+                    word[at] = byte;
+                    let expected = word.iter().position(|&b| stop(b));
+                    let stops = string_stops(u64::from_le_bytes(word));
+                    let found = (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, expected, "{word:?}");
+                }
+            }
+        }
+    }
 
     /// What [`Scanner::digits`] makes of `text`: the value and the bytes read.
     fn digits(text: &str) -> Option<(u64, usize)> {
