@@ -247,7 +247,8 @@ impl ForeignModel {
             let mut covered: Option<(u64, u64)> = None;
             let first_tensor = entries.len() as u64;
             let mut dtype = None;
-            let mut widest = (0u64, 8u16);
+            // The last of the longest tensors, whose precision the layer takes.
+            let mut widest: (u64, Option<(DType, u32)>) = (0, None);
             for run in planned.runs.get(runs.clone()).unwrap_or_default() {
                 let members = source.entries.get(run.clone()).unwrap_or_default();
                 for tensor in members {
@@ -262,10 +263,7 @@ impl ForeignModel {
                         Some(_) => DType::Mixed,
                     });
                     if tensor.length() >= widest.0 {
-                        widest = (
-                            tensor.length(),
-                            precision_of(tensor.dtype, tensor.source_type),
-                        );
+                        widest = (tensor.length(), Some((tensor.dtype, tensor.source_type)));
                     }
                 }
                 entries.extend_from_slice(members);
@@ -283,7 +281,11 @@ impl ForeignModel {
                 first_tensor,
                 tensor_count: entries.len() as u64 - first_tensor,
                 dtype: dtype.unwrap_or(DType::Opaque),
-                precision_bits: u32::from(widest.1),
+                precision_bits: u32::from(
+                    widest
+                        .1
+                        .map_or(8, |(dtype, source_type)| precision_of(dtype, source_type)),
+                ),
             });
         }
         let tensors = TensorTable { entries, ..source };

@@ -275,14 +275,24 @@ pub(crate) fn parse_table(
     } else {
         None
     };
-    let (mut table, metadata) = match fast {
+    let (mut table, metadata, laid_out) = match fast {
         Some(read) => read,
         None => {
             let (tensors, metadata) =
                 parse_entries_with_serde(json, data_start, file_length, file)?;
-            (TensorTable::of(&tensors), metadata)
+            (TensorTable::of(&tensors), metadata, false)
         }
     };
+    if laid_out {
+        // In data order with no overlap, as the scan found: what the sort
+        // and the check below would find.
+        return Ok(TableHeader {
+            data_start,
+            file_length,
+            table,
+            metadata,
+        });
+    }
     // Writers commonly list tensors in data order: then no sort (nor its
     // scratch buffer) is needed.
     if !table
@@ -316,16 +326,22 @@ pub(crate) fn parse_table(
 /// A header's tensors in document order and its metadata sorted by key.
 type ReadHeader = (Vec<ForeignTensor>, Vec<(String, String)>);
 
+/// What [`scan_entries`] reads: the tensors (document order), the sorted
+/// metadata, and whether the tensors are laid out in data order without overlap.
+type ScannedHeader = (TensorTable, Vec<(String, String)>, bool);
+
 /// The tensors (document order) and sorted metadata of a header, read with
 /// [`scan::scan`] when the header has the plain shape it reads and every tensor
 /// passes [`check`]; [`None`] leaves the header, and the reporting of any
-/// error, to [`parse_entries_with_serde`].
+/// error, to [`parse_entries_with_serde`]. The flag says whether each tensor
+/// begins at or after the end of the one before (then they are in data
+/// order and none overlaps).
 fn scan_entries(
     json: &[u8],
     data_start: u64,
     file_length: u64,
     file: usize,
-) -> Option<(TensorTable, Vec<(String, String)>)> {
+) -> Option<ScannedHeader> {
     // Real entries take some 80 to 150 bytes, a third of it the name: room for
     // most headers' entries without regrowth (a Vec that grows past 1 KiB
     // costs more than the slack), about the header's own size in all.
@@ -334,6 +350,10 @@ fn scan_entries(
     // Whether the names so far are in increasing order (then none repeats).
     let mut previous: Option<&str> = None;
     let mut increasing = true;
+    // Where the last tensor ends, and whether each began at or after the end
+    // of the one before.
+    let mut last_end = 0;
+    let mut laid_out = true;
     let metadata = scan::scan(json, |entry| {
         let shape = entry.shape;
         let dtype = check(entry.dtype, shape, entry.begin, entry.end, data_length).ok()?;
@@ -341,6 +361,8 @@ fn scan_entries(
             increasing &= precedes(previous.as_bytes(), entry.name.as_bytes());
         }
         previous = Some(entry.name);
+        laid_out &= entry.begin >= last_end;
+        last_end = entry.end;
         table.push(
             entry.name,
             dtype,
@@ -359,7 +381,7 @@ fn scan_entries(
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    Some((table, metadata))
+    Some((table, metadata, laid_out))
 }
 
 /// Whether `a` sorts strictly before `b` (byte order, as `<` on `str`);

@@ -223,6 +223,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// [`Scanner::number`] with no whitespace before it.
+    #[inline(always)]
     fn digits(&mut self) -> Option<u64> {
         let first = *self.bytes.get(self.position)?;
         if !first.is_ascii_digit() {
