@@ -176,13 +176,15 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
 /// after a word holds a byte that is not ASCII (the first such place, left to
 /// right), the regex decides for the whole name.
 fn default_match(name: &str) -> Option<(&str, &str)> {
-    let (family_end, number) = default_match_at(name)?;
+    let (family_end, number, _) = default_match_at(name)?;
     Some((name.get(..family_end)?, name.get(number)?))
 }
 
 /// [`default_match`] as byte positions in `name`: the family's end and the
-/// layer number's range.
-fn default_match_at(name: &str) -> Option<(usize, std::ops::Range<usize>)> {
+/// layer number's range; `true` if found without the regex (every component
+/// before the number is ASCII up to where it was found, and no earlier
+/// component is a layer word followed by digits).
+fn default_match_at(name: &str) -> Option<(usize, Range<usize>, bool)> {
     let bytes = name.as_bytes();
     let component_end = |start: usize| {
         bytes
@@ -199,12 +201,12 @@ fn default_match_at(name: &str) -> Option<(usize, std::ops::Range<usize>)> {
         if bytes.get(start..end).is_some_and(is_layer_word) && next_end > next_start {
             let next = bytes.get(next_start..next_end).unwrap_or_default();
             if next.iter().all(u8::is_ascii_digit) {
-                return Some((end, next_start..next_end));
+                return Some((end, next_start..next_end, true));
             }
             if !next.is_ascii() {
                 let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
                 let (word, number) = (captures.get(1)?, captures.get(2)?);
-                return Some((word.end(), number.range()));
+                return Some((word.end(), number.range(), false));
             }
         }
         (start, end) = (next_start, next_end);
@@ -371,6 +373,9 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
     // The last numbered name, where its number ends, and its slot.
     let mut last_numbered: Option<(&str, usize, usize)> = None;
+    // The last numbered name found without the regex, where its family ends,
+    // and the family's position.
+    let mut family_prefix: Option<(&str, usize, usize)> = None;
     for index in 0..count {
         let name = name_of(index);
         // A name that repeats the last numbered name up to the end of its
@@ -389,15 +394,45 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
             continue;
         }
         let mut numbered_end = None;
-        let key = if let Some((family, number, number_end)) =
-            default_match_at(name).and_then(|(family_end, number)| {
+        // A name that repeats the last name matched without the regex up to
+        // the end of its family word, then has a dot and a component of ASCII
+        // digits, has that family and number: the components before are the
+        // same (none of them made a match or needed the regex), and a layer
+        // word followed by digits is a match.
+        let near = family_prefix.and_then(|(last, family_end, family)| {
+            let bytes = name.as_bytes();
+            if bytes.get(family_end) != Some(&b'.')
+                || !same_prefix(bytes, last.as_bytes(), family_end)
+            {
+                return None;
+            }
+            let start = family_end + 1;
+            let rest = bytes.get(start..)?;
+            let length = rest
+                .iter()
+                .position(|&byte| byte == b'.')
+                .unwrap_or(rest.len());
+            if length == 0 || !rest.get(..length)?.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let number = layer_number(name.get(start..start + length)?)?;
+            Some((family, number, start + length))
+        });
+        let key = if let Some((family, number, number_end)) = near {
+            numbered_end = Some(number_end);
+            DefaultKey::Numbered { family, number }
+        } else if let Some((family, number, number_end, plain)) =
+            default_match_at(name).and_then(|(family_end, number, plain)| {
                 let number_end = number.end;
                 Some((
                     name.get(..family_end)?,
                     layer_number(name.get(number)?)?,
                     number_end,
+                    plain,
                 ))
-            }) {
+            })
+        {
+            let family_end = family.len();
             let family = match last_family {
                 Some((text, position)) if text == family => position,
                 _ => {
@@ -423,6 +458,7 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
                 }
             };
             numbered_end = Some(number_end);
+            family_prefix = plain.then_some((name, family_end, family));
             DefaultKey::Numbered { family, number }
         } else {
             DefaultKey::Ungrouped(prefix_of(name))
