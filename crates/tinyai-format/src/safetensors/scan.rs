@@ -132,10 +132,9 @@ fn non_digits(word: u64) -> u64 {
     (word.wrapping_add(ONES * 0x46) | word.wrapping_sub(ONES * u64::from(b'0'))) & HIGH_BITS
 }
 
-/// The value of the eight ASCII digits of the little-endian `word` (first digit
-/// in the lowest byte).
+/// The value of the eight decimal digit values (0 to 9) in the bytes of the
+/// little-endian `word` (first digit in the lowest byte).
 fn eight_digits(word: u64) -> u64 {
-    let word = word.wrapping_sub(ONES * u64::from(b'0'));
     // Pairs, then fours, then all eight.
     let word = word.wrapping_mul(10).wrapping_add(word >> 8);
     let mask = 0x0000_00FF_0000_00FF;
@@ -246,9 +245,11 @@ impl<'a> Scanner<'a> {
                 // At least one digit (the first), at most seven.
                 let count = (stops.trailing_zeros() / 8) as usize;
                 self.position += count;
-                return Some(eight_digits(
-                    (word << (8 * (8 - count))) | (ONES * u64::from(b'0')) >> (8 * count),
-                ));
+                // Digit values (a borrow starts only above the digits, at
+                // the byte that ends them), moved to the top: the zeros
+                // shifted in are leading zeros.
+                let values = word.wrapping_sub(ONES * u64::from(b'0'));
+                return Some(eight_digits(values << (8 * (8 - count))));
             }
         }
         self.position += 1;
