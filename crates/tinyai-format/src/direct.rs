@@ -241,34 +241,32 @@ impl ForeignModel {
         let mut entries = Vec::with_capacity(source.entries.len());
         let mut layers = Vec::with_capacity(planned.layers.len());
         let mut layer_names = String::new();
-        for (name, members) in &planned.layers {
+        for (name, runs) in &planned.layers {
             // The layer covers its tensors' lowest start to highest end in the
             // virtual byte space (as `group_layers`'s spans, first to last).
             let mut covered: Option<(u64, u64)> = None;
             let first_tensor = entries.len() as u64;
             let mut dtype = None;
-            let mut widest = (0u64, 8u16);
-            for &index in planned.members.get(members.clone()).unwrap_or_default() {
-                let Some(tensor) = source.entries.get(index) else {
-                    continue;
-                };
-                let base = files[tensor.file].base;
-                let (start, end) = (base + tensor.start, base + tensor.end);
-                covered = Some(
-                    covered.map_or((start, end), |(low, high)| (low.min(start), high.max(end))),
-                );
-                dtype = Some(match dtype {
-                    None => tensor.dtype,
-                    Some(existing) if existing == tensor.dtype => existing,
-                    Some(_) => DType::Mixed,
-                });
-                if tensor.length() >= widest.0 {
-                    widest = (
-                        tensor.length(),
-                        precision_of(tensor.dtype, tensor.source_type),
+            // The last of the longest tensors, whose precision the layer takes.
+            let mut widest: (u64, Option<(DType, u32)>) = (0, None);
+            for run in planned.runs.get(runs.clone()).unwrap_or_default() {
+                let members = source.entries.get(run.clone()).unwrap_or_default();
+                for tensor in members {
+                    let base = files[tensor.file].base;
+                    let (start, end) = (base + tensor.start, base + tensor.end);
+                    covered = Some(
+                        covered.map_or((start, end), |(low, high)| (low.min(start), high.max(end))),
                     );
+                    dtype = Some(match dtype {
+                        None => tensor.dtype,
+                        Some(existing) if existing == tensor.dtype => existing,
+                        Some(_) => DType::Mixed,
+                    });
+                    if tensor.length() >= widest.0 {
+                        widest = (tensor.length(), Some((tensor.dtype, tensor.source_type)));
+                    }
                 }
-                entries.push(*tensor);
+                entries.extend_from_slice(members);
             }
             let Some((offset, end)) = covered else {
                 continue;
@@ -283,7 +281,11 @@ impl ForeignModel {
                 first_tensor,
                 tensor_count: entries.len() as u64 - first_tensor,
                 dtype: dtype.unwrap_or(DType::Opaque),
-                precision_bits: u32::from(widest.1),
+                precision_bits: u32::from(
+                    widest
+                        .1
+                        .map_or(8, |(dtype, source_type)| precision_of(dtype, source_type)),
+                ),
             });
         }
         let tensors = TensorTable { entries, ..source };

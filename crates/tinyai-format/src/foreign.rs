@@ -115,6 +115,7 @@ impl TensorTable {
 
     /// Appends a tensor (`start..end` absolute in file `file`).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn push(
         &mut self,
         name: &str,
@@ -128,7 +129,8 @@ impl TensorTable {
         let name_start = self.names.len();
         self.names.push_str(name);
         let shape_start = self.shapes.len();
-        self.shapes.extend_from_slice(shape);
+        // Element by element: shapes are short, not worth a call to memcpy.
+        self.shapes.extend(shape.iter().copied());
         self.entries.push(TableTensor {
             name_start,
             name_end: self.names.len(),

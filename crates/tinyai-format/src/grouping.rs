@@ -42,6 +42,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
@@ -175,6 +176,15 @@ fn natural_key(text: &str) -> Vec<NaturalPart> {
 /// after a word holds a byte that is not ASCII (the first such place, left to
 /// right), the regex decides for the whole name.
 fn default_match(name: &str) -> Option<(&str, &str)> {
+    let (family_end, number, _) = default_match_at(name)?;
+    Some((name.get(..family_end)?, name.get(number)?))
+}
+
+/// [`default_match`] as byte positions in `name`: the family's end and the
+/// layer number's range; `true` if found without the regex (every component
+/// before the number is ASCII up to where it was found, and no earlier
+/// component is a layer word followed by digits).
+fn default_match_at(name: &str) -> Option<(usize, Range<usize>, bool)> {
     let bytes = name.as_bytes();
     let component_end = |start: usize| {
         bytes
@@ -191,12 +201,12 @@ fn default_match(name: &str) -> Option<(&str, &str)> {
         if bytes.get(start..end).is_some_and(is_layer_word) && next_end > next_start {
             let next = bytes.get(next_start..next_end).unwrap_or_default();
             if next.iter().all(u8::is_ascii_digit) {
-                return Some((name.get(..end)?, name.get(next_start..next_end)?));
+                return Some((end, next_start..next_end, true));
             }
             if !next.is_ascii() {
                 let captures = DEFAULT_PATTERN.as_ref()?.captures(name)?;
                 let (word, number) = (captures.get(1)?, captures.get(2)?);
-                return Some((name.get(..word.end())?, number.as_str()));
+                return Some((word.end(), number.range(), false));
             }
         }
         (start, end) = (next_start, next_end);
@@ -235,13 +245,13 @@ pub fn plan<S: AsRef<str>>(names: &[S], grouping: &Grouping) -> Vec<PlannedLayer
         Grouping::Default => {
             let plan = plan_default(names.len(), |index| names[index].as_ref());
             plan.layers
-                .into_iter()
+                .iter()
                 .map(|(name, range)| {
                     let mut text = String::new();
                     name.write_to(&mut text);
                     PlannedLayer {
                         name: text,
-                        tensors: plan.members.get(range).unwrap_or_default().to_vec(),
+                        tensors: plan.members(range.clone()).collect(),
                     }
                 })
                 .collect()
@@ -291,11 +301,13 @@ impl LayerName<'_> {
 }
 
 /// Layers planned without an allocation per layer: layer `i` holds the tensors
-/// `members[layers[i].1.clone()]`, in source order.
+/// of the runs `runs[layers[i].1.clone()]` (ranges of source indices), in
+/// source order. Neighbours in the source mostly share a layer, so a run
+/// usually holds a layer's tensors, or many of them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct CompactPlan<'a> {
-    pub(crate) layers: Vec<(LayerName<'a>, std::ops::Range<usize>)>,
-    pub(crate) members: Vec<usize>,
+    pub(crate) layers: Vec<(LayerName<'a>, Range<usize>)>,
+    pub(crate) runs: Vec<Range<usize>>,
 }
 
 impl<'a> CompactPlan<'a> {
@@ -311,14 +323,29 @@ impl<'a> CompactPlan<'a> {
                 let names: Vec<&str> = (0..count).map(name_of).collect();
                 let mut plan = CompactPlan::default();
                 for layer in plan_by_name(&names, grouping) {
-                    let start = plan.members.len();
-                    plan.members.extend_from_slice(&layer.tensors);
-                    let range = start..plan.members.len();
+                    let start = plan.runs.len();
+                    for &index in &layer.tensors {
+                        let in_layer = plan.runs.len() > start;
+                        match plan.runs.last_mut() {
+                            Some(run) if in_layer && run.end == index => run.end += 1,
+                            _ => plan.runs.push(index..index + 1),
+                        }
+                    }
+                    let range = start..plan.runs.len();
                     plan.layers.push((LayerName::Owned(layer.name), range));
                 }
                 plan
             }
         }
+    }
+
+    /// The tensors of the runs `runs` (a layer's), in order.
+    pub(crate) fn members(&self, runs: Range<usize>) -> impl Iterator<Item = usize> + '_ {
+        self.runs
+            .get(runs)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(Clone::clone)
     }
 }
 
@@ -333,49 +360,108 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
     // Families in order of first appearance (found by search while few, then hashed).
     let mut families: Vec<&str> = Vec::new();
     let mut family_positions: HashMap<&str, usize> = HashMap::new();
-    // Per layer ("slot", in order of first appearance): its key, tensor count
+    // Per layer ("slot", in order of first appearance): its key, run count
     // and whether it is a "pre" layer.
     let mut slots: Vec<(DefaultKey<'_>, usize, bool)> = Vec::new();
-    let mut slot_of: Vec<usize> = Vec::with_capacity(count);
+    // Runs of neighbours in one slot, in source order.
+    let mut slot_runs: Vec<(usize, Range<usize>)> = Vec::new();
     // Numbered layers: slots by number for the first families, else hashed.
     let mut dense: [Vec<usize>; DENSE_FAMILIES] = Default::default();
     let mut sparse: HashMap<(usize, u128), usize> = HashMap::new();
     let mut ungrouped: HashMap<&str, usize> = HashMap::new();
     let mut last_family: Option<(&str, usize)> = None;
     let mut previous: Option<(DefaultKey<'_>, usize)> = None;
+    // The last numbered name, where its number ends, and its slot.
+    let mut last_numbered: Option<(&str, usize, usize)> = None;
+    // The last numbered name found without the regex, where its family ends,
+    // and the family's position.
+    let mut family_prefix: Option<(&str, usize, usize)> = None;
     for index in 0..count {
         let name = name_of(index);
-        let numbered =
-            default_match(name).and_then(|(family, number)| Some((family, layer_number(number)?)));
-        let key = match numbered {
-            Some((family, number)) => {
-                let family = match last_family {
-                    Some((text, position)) if text == family => position,
-                    _ => {
-                        let position = if families.len() <= LISTED_FAMILIES {
-                            families.iter().position(|known| *known == family)
-                        } else {
-                            family_positions.get(family).copied()
-                        };
-                        let position = position.unwrap_or_else(|| {
-                            families.push(family);
-                            if families.len() > LISTED_FAMILIES {
-                                if family_positions.is_empty() {
-                                    family_positions
-                                        .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
-                                } else {
-                                    family_positions.insert(family, families.len() - 1);
-                                }
-                            }
-                            families.len() - 1
-                        });
-                        last_family = Some((family, position));
-                        position
-                    }
-                };
-                DefaultKey::Numbered { family, number }
+        // A name that repeats the last numbered name up to the end of its
+        // number, then ends or goes on with a dot, has its match (every
+        // component up to there is the same, and the number's component ends
+        // there in both), so its key and slot: neighbours in a layer skip the
+        // search and the lookup.
+        if let Some((last, number_end, slot)) = last_numbered
+            && name
+                .as_bytes()
+                .get(number_end)
+                .is_none_or(|&byte| byte == b'.')
+            && same_prefix(name.as_bytes(), last.as_bytes(), number_end)
+        {
+            add_to_run(&mut slot_runs, &mut slots, slot, index);
+            continue;
+        }
+        let mut numbered_end = None;
+        // A name that repeats the last name matched without the regex up to
+        // the end of its family word, then has a dot and a component of ASCII
+        // digits, has that family and number: the components before are the
+        // same (none of them made a match or needed the regex), and a layer
+        // word followed by digits is a match.
+        let near = family_prefix.and_then(|(last, family_end, family)| {
+            let bytes = name.as_bytes();
+            if bytes.get(family_end) != Some(&b'.')
+                || !same_prefix(bytes, last.as_bytes(), family_end)
+            {
+                return None;
             }
-            None => DefaultKey::Ungrouped(prefix_of(name)),
+            let start = family_end + 1;
+            let rest = bytes.get(start..)?;
+            let length = rest
+                .iter()
+                .position(|&byte| byte == b'.')
+                .unwrap_or(rest.len());
+            if length == 0 || !rest.get(..length)?.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let number = layer_number(name.get(start..start + length)?)?;
+            Some((family, number, start + length))
+        });
+        let key = if let Some((family, number, number_end)) = near {
+            numbered_end = Some(number_end);
+            DefaultKey::Numbered { family, number }
+        } else if let Some((family, number, number_end, plain)) =
+            default_match_at(name).and_then(|(family_end, number, plain)| {
+                let number_end = number.end;
+                Some((
+                    name.get(..family_end)?,
+                    layer_number(name.get(number)?)?,
+                    number_end,
+                    plain,
+                ))
+            })
+        {
+            let family_end = family.len();
+            let family = match last_family {
+                Some((text, position)) if text == family => position,
+                _ => {
+                    let position = if families.len() <= LISTED_FAMILIES {
+                        families.iter().position(|known| *known == family)
+                    } else {
+                        family_positions.get(family).copied()
+                    };
+                    let position = position.unwrap_or_else(|| {
+                        families.push(family);
+                        if families.len() > LISTED_FAMILIES {
+                            if family_positions.is_empty() {
+                                family_positions
+                                    .extend(families.iter().enumerate().map(|(i, f)| (*f, i)));
+                            } else {
+                                family_positions.insert(family, families.len() - 1);
+                            }
+                        }
+                        families.len() - 1
+                    });
+                    last_family = Some((family, position));
+                    position
+                }
+            };
+            numbered_end = Some(number_end);
+            family_prefix = plain.then_some((name, family_end, family));
+            DefaultKey::Numbered { family, number }
+        } else {
+            DefaultKey::Ungrouped(prefix_of(name))
         };
         let slot = match previous {
             Some((previous_key, slot)) if previous_key == key => slot,
@@ -406,8 +492,10 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
                 slot
             }
         };
-        slots[slot].1 += 1;
-        slot_of.push(slot);
+        if let Some(number_end) = numbered_end {
+            last_numbered = Some((name, number_end, slot));
+        }
+        add_to_run(&mut slot_runs, &mut slots, slot, index);
     }
     // Layer order: "pre" layers, numbered ones (by family, then number), the rest.
     let mut order: Vec<usize> = Vec::with_capacity(slots.len());
@@ -427,14 +515,14 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
         (0..slots.len())
             .filter(|&slot| !slots[slot].2 && matches!(slots[slot].0, DefaultKey::Ungrouped(_))),
     );
-    // Each slot's place in `members`, then the members by counting sort.
+    // Each slot's place in `runs`, then the runs by counting sort.
     let single_family = families.len() == 1;
-    let mut next_member = vec![0usize; slots.len()];
+    let mut next_run = vec![0usize; slots.len()];
     let mut layers = Vec::with_capacity(order.len());
     let mut start = 0;
     for &slot in &order {
-        let (key, tensors, _) = slots[slot];
-        next_member[slot] = start;
+        let (key, runs, _) = slots[slot];
+        next_run[slot] = start;
         let name = match key {
             DefaultKey::Numbered { family, number } => LayerName::Numbered {
                 family: if single_family {
@@ -446,17 +534,64 @@ fn plan_default<'a>(count: usize, name_of: impl Fn(usize) -> &'a str) -> Compact
             },
             DefaultKey::Ungrouped(prefix) => LayerName::Text(prefix),
         };
-        layers.push((name, start..start + tensors));
-        start += tensors;
+        layers.push((name, start..start + runs));
+        start += runs;
     }
-    let mut members = vec![0usize; count];
-    for (index, &slot) in slot_of.iter().enumerate() {
-        if let Some(member) = members.get_mut(next_member[slot]) {
-            *member = index;
+    let mut runs = vec![0..0; slot_runs.len()];
+    for (slot, run) in slot_runs {
+        if let Some(place) = runs.get_mut(next_run[slot]) {
+            *place = run;
         }
-        next_member[slot] += 1;
+        next_run[slot] += 1;
     }
-    CompactPlan { layers, members }
+    CompactPlan { layers, runs }
+}
+
+/// Adds tensor `index` (the next in source order) to `slot`: to the last run
+/// if that is the slot's, else to a new run of the slot.
+fn add_to_run(
+    slot_runs: &mut Vec<(usize, Range<usize>)>,
+    slots: &mut [(DefaultKey<'_>, usize, bool)],
+    slot: usize,
+    index: usize,
+) {
+    match slot_runs.last_mut() {
+        Some((last, run)) if *last == slot => run.end = index + 1,
+        _ => {
+            if let Some(entry) = slots.get_mut(slot) {
+                entry.1 += 1;
+            }
+            slot_runs.push((slot, index..index + 1));
+        }
+    }
+}
+
+/// Whether `a` and `b` both hold `length` bytes or more and agree on the
+/// first `length`; eight bytes at a time, without a call (layer prefixes are
+/// short).
+fn same_prefix(a: &[u8], b: &[u8], length: usize) -> bool {
+    let (Some(a), Some(b)) = (a.get(..length), b.get(..length)) else {
+        return false;
+    };
+    let word = |bytes: &[u8], at: usize| {
+        let mut word = [0u8; 8];
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            word.copy_from_slice(chunk);
+        }
+        u64::from_ne_bytes(word)
+    };
+    if length < 8 {
+        return a.iter().zip(b).all(|(x, y)| x == y);
+    }
+    // Whole words from the start, then the last eight bytes (overlapping).
+    let mut at = 0;
+    while at + 8 < length {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, length - 8) == word(b, length - 8)
 }
 
 /// `text` as a `u128`, as `text.parse::<u128>()` reads it; up to 19 ASCII
@@ -489,7 +624,7 @@ fn push_numbered_name(out: &mut String, family: &str, number: u128) {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    out.push_str(std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// [`plan`] by layer name: each tensor's layer is named, then found by that
@@ -853,7 +988,7 @@ mod tests {
         let mut numbered = 0;
         for _ in 0..30_000 {
             let tensors = next(40);
-            let mut names = Vec::with_capacity(tensors);
+            let mut names: Vec<String> = Vec::with_capacity(tensors);
             for _ in 0..tensors {
                 let mut name = String::new();
                 for index in 0..1 + next(5) {
@@ -862,11 +997,20 @@ mod tests {
                     }
                     name.push_str(parts[next(parts.len())]);
                 }
-                // Neighbours often share a layer, as in real files.
-                if next(3) == 0
-                    && let Some(last) = names.last()
-                {
-                    name = format!("{last}.weight");
+                // Neighbours often share a layer, as in real files, or
+                // begin as the last name does and part from it anywhere.
+                if let Some(last) = names.last() {
+                    match next(3) {
+                        0 => name = format!("{last}.weight"),
+                        1 => {
+                            let mut cut = next(last.len() + 1);
+                            while !last.is_char_boundary(cut) {
+                                cut -= 1;
+                            }
+                            name = format!("{}{}", &last[..cut], parts[next(parts.len())]);
+                        }
+                        _ => {}
+                    }
                 }
                 names.push(name);
             }

@@ -275,17 +275,34 @@ pub(crate) fn parse_table(
     } else {
         None
     };
-    let (mut table, metadata) = match fast {
+    let (mut table, metadata, laid_out) = match fast {
         Some(read) => read,
         None => {
             let (tensors, metadata) =
                 parse_entries_with_serde(json, data_start, file_length, file)?;
-            (TensorTable::of(&tensors), metadata)
+            (TensorTable::of(&tensors), metadata, false)
         }
     };
-    table
+    if laid_out {
+        // In data order with no overlap, as the scan found: what the sort
+        // and the check below would find.
+        return Ok(TableHeader {
+            data_start,
+            file_length,
+            table,
+            metadata,
+        });
+    }
+    // Writers commonly list tensors in data order: then no sort (nor its
+    // scratch buffer) is needed.
+    if !table
         .entries
-        .sort_by_key(|tensor| (tensor.start, tensor.end));
+        .is_sorted_by_key(|tensor| (tensor.start, tensor.end))
+    {
+        table
+            .entries
+            .sort_by_key(|tensor| (tensor.start, tensor.end));
+    }
     for pair in table.entries.windows(2) {
         if pair[1].start < pair[0].end {
             return Err(SourceError::SourceTensorsOverlap {
@@ -309,24 +326,43 @@ pub(crate) fn parse_table(
 /// A header's tensors in document order and its metadata sorted by key.
 type ReadHeader = (Vec<ForeignTensor>, Vec<(String, String)>);
 
+/// What [`scan_entries`] reads: the tensors (document order), the sorted
+/// metadata, and whether the tensors are laid out in data order without overlap.
+type ScannedHeader = (TensorTable, Vec<(String, String)>, bool);
+
 /// The tensors (document order) and sorted metadata of a header, read with
 /// [`scan::scan`] when the header has the plain shape it reads and every tensor
 /// passes [`check`]; [`None`] leaves the header, and the reporting of any
-/// error, to [`parse_entries_with_serde`].
+/// error, to [`parse_entries_with_serde`]. The flag says whether each tensor
+/// begins at or after the end of the one before (then they are in data
+/// order and none overlaps).
 fn scan_entries(
     json: &[u8],
     data_start: u64,
     file_length: u64,
     file: usize,
-) -> Option<(TensorTable, Vec<(String, String)>)> {
+) -> Option<ScannedHeader> {
     // Real entries take some 80 to 150 bytes, a third of it the name: room for
     // most headers' entries without regrowth (a Vec that grows past 1 KiB
     // costs more than the slack), about the header's own size in all.
     let mut table = TensorTable::with_capacity(json.len() / 64, json.len() / 2);
     let data_length = file_length - data_start;
+    // Whether the names so far are in increasing order (then none repeats).
+    let mut previous: Option<&str> = None;
+    let mut increasing = true;
+    // Where the last tensor ends, and whether each began at or after the end
+    // of the one before.
+    let mut last_end = 0;
+    let mut laid_out = true;
     let metadata = scan::scan(json, |entry| {
         let shape = entry.shape;
         let dtype = check(entry.dtype, shape, entry.begin, entry.end, data_length).ok()?;
+        if let Some(previous) = previous {
+            increasing &= precedes(previous.as_bytes(), entry.name.as_bytes());
+        }
+        previous = Some(entry.name);
+        laid_out &= entry.begin >= last_end;
+        last_end = entry.end;
         table.push(
             entry.name,
             dtype,
@@ -338,27 +374,45 @@ fn scan_entries(
         );
         Some(())
     })?;
-    if has_duplicate_names(&table) {
+    if !increasing && has_duplicate_names(&table) {
         return None;
     }
     let metadata = metadata
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
-    Some((table, metadata))
+    Some((table, metadata, laid_out))
+}
+
+/// Whether `a` sorts strictly before `b` (byte order, as `<` on `str`);
+/// eight bytes at a time, without a call (names are short, and neighbours
+/// share long prefixes).
+fn precedes(a: &[u8], b: &[u8]) -> bool {
+    let word = |bytes: &[u8], at: usize| {
+        let mut word = [0u8; 8];
+        if let Some(chunk) = bytes.get(at..at + 8) {
+            word.copy_from_slice(chunk);
+        }
+        u64::from_be_bytes(word)
+    };
+    let common = a.len().min(b.len());
+    let mut at = 0;
+    while at + 8 <= common {
+        let (x, y) = (word(a, at), word(b, at));
+        if x != y {
+            return x < y;
+        }
+        at += 8;
+    }
+    a.get(at..) < b.get(at..)
 }
 
 /// Whether two tensors share a name. Writers commonly list names in increasing
 /// order (the safetensors crate writes them by dtype, then name), which proves
-/// there is none without hashing.
+/// there is none without hashing: [`scan_entries`] checks that order as it
+/// goes, and calls this only when it does not hold.
 fn has_duplicate_names(table: &TensorTable) -> bool {
     let tensors = &table.entries;
-    if tensors
-        .windows(2)
-        .all(|pair| table.name(&pair[0]) < table.name(&pair[1]))
-    {
-        return false;
-    }
     let mut seen = HashSet::with_capacity(tensors.len());
     !tensors.iter().all(|tensor| seen.insert(table.name(tensor)))
 }
@@ -441,9 +495,17 @@ fn check(
         return Err(Flaw::OutOfBounds);
     }
     let bits = dtype.bits().unwrap_or(8);
-    let expected = element_count(shape)
-        .and_then(|count| count.checked_mul(u128::from(bits)))
-        .map_or(u128::MAX, |bits| bits.div_ceil(8));
+    // In 64 bits while the product fits (it nearly always does), else in 128.
+    let expected = match shape
+        .iter()
+        .try_fold(u64::from(bits), |product, &dimension| {
+            product.checked_mul(dimension)
+        }) {
+        Some(bits) => u128::from(bits.div_ceil(8)),
+        None => element_count(shape)
+            .and_then(|count| count.checked_mul(u128::from(bits)))
+            .map_or(u128::MAX, |bits| bits.div_ceil(8)),
+    };
     if expected != u128::from(end - begin) {
         return Err(Flaw::Size(expected));
     }
@@ -1148,6 +1210,37 @@ mod tests {
                 .ok(),
             Some(vec![("k".to_owned(), "2".to_owned())])
         );
+    }
+
+    #[test]
+    fn precedes_is_str_order() {
+        let parts: [&[u8]; 6] = [
+            b"",
+            b"a",
+            b"model.layers.",
+            b"1",
+            b"\xc3\xa9",
+            b"model.layers.10",
+        ];
+        let mut state = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        let mut make = || {
+            let mut bytes = Vec::new();
+            for _ in 0..next(5) {
+                bytes.extend_from_slice(parts[next(parts.len())]);
+            }
+            bytes
+        };
+        for _ in 0..20_000 {
+            let (a, b) = (make(), make());
+            assert_eq!(precedes(&a, &b), a < b, "{a:?} {b:?}");
+            assert!(!precedes(&a, &a));
+        }
     }
 
     #[test]

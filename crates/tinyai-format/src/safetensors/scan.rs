@@ -117,9 +117,30 @@ fn zero_bytes(word: u64) -> u64 {
 /// string (`"`), or that a plain string may not hold (`\`, a control
 /// character below 0x20); as with [`zero_bytes`] the lowest one set is exact.
 fn string_stops(word: u64) -> u64 {
-    zero_bytes(word ^ (ONES * u64::from(b'"')))
+    // Flipping bit 1 maps `"` (0x22) to 0x20 and keeps bytes below 0x20 below
+    // it (and every other byte at 0x21 or above): one test of "below 0x21"
+    // finds both. A borrow starts only at a byte found.
+    let flipped = word ^ (ONES * 0x02);
+    (flipped.wrapping_sub(ONES * 0x21) & !flipped & HIGH_BITS)
         | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-        | (word.wrapping_sub(ONES * 0x20) & !word & HIGH_BITS)
+}
+
+/// The high bit of each byte of the little-endian `word` that is not an ASCII
+/// digit; as with [`zero_bytes`] the lowest one set is exact (a carry or borrow
+/// starts only at a byte that is not a digit).
+fn non_digits(word: u64) -> u64 {
+    (word.wrapping_add(ONES * 0x46) | word.wrapping_sub(ONES * u64::from(b'0'))) & HIGH_BITS
+}
+
+/// The value of the eight decimal digit values (0 to 9) in the bytes of the
+/// little-endian `word` (first digit in the lowest byte).
+fn eight_digits(word: u64) -> u64 {
+    // Pairs, then fours, then all eight.
+    let word = word.wrapping_mul(10).wrapping_add(word >> 8);
+    let mask = 0x0000_00FF_0000_00FF;
+    (((word & mask).wrapping_mul(100 + (1_000_000 << 32)))
+        .wrapping_add(((word >> 16) & mask).wrapping_mul(1 + (10_000 << 32))))
+        >> 32
 }
 
 /// The fields of a tensor entry.
@@ -163,6 +184,11 @@ impl<'a> Scanner<'a> {
     /// A string without escapes or control characters.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
+        self.string_rest()
+    }
+
+    /// [`Scanner::string`] after its opening quote.
+    fn string_rest(&mut self) -> Option<&'a str> {
         let start = self.position;
         let mut end = start;
         // Eight bytes at a time while eight are left, then byte by byte.
@@ -192,17 +218,42 @@ impl<'a> Scanner<'a> {
     /// A plain decimal integer that fits a `u64` (no sign, fraction, exponent or leading zero).
     fn number(&mut self) -> Option<u64> {
         self.skip_whitespace();
+        self.digits()
+    }
+
+    /// [`Scanner::number`] with no whitespace before it.
+    #[inline(always)]
+    fn digits(&mut self) -> Option<u64> {
         let first = *self.bytes.get(self.position)?;
         if !first.is_ascii_digit() {
             return None;
         }
-        self.position += 1;
-        let mut value = u64::from(first - b'0');
-        if value == 0 {
+        if first == b'0' {
             // A digit after a leading zero is invalid JSON; the caller's next
             // `expect` rejects it.
+            self.position += 1;
             return Some(0);
         }
+        // Up to eight digits at once, without a branch per digit, while eight
+        // bytes are left.
+        if let Some(chunk) = self.bytes.get(self.position..self.position + 8) {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            let stops = non_digits(word);
+            if stops != 0 {
+                // At least one digit (the first), at most seven.
+                let count = (stops.trailing_zeros() / 8) as usize;
+                self.position += count;
+                // Digit values (a borrow starts only above the digits, at
+                // the byte that ends them), moved to the top: the zeros
+                // shifted in are leading zeros.
+                let values = word.wrapping_sub(ONES * u64::from(b'0'));
+                return Some(eight_digits(values << (8 * (8 - count))));
+            }
+        }
+        self.position += 1;
+        let mut value = u64::from(first - b'0');
         // Nineteen digits cannot overflow a u64; only a twentieth is checked.
         let mut digits = 1;
         while let Some(&byte) = self.bytes.get(self.position) {
@@ -238,8 +289,56 @@ impl<'a> Scanner<'a> {
         Some(field)
     }
 
+    /// Consumes `literal` if it comes next (no whitespace before it).
+    fn literal(&mut self, literal: &[u8]) -> Option<()> {
+        let end = self.position + literal.len();
+        (self.bytes.get(self.position..end)? == literal).then(|| self.position = end)
+    }
+
     /// `{"dtype": …, "shape": …, "data_offsets": …}`, each field once, in any order.
     fn tensor(&mut self, shape: &mut Shape) -> Option<Fields<'a>> {
+        let start = self.position;
+        if let Some(fields) = self.compact_tensor(shape) {
+            return Some(fields);
+        }
+        self.position = start;
+        self.any_tensor(shape)
+    }
+
+    /// [`Scanner::tensor`] spelled as writers commonly spell it, the safetensors
+    /// crate among them: `{"dtype":"…","shape":[…],"data_offsets":[…,…]}`, in
+    /// that order, with no whitespace. [`None`] leaves the entry to
+    /// [`Scanner::any_tensor`] (which reads this spelling too, only slower).
+    fn compact_tensor(&mut self, shape: &mut Shape) -> Option<Fields<'a>> {
+        self.literal(b"{\"dtype\":\"")?;
+        let dtype = self.string_rest()?;
+        self.literal(b",\"shape\":[")?;
+        shape.rank = 0;
+        if self.bytes.get(self.position) == Some(&b']') {
+            self.position += 1;
+        } else {
+            loop {
+                *shape.dimensions.get_mut(shape.rank)? = self.digits()?;
+                shape.rank += 1;
+                let next = *self.bytes.get(self.position)?;
+                self.position += 1;
+                match next {
+                    b',' => {}
+                    b']' => break,
+                    _ => return None,
+                }
+            }
+        }
+        self.literal(b",\"data_offsets\":[")?;
+        let begin = self.digits()?;
+        self.literal(b",")?;
+        let end = self.digits()?;
+        self.literal(b"]}")?;
+        Some(Fields { dtype, begin, end })
+    }
+
+    /// [`Scanner::tensor`] in any spelling.
+    fn any_tensor(&mut self, shape: &mut Shape) -> Option<Fields<'a>> {
         self.expect(b'{')?;
         let mut dtype = None;
         let mut has_shape = false;
@@ -312,5 +411,75 @@ impl<'a> Scanner<'a> {
         }
         self.expect(b'}')?;
         Some(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Scanner, string_stops};
+
+    #[test]
+    fn string_stops_finds_the_first_quote_backslash_or_control_byte() {
+        let stop = |byte: u8| byte == b'"' || byte == b'\\' || byte < 0x20;
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                for filler in [b'a', 0xff, b' ', b'!', b'#', 0x80] {
+                    let mut word = [filler; 8];
+                    word[at] = byte;
+                    let expected = word.iter().position(|&b| stop(b));
+                    let stops = string_stops(u64::from_le_bytes(word));
+                    let found = (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, expected, "{word:?}");
+                }
+            }
+        }
+    }
+
+    /// What [`Scanner::digits`] makes of `text`: the value and the bytes read.
+    fn digits(text: &str) -> Option<(u64, usize)> {
+        let mut scanner = Scanner {
+            text,
+            bytes: text.as_bytes(),
+            position: 0,
+        };
+        scanner.digits().map(|value| (value, scanner.position))
+    }
+
+    #[test]
+    fn digits_read_as_str_parse_reads_them() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for length in 1..=21 {
+            for _ in 0..200 {
+                let mut number = String::new();
+                for index in 0..length {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let digit = (state % 10) as u8;
+                    // Leading zeros sometimes, nines often (near overflow).
+                    let digit = if index > 0 && state.is_multiple_of(3) {
+                        9
+                    } else {
+                        digit
+                    };
+                    number.push(char::from(b'0' + digit));
+                }
+                for tail in [
+                    "", ",", "]", "}", " ", "x", ".5", "e1", "\u{e9}", "0", "12345678",
+                ] {
+                    let text = format!("{number}{tail}");
+                    let expected = if number.starts_with('0') {
+                        Some((0, 1))
+                    } else {
+                        let run = text.bytes().take_while(u8::is_ascii_digit).count();
+                        text[..run].parse::<u64>().ok().map(|value| (value, run))
+                    };
+                    assert_eq!(digits(&text), expected, "{text:?}");
+                }
+            }
+        }
+        for text in ["", "x", ",1", "-1", " 1", "\u{e9}1"] {
+            assert_eq!(digits(text), None, "{text:?}");
+        }
     }
 }
