@@ -423,7 +423,9 @@ mod tests {
         let stop = |byte: u8| byte == b'"' || byte == b'\\' || byte < 0x20;
         for byte in 0..=255u8 {
             for at in 0..8 {
-                for filler in [b'a', 0xff, b' ', b'!', b'#', 0x80] {
+                // One filler under Miri (an interpreter), six otherwise.
+                let fillers: &[u8] = if cfg!(miri) { b"a" } else { b"a\xff !#\x80" };
+                for &filler in fillers {
                     let mut word = [filler; 8];
                     word[at] = byte;
                     let expected = word.iter().position(|&b| stop(b));
@@ -449,7 +451,7 @@ mod tests {
     fn digits_read_as_str_parse_reads_them() {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         for length in 1..=21 {
-            for _ in 0..200 {
+            for _ in 0..if cfg!(miri) { 5 } else { 200 } {
                 let mut number = String::new();
                 for index in 0..length {
                     state ^= state << 13;
