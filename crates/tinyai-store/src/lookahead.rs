@@ -476,7 +476,7 @@ impl Shared {
     /// use and the pages of the one before still held the budget waited for
     /// the stream's next access, and the device idled meanwhile.
     pub(crate) fn retry_read_ahead(&self) {
-        if !self.retry_armed.load(Ordering::Relaxed) {
+        if !self.retry_armed.load(Ordering::Relaxed) || self.closed.load(Ordering::Acquire) {
             return;
         }
         let mut evictions = Evictions::default();
