@@ -15,7 +15,7 @@ use tinyai_cache::{AccessKind, Decision, LayerId};
 
 use crate::error::StoreError;
 use crate::reclaim::Evictions;
-use crate::shared::{DeclinedReadAhead, Shared, State};
+use crate::shared::{Shared, State};
 use crate::slot::SlotState;
 use crate::streams;
 
@@ -340,11 +340,6 @@ impl Shared {
 
     #[inline(never)]
     fn lookahead_slow(&self, index: u64) {
-        // Read-aheads declined at an earlier access are this access's to ask
-        // for again (or not): no retry of them from now on.
-        if self.retry_armed.load(Ordering::Relaxed) {
-            self.retry_armed.store(false, Ordering::Relaxed);
-        }
         let seen = streams::observe(self, index);
         let observation = &seen.observation;
         let in_state = |id: &LayerId, wanted: SlotState| {
@@ -412,105 +407,25 @@ impl Shared {
                     self.declare_order(&mut state, None, false);
                 }
             }
-            state.declined_read_ahead = None;
-            let declined = self.request_read_aheads(
-                &mut state,
-                DeclinedReadAhead {
-                    stream: seen.stream,
-                    epoch: seen.epoch,
-                    clock: seen.clock,
-                    layers: Vec::new(),
-                },
-                &observation.lookahead,
-                &mut tasks,
-                &mut evictions,
-            );
-            if declined {
-                // Issued later, when memory is freed (`retry_read_ahead`).
-                streams::mark_issued(self);
+            let origin = Some((seen.stream, seen.epoch));
+            for &id in observation.lookahead.iter() {
+                let owner = (seen.stream, seen.clock);
+                match self.request_prefetch(
+                    &mut state,
+                    u64::from(id.0),
+                    origin,
+                    owner,
+                    &mut evictions,
+                ) {
+                    Ok(Prefetch::Present) => {}
+                    Ok(Prefetch::Started(task)) => tasks.push(task),
+                    Ok(Prefetch::Declined) | Err(_) => break,
+                }
             }
         }
         self.finish_evictions(evictions);
         if !tasks.is_empty() {
             streams::mark_issued(self);
-        }
-        for task in tasks {
-            self.spawn_prefetch(task);
-        }
-    }
-
-    /// Asks for `layers`, read ahead for the stream access `at` (its layers
-    /// unused), in order, until one is declined for lack of room; the rest,
-    /// from that one on, is kept in `State::declined_read_ahead` and retried
-    /// when memory is freed. Returns whether one was declined.
-    fn request_read_aheads(
-        &self,
-        state: &mut State,
-        mut at: DeclinedReadAhead,
-        layers: &[LayerId],
-        tasks: &mut Vec<PrefetchTask>,
-        evictions: &mut Evictions,
-    ) -> bool {
-        let origin = Some((at.stream, at.epoch));
-        let owner = (at.stream, at.clock);
-        for (position, &id) in layers.iter().enumerate() {
-            match self.request_prefetch(state, u64::from(id.0), origin, owner, evictions) {
-                Ok(Prefetch::Present) => {}
-                Ok(Prefetch::Started(task)) => tasks.push(task),
-                Ok(Prefetch::Declined) => {
-                    at.layers = layers[position..].to_vec();
-                    state.declined_read_ahead = Some(at);
-                    self.retry_armed.store(true, Ordering::Relaxed);
-                    return true;
-                }
-                Err(_) => break,
-            }
-        }
-        false
-    }
-
-    /// Memory was freed (an eviction's pages dropped, an owned buffer
-    /// released): asks again for the read-aheads the latest stream access
-    /// could not get, if no access came since and the stream's pattern
-    /// still holds. Without this, a read-ahead declined while the layer in
-    /// use and the pages of the one before still held the budget waited for
-    /// the stream's next access, and the device idled meanwhile.
-    pub(crate) fn retry_read_ahead(&self) {
-        if !self.retry_armed.load(Ordering::Relaxed) || self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let mut evictions = Evictions::default();
-        let mut tasks = Vec::new();
-        {
-            let mut state = self.lock();
-            // Armed and disarmed under the lock, or disarmed by an access
-            // (which then asks for what it wants itself).
-            if !self.retry_armed.swap(false, Ordering::Relaxed) {
-                return;
-            }
-            let Some(declined) = state.declined_read_ahead.take() else {
-                return;
-            };
-            if state.stream_epochs.get(&declined.stream) != Some(&declined.epoch) {
-                return;
-            }
-            let DeclinedReadAhead {
-                stream,
-                epoch,
-                clock,
-                layers,
-            } = declined;
-            let retry = DeclinedReadAhead {
-                stream,
-                epoch,
-                clock,
-                layers: Vec::new(),
-            };
-            self.request_read_aheads(&mut state, retry, &layers, &mut tasks, &mut evictions);
-        }
-        self.finish_evictions(evictions);
-        if !tasks.is_empty() {
-            tracing::trace!(count = tasks.len(), "declined read-aheads issued");
         }
         for task in tasks {
             self.spawn_prefetch(task);

@@ -189,10 +189,10 @@ impl MappedModel {
         // A store-sized window holds three of the largest layers besides the
         // reach: the one a stream holds, the next one read, and the one after,
         // whose read starts while the first is still in use (with two, the
-        // next read waited for the held layer to go and its pages to be
-        // dropped, and the device idled meanwhile: in the overlap bench 30 of
-        // 30 stalls were 16 MiB layers read ahead 0.3–8.8 ms before use; with
-        // room for three, 7 stalls, 29 ms in all over four passes, against 248).
+        // read waited for the held layer to go, and the device idled
+        // meanwhile: in the overlap bench 30 of 30 stalls were 16 MiB layers
+        // read ahead 0.3–8.8 ms before use; with room for three, 7 stalls,
+        // 29 ms in all over four passes, against 248).
         let window = match (read_ahead_reach, config.streaming_window) {
             (0, _) => window,
             (reach, Some(_)) => window.max(reach + 2 * largest),
@@ -285,7 +285,6 @@ impl MappedModel {
                 read_ahead_front: None,
                 read_ahead_charge: 0,
                 awaiting_buffers: 0,
-                declined_read_ahead: None,
             }),
             config,
             changed: Condvar::new(),
@@ -305,7 +304,6 @@ impl MappedModel {
             this: this.clone(),
             room_waiters: AtomicUsize::new(0),
             transitional: AtomicUsize::new(0),
-            retry_armed: AtomicBool::new(false),
             over_budget: AtomicBool::new(false),
             soft_windows: Mutex::new(Vec::new()),
         });

@@ -90,7 +90,6 @@ impl Shared {
         if freed_buffers {
             // Loads waiting for an `Evicting` slot to become `Absent`.
             self.changed.notify_all();
-            self.retry_read_ahead();
         }
         if mapped.is_empty() {
             return;
@@ -128,7 +127,6 @@ impl Shared {
             }
         }
         self.changed.notify_all();
-        self.retry_read_ahead();
     }
 
     /// `mlock`s a cached layer when configured to.

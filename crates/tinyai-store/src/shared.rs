@@ -94,20 +94,6 @@ pub(crate) struct State {
     /// such load is charged already and takes a pooled buffer of its size), so
     /// that the load which evicted a layer gets the layer's buffer.
     pub(crate) awaiting_buffers: u64,
-    /// The read-aheads the latest stream access asked for and the budget or
-    /// the window declined, retried when memory is freed (see
-    /// `Shared::retry_read_ahead`).
-    pub(crate) declined_read_ahead: Option<DeclinedReadAhead>,
-}
-
-/// Read-aheads of one stream access that found no room, from the first
-/// declined one on, with the stream's epoch and clock at that access.
-#[derive(Debug)]
-pub(crate) struct DeclinedReadAhead {
-    pub(crate) stream: StreamId,
-    pub(crate) epoch: u64,
-    pub(crate) clock: u64,
-    pub(crate) layers: Vec<LayerId>,
 }
 
 /// The shared core of a [`crate::MappedModel`].
@@ -162,9 +148,6 @@ pub(crate) struct Shared {
     pub(crate) room_waiters: AtomicUsize,
     /// Soft-pinning gets that may hold a hard pin they are about to give back.
     pub(crate) transitional: AtomicUsize,
-    /// `State::declined_read_ahead` holds read-aheads to retry, and no stream
-    /// has accessed a layer since they were declined (any access disarms it).
-    pub(crate) retry_armed: AtomicBool,
     /// Every live `SoftWindow`'s register (see [`crate::room`]).
     pub(crate) soft_windows: Mutex<Vec<Weak<crate::room::WindowRegister>>>,
     /// A miss went ahead over the budget because pinned layers filled it: each
