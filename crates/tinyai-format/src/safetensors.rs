@@ -1084,13 +1084,7 @@ mod tests {
             b"\"shape\":[1],",
             b"\"data_offsets\":[0,1],",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let mut outcomes = [0usize; 2];
         for header in sample_headers() {
             let (fast, serde) = both_ways(header.as_bytes(), 400);
@@ -1212,6 +1206,16 @@ mod tests {
         );
     }
 
+    /// A xorshift generator of indices below a bound, from `state`.
+    fn xorshift(mut state: u64) -> impl FnMut(usize) -> usize {
+        move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        }
+    }
+
     #[test]
     fn precedes_is_str_order() {
         let parts: [&[u8]; 6] = [
@@ -1222,13 +1226,7 @@ mod tests {
             b"\xc3\xa9",
             b"model.layers.10",
         ];
-        let mut state = 0x853c_49e6_748f_ea9b_u64;
-        let mut next = move |bound: usize| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % bound as u64) as usize
-        };
+        let mut next = xorshift(0x853c_49e6_748f_ea9b);
         let mut make = || {
             let mut bytes = Vec::new();
             for _ in 0..next(5) {

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (x86-64 and aarch64 with 4 KiB pages).
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
-/// A heap buffer whose first byte is aligned to `align`, owned through
+/// A buffer whose first byte is aligned to `align` (a heap allocation, or
+/// from [`HUGE_PAGE`] bytes up an anonymous mapping of its own), owned through
 /// a raw pointer: C callers of the owned backend may write into a layer's
 /// bytes (TinyAI's API hands out `void *`), so the bytes are never owned
 /// through a Rust reference, and the pointer handed out
@@ -36,7 +37,8 @@ pub(crate) struct AlignedBuf {
 }
 
 // SAFETY: the buffer owns its allocation exclusively (no other handle to it
-// exists); it holds plain bytes with no thread affinity.
+// exists; the mapping handle of a large one is only kept to unmap it); it
+// holds plain bytes with no thread affinity.
 unsafe impl Send for AlignedBuf {}
 // SAFETY: shared access from several threads only reads through `as_slice`
 // (plain bytes) or hands out the raw pointer; writes through that pointer are
@@ -124,12 +126,14 @@ impl AlignedBuf {
         // The pointer keeps the mapping's write permission (it is derived
         // from `as_mut_ptr`, not from a slice), for C callers.
         let ptr = std::ptr::NonNull::new(base.wrapping_add(offset))?;
-        let huge = layout.size() / HUGE_PAGE * HUGE_PAGE;
         #[cfg(target_os = "linux")]
-        if huge > 0
-            && let Err(error) = mapping.advise_range(memmap2::Advice::HugePage, offset, huge)
         {
-            tracing::trace!(%error, "MADV_HUGEPAGE refused for a read buffer");
+            let huge = layout.size() / HUGE_PAGE * HUGE_PAGE;
+            if huge > 0
+                && let Err(error) = mapping.advise_range(memmap2::Advice::HugePage, offset, huge)
+            {
+                tracing::trace!(%error, "MADV_HUGEPAGE refused for a read buffer");
+            }
         }
         Some(AlignedBuf {
             ptr,
