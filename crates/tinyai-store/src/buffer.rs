@@ -51,19 +51,7 @@ impl AlignedBuf {
     #[cfg(test)]
     fn zeroed(len: usize, capacity: usize, align: usize) -> Option<AlignedBuf> {
         let layout = std::alloc::Layout::from_size_align(capacity.max(len), align).ok()?;
-        let ptr = if layout.size() == 0 {
-            // An aligned, dangling, never dereferenced pointer for an empty layer.
-            std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
-        } else {
-            // SAFETY: the layout's size is non-zero.
-            std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
-        };
-        Some(AlignedBuf {
-            ptr,
-            layout,
-            len,
-            mapping: None,
-        })
+        AlignedBuf::heap(layout, len, true)
     }
 
     /// A buffer for a load to read into: `capacity` bytes **not initialised**
@@ -93,8 +81,18 @@ impl AlignedBuf {
         if align >= HUGE_PAGE && cfg!(target_os = "linux") {
             return AlignedBuf::mapped(layout, len);
         }
+        AlignedBuf::heap(layout, len, false)
+    }
+
+    /// A heap allocation of `layout` (zeroed or not), `len` bytes of it the
+    /// payload; an empty layout allocates nothing.
+    fn heap(layout: std::alloc::Layout, len: usize, zeroed: bool) -> Option<AlignedBuf> {
         let ptr = if layout.size() == 0 {
-            std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(align))?
+            // An aligned, dangling, never dereferenced pointer for an empty layer.
+            std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(layout.align()))?
+        } else if zeroed {
+            // SAFETY: the layout's size is non-zero.
+            std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
         } else {
             // SAFETY: the layout's size is non-zero.
             std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })?

@@ -35,13 +35,14 @@
 //! consecutive layers, which requests split over workers defeat (interleaved
 //! on this project's machine, in a 600 MiB memory cgroup: 4 MiB drop-behind
 //! reads in order took 0.41–0.66 s per GiB, eight 512 KiB requests in flight
-//! per layer 1.04–1.25 s). The cold-load bench measured the buffered owned
-//! backend at 0.54–0.66× the device limit with them, 0.35–0.48× before.
+//! per layer 1.04–1.25 s). Their reads end on 4 MiB multiples of the file
+//! offset (see `source.rs`'s `SEQUENTIAL_CHUNK`); the README's "Against the
+//! device" has the backend's current cold-load figures.
 //!
-//! Owned buffers come from a [`BufferPool`](crate::buffer::BufferPool): buffers of evicted layers are kept
-//! for the next load of the same size (no page faults, no zeroing, no
-//! `mmap`/`munmap` per load), as long as pooled plus charged memory stays
-//! within the budget.
+//! Owned buffers come from a [`BufferPool`](crate::buffer::BufferPool):
+//! buffers of evicted layers are kept for the next load of the same size (no
+//! page faults, no zeroing, no `mmap`/`munmap` per load), as long as pooled
+//! plus charged memory stays within the budget.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
