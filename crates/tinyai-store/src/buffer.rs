@@ -91,10 +91,13 @@ impl AlignedBuf {
             // An aligned, dangling, never dereferenced pointer for an empty layer.
             std::ptr::NonNull::new(std::ptr::without_provenance_mut::<u8>(layout.align()))?
         } else if zeroed {
-            // SAFETY: the layout's size is non-zero.
+            // SAFETY: the layout's size is non-zero. The allocation is new:
+            // no other pointer to it exists, so no thread can alias it.
             std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?
         } else {
-            // SAFETY: the layout's size is non-zero.
+            // SAFETY: as above; its bytes are uninitialised and only written
+            // through `read_target` before anything reads them (see
+            // `for_reading`).
             std::ptr::NonNull::new(unsafe { std::alloc::alloc(layout) })?
         };
         Some(AlignedBuf {
