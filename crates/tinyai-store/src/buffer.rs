@@ -225,6 +225,31 @@ impl ReadTarget {
         unsafe { std::ptr::write_bytes(self.ptr, 0, self.len) };
     }
 
+    /// Faults the target's pages in, writable, without changing a byte
+    /// (`MADV_POPULATE_WRITE`, Linux 5.14+): pages not present yet are
+    /// allocated (zeroed by the kernel), present ones are left as they are.
+    /// Fails where the advice is unknown (older kernels, other systems).
+    pub(crate) fn fault_in(self) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: the range lies inside a buffer a load owns exclusively
+            // (see the type's doc), so the advice changes no other owner's
+            // memory. It writes no byte: a read the load's own thread runs
+            // into the same pages at the same time (the kernel copying into
+            // them) keeps what it wrote, the kernel serialising the two
+            // faults of a page under its page-table lock; no Rust reference
+            // to these bytes exists to observe a change.
+            let result =
+                unsafe { libc::madvise(self.ptr.cast(), self.len, libc::MADV_POPULATE_WRITE) };
+            if result == 0 {
+                return Ok(());
+            }
+            Err(std::io::Error::last_os_error())
+        }
+        #[cfg(not(target_os = "linux"))]
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
     /// `len` bytes from `at` (within the target).
     pub(crate) fn piece(self, at: usize, len: usize) -> ReadTarget {
         debug_assert!(at + len <= self.len);

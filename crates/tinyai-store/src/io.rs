@@ -36,15 +36,21 @@
 //! on this project's machine, in a 600 MiB memory cgroup: 4 MiB drop-behind
 //! reads in order took 0.41–0.66 s per GiB, eight 512 KiB requests in flight
 //! per layer 1.04–1.25 s). Their reads end on 4 MiB multiples of the file
-//! offset (see `source.rs`'s `SEQUENTIAL_CHUNK`); the README's "Against the
-//! device" has the backend's current cold-load figures.
+//! offset (see `source.rs`'s `SEQUENTIAL_CHUNK`). Into a fresh buffer, an I/O
+//! worker faults its huge pages in from the far end while the load reads from
+//! the near one ([`with_pages_faulted_ahead`]): the kernel zeroes a fresh
+//! page at its first touch, which in one thread is serial with the copy.
+//! The README's "Against the device" has the backend's current cold-load
+//! figures.
 //!
 //! Owned buffers come from a [`BufferPool`](crate::buffer::BufferPool):
 //! buffers of evicted layers are kept for the next load of the same size (no
 //! page faults, no zeroing, no `mmap`/`munmap` per load), as long as pooled
 //! plus charged memory stays within the budget.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::buffer::{HUGE_PAGE, ReadTarget};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -62,6 +68,12 @@ pub(crate) const INITIAL_DEPTH: usize = 8;
 /// Bytes in flight = bandwidth × latency × this.
 pub(crate) const HEADROOM: u64 = 4;
 
+/// Stack of an I/O worker: they only issue system calls (`pread`,
+/// `madvise`) and record timings, so a small stack does; sixteen default
+/// 2 MiB stacks would take 32 MiB of address space, which a process under
+/// an address-space limit (`RLIMIT_AS`) needs for layers.
+const WORKER_STACK: usize = 256 << 10;
+
 /// The process's I/O workers, started on first use; `None` if no thread could
 /// be started (loads then issue their requests one after another).
 fn workers() -> Option<&'static rayon::ThreadPool> {
@@ -69,6 +81,7 @@ fn workers() -> Option<&'static rayon::ThreadPool> {
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(MAX_DEPTH)
+            .stack_size(WORKER_STACK)
             .thread_name(|i| format!("tinyai-io-{i}"))
             .build()
             .map_err(|error| {
@@ -233,6 +246,50 @@ where
     Ok(())
 }
 
+/// Runs `read` on this thread (a load filling a fresh buffer, `target`, in
+/// order, storing in `reader_at` the offset in the target where each of its
+/// reads starts) while an I/O worker faults the target's huge pages in from
+/// its end backwards, until it reaches the page after the one the reader
+/// is in. A fresh buffer's pages are zeroed by the kernel at their first
+/// touch; in the reader's copy that work is serial with the copy itself,
+/// and on this project's virtual machine (whose freed memory goes back to
+/// the host) it dominated buffered cold loads: `clear_page_erms` took 63% of
+/// a profile, and buffered loads ran at half the speed of `O_DIRECT` ones,
+/// whose requests fault their pages on several workers. The two meet once,
+/// near the middle of the layer, so they rarely fault the same page.
+pub(crate) fn with_pages_faulted_ahead<R>(
+    target: ReadTarget,
+    read: impl FnOnce(&AtomicUsize) -> R,
+) -> R {
+    let reader_at = AtomicUsize::new(0);
+    let pool = workers().filter(|_| target.len > HUGE_PAGE && !cfg!(miri));
+    let Some(pool) = pool else {
+        return read(&reader_at);
+    };
+    pool.in_place_scope(|scope| {
+        scope.spawn(|_| fault_in_backwards(target, &reader_at));
+        let result = read(&reader_at);
+        reader_at.store(usize::MAX, Ordering::Relaxed);
+        result
+    })
+}
+
+/// Faults `target`'s huge pages in, last first, while they lie at least a
+/// huge page past `reader_at`; stops at the first refusal.
+fn fault_in_backwards(target: ReadTarget, reader_at: &AtomicUsize) {
+    for page in (1..target.len.div_ceil(HUGE_PAGE)).rev() {
+        let start = page * HUGE_PAGE;
+        if start < reader_at.load(Ordering::Relaxed).saturating_add(HUGE_PAGE) {
+            return;
+        }
+        let len = HUGE_PAGE.min(target.len - start);
+        if let Err(error) = target.piece(start, len).fault_in() {
+            tracing::trace!(%error, "MADV_POPULATE_WRITE refused; the reader faults its pages");
+            return;
+        }
+    }
+}
+
 /// `(offset, length)` of the requests covering `offset..offset + len`, each
 /// `size` bytes but the last.
 pub(crate) fn chunks(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
@@ -316,6 +373,103 @@ mod tests {
             Duration::from_millis(1),
         );
         assert_eq!(single.depth(), INITIAL_DEPTH);
+    }
+
+    /// Bytes of `target` resident in memory (`mincore`); `None` where it
+    /// cannot be asked.
+    fn resident(target: ReadTarget) -> Option<usize> {
+        let page = crate::source::page_size() as usize;
+        let mut vector = vec![0u8; target.len.div_ceil(page)];
+        // SAFETY: `target` is page-aligned and inside a live mapping of the
+        // test's own; `vector` has one byte per page of it. mincore reads no
+        // byte of the range.
+        let result =
+            unsafe { libc::mincore(target.ptr.cast(), target.len, vector.as_mut_ptr().cast()) };
+        (result == 0).then(|| vector.iter().filter(|&&v| v & 1 != 0).count() * page)
+    }
+
+    /// A fresh buffer's huge pages past the one its reader is in are
+    /// faulted in by an I/O worker while the reader works (before, the
+    /// reader's own copy faulted every page, serially); the reader's page is
+    /// left to it.
+    #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "madvise, mincore and the rayon I/O workers are foreign to Miri"
+    )]
+    fn a_fresh_buffer_is_faulted_in_ahead_of_its_reader() {
+        const LEN: usize = 16 << 20;
+        if !cfg!(target_os = "linux") {
+            tinyai_format::fixtures::skip("pages faulted ahead", "not Linux");
+            return;
+        }
+        let mut probe = crate::buffer::AlignedBuf::for_reading(4096, 4096, 4096).unwrap();
+        if let Err(error) = probe.read_target(4096).fault_in() {
+            tinyai_format::fixtures::skip(
+                "pages faulted ahead",
+                &format!("MADV_POPULATE_WRITE refused ({error}): a kernel before 5.14"),
+            );
+            return;
+        }
+        let mut buffer = crate::buffer::AlignedBuf::for_reading(LEN, LEN, 4096).unwrap();
+        let target = buffer.read_target(LEN);
+        let ahead = target.piece(HUGE_PAGE, LEN - HUGE_PAGE);
+        let Some(before) = resident(ahead) else {
+            tinyai_format::fixtures::skip("pages faulted ahead", "mincore refused");
+            return;
+        };
+        assert_eq!(before, 0, "a fresh buffer is not resident before its read");
+        let seen = with_pages_faulted_ahead(target, |reader_at| {
+            reader_at.store(0, Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let now = resident(ahead).unwrap_or(0);
+                if now == ahead.len || Instant::now() > deadline {
+                    return now;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        assert_eq!(
+            seen, ahead.len,
+            "the pages past the reader's were not faulted in while it read"
+        );
+        assert_eq!(
+            resident(target.piece(0, HUGE_PAGE)),
+            Some(0),
+            "the reader's own huge page was faulted in for it"
+        );
+    }
+
+    /// Faulting pages in ahead never changes a byte the reader wrote, however
+    /// the two interleave.
+    #[test]
+    #[cfg_attr(miri, ignore = "madvise and the rayon I/O workers are foreign to Miri")]
+    fn faulting_pages_in_keeps_what_the_reader_wrote() {
+        const LEN: usize = 12 << 20;
+        for round in 0..4u8 {
+            let mut buffer = crate::buffer::AlignedBuf::for_reading(LEN, LEN, 4096).unwrap();
+            let target = buffer.read_target(LEN);
+            with_pages_faulted_ahead(target, |reader_at| {
+                for at in (0..LEN).step_by(64 << 10) {
+                    reader_at.store(at, Ordering::Relaxed);
+                    let piece = target.piece(at, 64 << 10);
+                    // SAFETY: inside the buffer this test owns; no reference
+                    // to its bytes exists while the read runs.
+                    unsafe {
+                        std::ptr::write_bytes(piece.ptr, round ^ (at >> 16) as u8, piece.len)
+                    };
+                }
+            });
+            let bytes = buffer.as_slice();
+            for at in (0..LEN).step_by(64 << 10) {
+                let expected = round ^ (at >> 16) as u8;
+                assert!(
+                    bytes[at..at + (64 << 10)].iter().all(|&b| b == expected),
+                    "round {round}: bytes at {at} changed after the reader wrote them"
+                );
+            }
+        }
     }
 
     #[test]

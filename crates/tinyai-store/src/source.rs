@@ -6,15 +6,15 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
-use crate::buffer::{AlignedBuf, BufferPool, ReadTarget};
+use crate::buffer::{AlignedBuf, BufferPool, HUGE_PAGE, ReadTarget};
 use crate::config::Backend;
 use crate::error::StoreError;
-use crate::io::{Tuner, chunks, run_requests};
+use crate::io::{Tuner, chunks, run_requests, with_pages_faulted_ahead};
 
 /// The system page size.
 pub(crate) fn page_size() -> u64 {
@@ -688,6 +688,7 @@ impl Source {
         // is rounded up to a page (buffered reads use the same, so one pool serves both).
         let rounded = len.next_multiple_of(page) as usize;
         let align = AlignedBuf::alignment_for(rounded, page as usize);
+        let mut fresh = false;
         let mut buffer = match self.buffers.take(len_usize, rounded, align) {
             Some(buffer) => {
                 got_buffer();
@@ -700,6 +701,7 @@ impl Source {
                 got_buffer();
                 self.buffers.trim(room());
                 self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
+                fresh = true;
                 AlignedBuf::for_reading(len_usize, rounded, align)
                     .ok_or_else(|| self.out_of_memory(len))?
             }
@@ -733,6 +735,7 @@ impl Source {
                     offset + piece.at,
                     into,
                     piece.len as usize,
+                    fresh && buffer.align() >= HUGE_PAGE,
                 )
             } else {
                 piece
@@ -773,7 +776,9 @@ impl Source {
     /// kernel's own read-ahead keeps the device busy (it pipelines across
     /// reads and across the loads of consecutive layers), and the copy in
     /// the page cache is gone once the bytes are in the layer's buffer.
-    /// All but the bytes past `needed` must arrive.
+    /// All but the bytes past `needed` must arrive. `fault_ahead`: the target
+    /// is a fresh buffer of huge pages, faulted in by an I/O worker while
+    /// this thread reads (see [`with_pages_faulted_ahead`]).
     fn read_sequential(
         &self,
         file: &File,
@@ -781,12 +786,34 @@ impl Source {
         virtual_offset: u64,
         target: ReadTarget,
         needed: usize,
+        fault_ahead: bool,
+    ) -> Result<(), Failure> {
+        if fault_ahead {
+            return with_pages_faulted_ahead(target, |reader_at| {
+                self.read_sequential_from(file, offset, virtual_offset, target, needed, reader_at)
+            });
+        }
+        let reader_at = AtomicUsize::new(0);
+        self.read_sequential_from(file, offset, virtual_offset, target, needed, &reader_at)
+    }
+
+    /// [`read_sequential`](Source::read_sequential)'s reads, each storing
+    /// where it starts in `reader_at`.
+    fn read_sequential_from(
+        &self,
+        file: &File,
+        offset: u64,
+        virtual_offset: u64,
+        target: ReadTarget,
+        needed: usize,
+        reader_at: &AtomicUsize,
     ) -> Result<(), Failure> {
         let total = target.len;
         let started = Instant::now();
         let mut fastest = Duration::MAX;
         let mut at = 0;
         while at < total {
+            reader_at.store(at, Ordering::Relaxed);
             // Requests end on multiples of the chunk in the file, not in the
             // layer (see `SEQUENTIAL_CHUNK`).
             let file_at = offset + at as u64;
