@@ -227,7 +227,11 @@ fn main() {
         Plan {
             quick,
             cold_model: 1024 * MIB,
-            cold_rounds: 5,
+            // Seven: a cold load's rounds swing with the disk and with what
+            // a first touch of fresh memory costs on this VM (0.05-2.8 s
+            // per GiB, the memory going back to the host once freed), 0.31-1.29
+            // of the device in one run's buffered rounds.
+            cold_rounds: 7,
             budget: 256 * MIB,
             // Five rounds: a ratio's rounds swing by a third with the disk
             // (0.75-1.03 in one cgroup run), and the median of five holds
@@ -322,10 +326,10 @@ fn store_load(path: &Path, backend: Backend) -> Result<(f64, u64), String> {
 }
 
 /// Cold load per backend against the device limit and a plain sequential
-/// read, interleaved per round: plain, device, then each backend, each
-/// after a first touch of model-size memory (measured and reported: the
-/// memory an Owned load must fault in; it also gives every backend the same
-/// memory state to start from).
+/// read, interleaved per round: plain, then for each backend the device and
+/// the load, each load after a first touch of model-size memory (measured
+/// and reported: the memory an Owned load must fault in; it also gives every
+/// backend the same memory state to start from).
 fn cold_load(
     plan: &Plan,
     path: &Path,
@@ -372,18 +376,20 @@ fn cold_load(
         ));
         let plain_s = plain_read(path).map_or(f64::NAN, |s| s);
         plain.push(plain_s);
-        let device_s = match device.measure(path) {
-            Ok(reading) => reading.seconds,
-            Err(e) => {
-                device_error.get_or_insert(e);
-                f64::NAN
-            }
-        };
-        device_seconds.push(device_s);
         for (i, &(name, backend, _, _)) in variants.iter().enumerate() {
             if name == "owned_direct" && direct.is_err() {
                 continue;
             }
+            // The device right before each load: every ratio comes from an
+            // adjacent pair (the disk's speed drifts within a round).
+            let device_s = match device.measure(path) {
+                Ok(reading) => reading.seconds,
+                Err(e) => {
+                    device_error.get_or_insert(e);
+                    f64::NAN
+                }
+            };
+            device_seconds.push(device_s);
             touch.push(memory_touch(model_size as usize));
             match store_load(path, backend) {
                 Ok((s, bytes)) => {
