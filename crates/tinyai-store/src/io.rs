@@ -49,10 +49,10 @@
 //! plus charged memory stays within the budget.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-
-use crate::buffer::{HUGE_PAGE, ReadTarget};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::buffer::{HUGE_PAGE, ReadTarget};
 
 /// Largest request, in bytes.
 pub(crate) const CHUNK: u64 = 1 << 20;
@@ -256,7 +256,11 @@ where
 /// the host) it dominated buffered cold loads: `clear_page_erms` took 63% of
 /// a profile, and buffered loads ran at half the speed of `O_DIRECT` ones,
 /// whose requests fault their pages on several workers. The two meet once,
-/// near the middle of the layer, so they rarely fault the same page.
+/// near the middle of the layer, so they rarely fault the same page (when
+/// they do, the kernel serialises the two faults; nothing is lost). The
+/// read returns once the worker has stopped: a worker still busy with other
+/// loads' requests picks the job up late, finds the read done and stops at
+/// once.
 pub(crate) fn with_pages_faulted_ahead<R>(
     target: ReadTarget,
     read: impl FnOnce(&AtomicUsize) -> R,
