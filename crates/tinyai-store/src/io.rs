@@ -261,12 +261,15 @@ where
 /// read returns once the worker has stopped: a worker still busy with other
 /// loads' requests picks the job up late, finds the read done and stops at
 /// once.
+/// Without `enabled` (a buffer that is not fresh, or not of huge pages),
+/// `read` runs alone.
 pub(crate) fn with_pages_faulted_ahead<R>(
     target: ReadTarget,
+    enabled: bool,
     read: impl FnOnce(&AtomicUsize) -> R,
 ) -> R {
     let reader_at = AtomicUsize::new(0);
-    let pool = workers().filter(|_| target.len > HUGE_PAGE && !cfg!(miri));
+    let pool = workers().filter(|_| enabled && target.len > HUGE_PAGE && !cfg!(miri));
     let Some(pool) = pool else {
         return read(&reader_at);
     };
@@ -423,7 +426,7 @@ mod tests {
             return;
         };
         assert_eq!(before, 0, "a fresh buffer is not resident before its read");
-        let seen = with_pages_faulted_ahead(target, |reader_at| {
+        let seen = with_pages_faulted_ahead(target, true, |reader_at| {
             reader_at.store(0, Ordering::Relaxed);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
@@ -454,7 +457,7 @@ mod tests {
         for round in 0..4u8 {
             let mut buffer = crate::buffer::AlignedBuf::for_reading(LEN, LEN, 4096).unwrap();
             let target = buffer.read_target(LEN);
-            with_pages_faulted_ahead(target, |reader_at| {
+            with_pages_faulted_ahead(target, true, |reader_at| {
                 for at in (0..LEN).step_by(64 << 10) {
                     reader_at.store(at, Ordering::Relaxed);
                     let piece = target.piece(at, 64 << 10);

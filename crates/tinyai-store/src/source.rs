@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
@@ -788,54 +788,37 @@ impl Source {
         needed: usize,
         fault_ahead: bool,
     ) -> Result<(), Failure> {
-        if fault_ahead {
-            return with_pages_faulted_ahead(target, |reader_at| {
-                self.read_sequential_from(file, offset, virtual_offset, target, needed, reader_at)
-            });
-        }
-        let reader_at = AtomicUsize::new(0);
-        self.read_sequential_from(file, offset, virtual_offset, target, needed, &reader_at)
-    }
-
-    /// [`read_sequential`](Source::read_sequential)'s reads, each storing
-    /// where it starts in `reader_at`.
-    fn read_sequential_from(
-        &self,
-        file: &File,
-        offset: u64,
-        virtual_offset: u64,
-        target: ReadTarget,
-        needed: usize,
-        reader_at: &AtomicUsize,
-    ) -> Result<(), Failure> {
-        let total = target.len;
-        let started = Instant::now();
-        let mut fastest = Duration::MAX;
-        let mut at = 0;
-        while at < total {
-            reader_at.store(at, Ordering::Relaxed);
-            // Requests end on multiples of the chunk in the file, not in the
-            // layer (see `SEQUENTIAL_CHUNK`).
-            let file_at = offset + at as u64;
-            let to_boundary =
-                (SEQUENTIAL_CHUNK as u64 - file_at % SEQUENTIAL_CHUNK as u64) as usize;
-            let n = to_boundary.min(total - at);
-            self.injected_failure(virtual_offset + at as u64, n as u64, at as u64)?;
-            let piece = target.piece(at, n);
-            let began = Instant::now();
-            let read = read_drop_behind(file, offset + at as u64, piece).map_err(Failure::Io)?;
-            fastest = fastest.min(began.elapsed());
-            if read < n {
-                if at + read < needed {
-                    return Err(Failure::Short(at + read));
+        with_pages_faulted_ahead(target, fault_ahead, |reader_at| {
+            let total = target.len;
+            let started = Instant::now();
+            let mut fastest = Duration::MAX;
+            let mut at = 0;
+            while at < total {
+                reader_at.store(at, Ordering::Relaxed);
+                // Requests end on multiples of the chunk in the file, not in the
+                // layer (see `SEQUENTIAL_CHUNK`).
+                let file_at = offset + at as u64;
+                let to_boundary =
+                    (SEQUENTIAL_CHUNK as u64 - file_at % SEQUENTIAL_CHUNK as u64) as usize;
+                let n = to_boundary.min(total - at);
+                self.injected_failure(virtual_offset + at as u64, n as u64, at as u64)?;
+                let piece = target.piece(at, n);
+                let began = Instant::now();
+                let read =
+                    read_drop_behind(file, offset + at as u64, piece).map_err(Failure::Io)?;
+                fastest = fastest.min(began.elapsed());
+                if read < n {
+                    if at + read < needed {
+                        return Err(Failure::Short(at + read));
+                    }
+                    break;
                 }
-                break;
+                at += n;
             }
-            at += n;
-        }
-        self.tuner
-            .record_reads(total as u64, started.elapsed(), fastest);
-        Ok(())
+            self.tuner
+                .record_reads(total as u64, started.elapsed(), fastest);
+            Ok(())
+        })
     }
 
     /// Fills `buf` from `file` at `offset` in [`crate::io::CHUNK`] requests,
