@@ -44,6 +44,7 @@
 #![deny(missing_docs)]
 
 mod buffer;
+mod carry;
 pub mod config;
 pub mod error;
 pub mod forward;

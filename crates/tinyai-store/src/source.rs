@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use memmap2::{Advice, MmapMut, MmapOptions, UncheckedAdvice};
 
 use crate::buffer::{AlignedBuf, BufferPool, HUGE_PAGE, ReadTarget};
+use crate::carry::Carry;
 use crate::config::Backend;
 use crate::error::StoreError;
 use crate::io::{Tuner, chunks, run_requests, with_pages_faulted_ahead};
@@ -72,6 +73,9 @@ pub(crate) struct Part {
     /// behind them (`RWF_DONTCACHE`, Linux 6.14+ on ext4, xfs, btrfs, …):
     /// probed once, on the first buffered load.
     drop_behind: OnceLock<bool>,
+    /// Bytes a stream's drop-behind read brought in past a layer's end, for
+    /// the next layer (see `crate::carry`).
+    carry: Carry,
     pub(crate) base: u64,
     length: u64,
     inode: (u64, u64),
@@ -93,6 +97,7 @@ impl Part {
             direct: None,
             random: OnceLock::new(),
             drop_behind: OnceLock::new(),
+            carry: Carry::default(),
             base,
             length: metadata.len(),
             inode: (metadata.dev(), metadata.ino()),
@@ -132,16 +137,19 @@ impl Part {
     /// megabytes after them (read-ahead state belongs to the descriptor, so
     /// loads through the main one keep theirs).
     fn read_exact_at_no_readahead(&self, offset: u64, buf: &mut [u8]) -> Result<(), StoreError> {
-        let file = match self.random.get() {
-            Some(file) => file,
-            None => {
-                let file = File::open(&self.path).map_err(io_error(&self.path, "open"))?;
-                // SAFETY: plain syscall on a descriptor we own; no memory is involved.
-                unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
-                self.random.get_or_init(|| file)
-            }
-        };
-        self.read_exact_through(file, offset, buf)
+        self.read_exact_through(self.random_file()?, offset, buf)
+    }
+
+    /// The descriptor of this file whose kernel read-ahead is off (opened on
+    /// first use).
+    fn random_file(&self) -> Result<&File, StoreError> {
+        if let Some(file) = self.random.get() {
+            return Ok(file);
+        }
+        let file = File::open(&self.path).map_err(io_error(&self.path, "open"))?;
+        // SAFETY: plain syscall on a descriptor we own; no memory is involved.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        Ok(self.random.get_or_init(|| file))
     }
 
     /// Whether reads of this file can drop their pages from the page cache
@@ -712,7 +720,7 @@ impl Source {
             && len > 0
         {
             let target = buffer.read_target(rounded);
-            match self.read_requests(direct, offset, offset, target, len_usize) {
+            match self.read_requests(direct, offset, offset, target, len_usize, read_fully_raw) {
                 Ok(()) => return Ok(buffer),
                 Err(Failure::Short(read)) => return Err(self.short_read(layer, offset, len, read)),
                 Err(Failure::Io(error)) => {
@@ -729,14 +737,36 @@ impl Source {
                 .zero();
             let into = target.piece(piece.at as usize, piece.len as usize);
             let read = if piece.part.drop_behind() {
-                self.read_sequential(
-                    &piece.part.file,
-                    piece.file_offset,
-                    offset + piece.at,
-                    into,
-                    piece.len as usize,
-                    fresh && buffer.align() >= HUGE_PAGE,
-                )
+                let part = piece.part;
+                // A stream reads in file order with the kernel's read-ahead;
+                // any other load reads exactly its layer (read-ahead past it
+                // would be read for nothing: a C loop of layers read
+                // backwards took half the file again).
+                let read = if part.carry.continues(piece.file_offset)
+                    || part.carry.holds(piece.file_offset)
+                {
+                    self.read_sequential(
+                        part,
+                        piece.file_offset,
+                        offset + piece.at,
+                        into,
+                        piece.len as usize,
+                        fresh && buffer.align() >= HUGE_PAGE,
+                    )
+                } else {
+                    self.read_requests(
+                        part.random_file().unwrap_or(&part.file),
+                        piece.file_offset,
+                        offset + piece.at,
+                        into,
+                        piece.len as usize,
+                        read_drop_behind,
+                    )
+                };
+                if read.is_ok() {
+                    part.carry.note_end(piece.file_offset + piece.len);
+                }
+                read
             } else {
                 piece
                     .part
@@ -747,6 +777,7 @@ impl Source {
                     offset + piece.at,
                     into,
                     piece.len as usize,
+                    read_fully_raw,
                 )
             };
             match read {
@@ -778,21 +809,30 @@ impl Source {
     /// the page cache is gone once the bytes are in the layer's buffer.
     /// All but the bytes past `needed` must arrive. `fault_ahead`: the target
     /// is a fresh buffer of huge pages, faulted in by an I/O worker while
-    /// this thread reads (see [`with_pages_faulted_ahead`]).
+    /// this thread reads (see [`with_pages_faulted_ahead`]). The load
+    /// continues a stream: it starts from the bytes its predecessor carried
+    /// past its end and carries its own last read on to the next multiple
+    /// of [`SEQUENTIAL_CHUNK`] (see `crate::carry`).
     fn read_sequential(
         &self,
-        file: &File,
+        part: &Part,
         offset: u64,
         virtual_offset: u64,
         target: ReadTarget,
         needed: usize,
         fault_ahead: bool,
     ) -> Result<(), Failure> {
+        let file = &part.file;
         with_pages_faulted_ahead(target, fault_ahead, |reader_at| {
             let total = target.len;
             let started = Instant::now();
             let mut fastest = Duration::MAX;
-            let mut at = 0;
+            let carried = part.carry.take_into(offset, target);
+            if carried > 0 {
+                // Served as its own read would have been, faults included.
+                self.injected_failure(virtual_offset, carried as u64, 0)?;
+            }
+            let mut at = carried;
             while at < total {
                 reader_at.store(at, Ordering::Relaxed);
                 // Requests end on multiples of the chunk in the file, not in the
@@ -804,8 +844,12 @@ impl Source {
                 self.injected_failure(virtual_offset + at as u64, n as u64, at as u64)?;
                 let piece = target.piece(at, n);
                 let began = Instant::now();
-                let read =
-                    read_drop_behind(file, offset + at as u64, piece).map_err(Failure::Io)?;
+                let read = if at + n == total {
+                    read_and_carry(part, offset + at as u64, piece)
+                } else {
+                    read_drop_behind(file, offset + at as u64, piece)
+                }
+                .map_err(Failure::Io)?;
                 fastest = fastest.min(began.elapsed());
                 if read < n {
                     if at + read < needed {
@@ -824,6 +868,7 @@ impl Source {
     /// Fills `buf` from `file` at `offset` in [`crate::io::CHUNK`] requests,
     /// several in flight; all but the bytes past `needed` must arrive (the last
     /// request of an `O_DIRECT` read may run into the end of the file).
+    /// `read` fills one request's target (`pread`, or a drop-behind read).
     fn read_requests(
         &self,
         file: &File,
@@ -831,16 +876,26 @@ impl Source {
         virtual_offset: u64,
         target: ReadTarget,
         needed: usize,
+        read: fn(&File, u64, ReadTarget) -> std::io::Result<usize>,
     ) -> Result<(), Failure> {
         let total = target.len;
-        let size = self.tuner.request_size(total as u64) as usize;
-        let requests: Vec<(usize, ReadTarget)> = (0..total)
-            .step_by(size.max(1))
-            .map(|at| (at, target.piece(at, size.min(total - at))))
-            .collect();
+        let size = self.tuner.request_size(total as u64).max(1);
+        // Requests end on multiples of their size in the file, not in the
+        // layer: one that ends inside a page-cache folio leaves that folio
+        // to be read again by its neighbour (a drop-behind read drops it;
+        // layers read backwards in requests counted from their start read
+        // 1.6% of the file twice).
+        let mut requests = Vec::with_capacity(total.div_ceil(size as usize) + 1);
+        let mut at = 0;
+        while at < total {
+            let to_boundary = (size - (offset + at as u64) % size) as usize;
+            let n = to_boundary.min(total - at);
+            requests.push((at, target.piece(at, n)));
+            at += n;
+        }
         run_requests(&self.tuner, requests, total as u64, |(at, piece)| {
             self.injected_failure(virtual_offset + at as u64, piece.len as u64, at as u64)?;
-            let read = read_fully_raw(file, offset + at as u64, piece).map_err(Failure::Io)?;
+            let read = read(file, offset + at as u64, piece).map_err(Failure::Io)?;
             let end = at + read;
             if read < piece.len && end < needed {
                 return Err(Failure::Short(end));
@@ -996,6 +1051,91 @@ fn read_drop_behind(file: &File, offset: u64, target: ReadTarget) -> std::io::Re
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn read_drop_behind(_file: &File, _offset: u64, _target: ReadTarget) -> std::io::Result<usize> {
+    Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+}
+
+/// A stream's last drop-behind read of a layer: fills `target` from file
+/// offset `offset` and, in the same request, reads on to the file's next
+/// multiple of [`SEQUENTIAL_CHUNK`] into the part's carry (see
+/// `crate::carry`); returns the bytes of `target` read. Without a carry
+/// buffer (another read has it, or it cannot be allocated) it is a plain
+/// drop-behind read.
+fn read_and_carry(part: &Part, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
+    let end = offset + target.len as u64;
+    let boundary = end
+        .next_multiple_of(SEQUENTIAL_CHUNK as u64)
+        .min(part.length);
+    let Some(mut buffer) = (boundary > end)
+        .then(|| part.carry.lend(SEQUENTIAL_CHUNK))
+        .flatten()
+    else {
+        return read_drop_behind(&part.file, offset, target);
+    };
+    let spill = buffer.read_target((boundary - end) as usize);
+    match read_drop_behind_two(&part.file, offset, target, spill) {
+        Ok(read) if read >= target.len => {
+            part.carry.give(buffer, end, read - target.len);
+            Ok(target.len)
+        }
+        Ok(read) => {
+            part.carry.give(buffer, end, 0);
+            let rest = target.piece(read, target.len - read);
+            Ok(read + read_drop_behind(&part.file, offset + read as u64, rest)?)
+        }
+        Err(error) => {
+            part.carry.give(buffer, end, 0);
+            Err(error)
+        }
+    }
+}
+
+/// One `preadv2(…, RWF_DONTCACHE)` filling `first` then `second` from file
+/// offset `offset` (retried if interrupted); returns the bytes read, which
+/// may be fewer than both hold.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn read_drop_behind_two(
+    file: &File,
+    offset: u64,
+    first: ReadTarget,
+    second: ReadTarget,
+) -> std::io::Result<usize> {
+    let at = libc::off_t::try_from(offset)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    let iov = [
+        libc::iovec {
+            iov_base: first.ptr.cast(),
+            iov_len: first.len,
+        },
+        libc::iovec {
+            iov_base: second.ptr.cast(),
+            iov_len: second.len,
+        },
+    ];
+    loop {
+        // SAFETY: each `iovec` describes a whole target: `first` inside a
+        // buffer this load owns exclusively (see `ReadTarget`), `second`
+        // inside the carry's buffer, lent to this read alone (see
+        // `Carry::lend`); two allocations, so they do not overlap. The kernel
+        // writes at most their lengths; no Rust reference to those bytes
+        // exists.
+        let read = unsafe { libc::preadv2(file.as_raw_fd(), iov.as_ptr(), 2, at, RWF_DONTCACHE) };
+        if read >= 0 {
+            return Ok(read as usize);
+        }
+        let error = std::io::Error::last_os_error();
+        if error.kind() != std::io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn read_drop_behind_two(
+    _file: &File,
+    _offset: u64,
+    _first: ReadTarget,
+    _second: ReadTarget,
+) -> std::io::Result<usize> {
     Err(std::io::Error::from_raw_os_error(libc::EOPNOTSUPP))
 }
 
