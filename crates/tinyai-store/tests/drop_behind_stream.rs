@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::os::unix::io::AsRawFd;
-
 use common::*;
 use tinyai_store::{Backend, MappedModel, StoreConfig, evict_file_from_page_cache};
 
@@ -22,18 +20,6 @@ fn storage_read_bytes() -> Option<u64> {
         .trim()
         .parse()
         .ok()
-}
-
-/// Whether the file system under `path` takes `RWF_DONTCACHE` reads.
-fn drops_behind(path: &std::path::Path) -> bool {
-    let file = std::fs::File::open(path).unwrap();
-    let mut byte = 0u8;
-    let iov = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
-    // SAFETY: one iovec over a local byte; the kernel writes at most one byte.
-    unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, 0, 0x80) >= 0 }
 }
 
 /// Storage bytes read while `read` runs, the file's pages dropped first.

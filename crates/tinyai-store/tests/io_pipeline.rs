@@ -200,20 +200,6 @@ fn close_with_multi_request_loads_in_flight_neither_hangs_nor_crashes() {
     }
 }
 
-/// Whether the kernel and file system under `path` drop a buffered read's
-/// pages behind it (`RWF_DONTCACHE`, Linux 6.14+).
-fn drops_behind(path: &std::path::Path) -> bool {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).unwrap();
-    let mut byte = 0u8;
-    let iov = libc::iovec {
-        iov_base: (&raw mut byte).cast(),
-        iov_len: 1,
-    };
-    // SAFETY: `iov` points at one local byte, written at most once by the kernel.
-    unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, 0, 0x80) >= 0 }
-}
-
 /// Owned buffered loads copy the bytes into the store's buffers; the copy in
 /// the page cache is dropped behind each read, so streaming a model through a
 /// small budget leaves (almost) none of the file cached: the model's memory

@@ -84,3 +84,17 @@ pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Whether the kernel and file system under `path` drop a buffered read's
+/// pages behind it (`RWF_DONTCACHE`, Linux 6.14+).
+pub fn drops_behind(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` points at one local byte, written at most once by the kernel.
+    unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, 0, 0x80) >= 0 }
+}
