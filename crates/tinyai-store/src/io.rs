@@ -36,7 +36,9 @@
 //! on this project's machine, in a 600 MiB memory cgroup: 4 MiB drop-behind
 //! reads in order took 0.41–0.66 s per GiB, eight 512 KiB requests in flight
 //! per layer 1.04–1.25 s). Their reads end on 4 MiB multiples of the file
-//! offset (see `source.rs`'s `SEQUENTIAL_CHUNK`). Into a fresh buffer, an I/O
+//! offset (see `source.rs`'s `SEQUENTIAL_CHUNK`), the last one of a layer
+//! running on into a carry for the next layer (`crate::carry`); a load that
+//! does not continue a stream reads exactly its layer. Into a fresh buffer, an I/O
 //! worker faults its huge pages in from the far end while the load reads from
 //! the near one ([`with_pages_faulted_ahead`]): the kernel zeroes a fresh
 //! page at its first touch, which in one thread is serial with the copy.
