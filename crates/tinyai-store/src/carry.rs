@@ -37,6 +37,8 @@ pub(crate) struct Carry {
 struct State {
     /// `None` while a read fills it (or before the first carry).
     buffer: Option<AlignedBuf>,
+    /// A read has the buffer (see [`Carry::lend`]).
+    lent: bool,
     /// File offset of the buffer's first byte, and how many bytes it holds.
     start: u64,
     len: usize,
@@ -107,11 +109,16 @@ impl Carry {
     /// Its old bytes are forgotten.
     pub(crate) fn lend(&self, len: usize) -> Option<AlignedBuf> {
         let mut state = self.state.lock().ok()?;
-        state.len = 0;
-        match state.buffer.take() {
-            Some(buffer) if buffer.capacity() >= len => Some(buffer),
-            _ => AlignedBuf::for_reading(len, len, 4096),
+        if state.lent {
+            return None;
         }
+        state.len = 0;
+        let buffer = match state.buffer.take() {
+            Some(buffer) if buffer.capacity() >= len => buffer,
+            _ => AlignedBuf::for_reading(len, len, 4096)?,
+        };
+        state.lent = true;
+        Some(buffer)
     }
 
     /// Gives back a lent buffer whose first `len` bytes are the file's from
@@ -121,6 +128,7 @@ impl Carry {
             state.len = len.min(buffer.capacity());
             state.start = start;
             state.buffer = Some(buffer);
+            state.lent = false;
         }
     }
 }
@@ -161,9 +169,10 @@ mod tests {
         assert_eq!(carry.take_into(1005, target(&mut into)), 5);
         assert_eq!(&into[..5], &[105, 106, 107, 108, 109]);
         assert_eq!(carry.take_into(1005, target(&mut into)), 0);
-        // A buffer on loan holds nothing.
+        // A buffer on loan holds nothing, and is lent to one read at a time.
         let lent = carry.lend(16).unwrap();
         assert_eq!(carry.take_into(1000, target(&mut into)), 0);
+        assert!(carry.lend(16).is_none());
         carry.give(lent, 0, 0);
     }
 

@@ -182,15 +182,7 @@ fn min_layer_cache_size_changes_the_charge() {
 }
 
 fn locked_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("VmLck:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    proc_number("/proc/self/status", "VmLck:")
 }
 
 fn mlock_works() -> bool {

@@ -13,13 +13,7 @@ use common::*;
 use tinyai_store::{Backend, MappedModel, StoreConfig, evict_file_from_page_cache};
 
 fn storage_read_bytes() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/io")
-        .ok()?
-        .lines()
-        .find_map(|line| line.strip_prefix("read_bytes: "))?
-        .trim()
-        .parse()
-        .ok()
+    proc_number("/proc/self/io", "read_bytes:")
 }
 
 /// Storage bytes read while `read` runs, the file's pages dropped first.

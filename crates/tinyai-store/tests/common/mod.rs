@@ -98,3 +98,17 @@ pub fn drops_behind(path: &std::path::Path) -> bool {
     // SAFETY: `iov` points at one local byte, written at most once by the kernel.
     unsafe { libc::preadv2(file.as_raw_fd(), &raw const iov, 1, 0, 0x80) >= 0 }
 }
+
+/// The number after `key` (e.g. `"VmLck:"`) on its line of the `/proc` file
+/// `path`, without a trailing `kB`; `None` where the file or the line is missing.
+pub fn proc_number(path: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix(key))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
