@@ -313,10 +313,33 @@ pub(crate) fn chunks(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
     requests
 }
 
+/// `offset..offset + len` in requests that end on multiples of `size` in the
+/// byte space (the first and last may be shorter), in order.
+pub(crate) fn aligned_chunks(offset: u64, len: u64, size: u64) -> Vec<(u64, u64)> {
+    let size = size.max(1);
+    let end = offset.saturating_add(len);
+    let mut requests = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let stop = (at / size).saturating_add(1).saturating_mul(size).min(end);
+        requests.push((at, stop - at));
+        at = stop;
+    }
+    requests
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn aligned_requests_end_on_multiples_of_their_size() {
+        assert_eq!(aligned_chunks(10, 0, 8), vec![]);
+        assert_eq!(aligned_chunks(10, 4, 8), vec![(10, 4)]);
+        assert_eq!(aligned_chunks(6, 13, 8), vec![(6, 2), (8, 8), (16, 3)]);
+        assert_eq!(aligned_chunks(8, 16, 8), vec![(8, 8), (16, 8)]);
+    }
 
     #[test]
     fn requests_cover_the_range_in_order() {

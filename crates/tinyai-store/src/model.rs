@@ -132,7 +132,7 @@ impl MappedModel {
         let span = tracing::info_span!("open", path = %path.display());
         let _entered = span.enter();
         config.validate()?;
-        let (source, tables) = crate::tables::open(path, config.backend)?;
+        let (mut source, tables) = crate::tables::open(path, config.backend)?;
         let model = tables.model();
         let spans: Vec<(u64, u64)> = model.layers().map(|l| (l.offset, l.length)).collect();
         let layer_count = spans.len();
@@ -203,6 +203,13 @@ impl MappedModel {
             ),
         };
         let total_charge = charges.iter().copied().fold(0u64, u64::saturating_add);
+        // A mapped model whose whole file fits the budget reads in 2 MiB
+        // blocks (the fastest way in, see `crate::readahead`): the block
+        // around a layer may hold its neighbours' bytes, never more than the
+        // file, so residency stays within the budget.
+        let huge_blocks = read_ahead_reach == 0
+            && source.length() <= config.max_cache_size
+            && source.read_in_huge_blocks();
         // Room outside the cache for a demand the policy does not admit (it must
         // fit in the budget too, see `crate::room`): the streaming window's, or
         // one layer's when there is no window, so that serving a bypassed layer
@@ -246,6 +253,7 @@ impl MappedModel {
             budget = config.max_cache_size,
             window,
             read_ahead_reach,
+            huge_blocks,
             policy = config.effective_policy().name(),
             backend = ?config.backend,
             "opened model"

@@ -18,6 +18,12 @@
 //! this (their next layers are the window's next layers); every other load
 //! reads exactly its layer. Where a stream's front jumps (a new pass, another
 //! stream), the read-ahead left past the old front is dropped.
+//!
+//! A model whose whole file fits the budget has no window and no streams to
+//! pay for: its loads read in 2 MiB blocks instead ([`read_in_huge_blocks`]),
+//! which fills the page cache with large folios and maps them with one
+//! page-table entry each: the fastest cold load measured here, ahead of
+//! O_DIRECT into owned buffers.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -45,6 +51,44 @@ pub(crate) fn reach(file: &File) -> Option<u64> {
 /// drop this far into neighbours that are not in memory.
 pub(crate) fn largest_folio(page: u64) -> u64 {
     page * 512
+}
+
+/// Whether transparent huge pages may serve a mapping advised
+/// `MADV_HUGEPAGE`: the kernel has them and they are not turned off
+/// (`/sys/kernel/mm/transparent_hugepage/enabled` is not `[never]`).
+pub(crate) fn huge_pages_on() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|mode| !mode.contains("[never]"))
+}
+
+/// Mapped backend, for a model that fits its budget whole: advises the
+/// mapping `MADV_HUGEPAGE` and `MADV_RANDOM`, so that every fault reads
+/// exactly the 2 MiB-aligned block of the file around it into one large
+/// folio, and maps it with one page-table entry where the mapping and the
+/// file are aligned alike. Returns whether both pieces of advice took.
+///
+/// Measured on this project's machine (1 GiB cold model, 2 populating
+/// threads, interleaved): 0.45–0.52 s against 0.79–1.24 s for
+/// `MADV_WILLNEED` + `MADV_POPULATE_READ` (which reads 4 KiB folios) and
+/// 0.58–1.29 s for `fio`'s O_DIRECT read of the same file. It reads up to a
+/// block more than a layer on either side, which is why only a model that
+/// fits whole uses it: what it reads early is never more than the model.
+pub(crate) fn read_in_huge_blocks(map: &memmap2::MmapMut) -> bool {
+    use memmap2::Advice;
+    if !huge_pages_on() {
+        return false;
+    }
+    let advised = map
+        .advise(Advice::HugePage)
+        .and_then(|()| map.advise(Advice::Random));
+    if let Err(error) = advised {
+        // Back to the kernel's defaults (the exact path reads as before).
+        let _ = map.advise(Advice::NoHugePage);
+        let _ = map.advise(Advice::Normal);
+        tracing::debug!(%error, "huge-block reads unavailable");
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::buffer::{AlignedBuf, BufferPool, HUGE_PAGE, ReadTarget};
 use crate::carry::Carry;
 use crate::config::Backend;
 use crate::error::StoreError;
-use crate::io::{Tuner, chunks, run_requests, with_pages_faulted_ahead};
+use crate::io::{Tuner, aligned_chunks, chunks, run_requests, with_pages_faulted_ahead};
 
 /// The system page size.
 pub(crate) fn page_size() -> u64 {
@@ -203,6 +203,9 @@ pub(crate) struct Source {
     pub(crate) tuner: Tuner,
     /// Owned backend: buffers of evicted layers, reused by later loads.
     pub(crate) buffers: BufferPool,
+    /// Mapped backend: faults read whole 2 MiB blocks of the file (see
+    /// [`Source::read_in_huge_blocks`]).
+    huge_blocks: bool,
 }
 
 fn io_error(path: &Path, action: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -297,6 +300,7 @@ impl Source {
             faults: Faults::default(),
             tuner: Tuner::default(),
             buffers: BufferPool::default(),
+            huge_blocks: false,
         })
     }
 
@@ -446,6 +450,9 @@ impl Source {
             return;
         }
         match &self.access {
+            // Huge blocks: MADV_WILLNEED would read small folios, which the
+            // blocks' faults would then map page by page.
+            Access::Mapped(..) if self.huge_blocks => {}
             Access::Mapped(map, _) => {
                 let _ = map.advise_range(Advice::WillNeed, offset as usize, len as usize);
             }
@@ -574,8 +581,36 @@ impl Source {
         Ok(())
     }
 
-    /// Reads exactly the pages of `offset..offset + len` into the mapping.
+    /// Mapped backend, for a model that fits its budget whole: from now on a
+    /// load reads the 2 MiB blocks of the file its layer lies in, into large
+    /// folios, instead of exactly its pages (see
+    /// [`crate::readahead::read_in_huge_blocks`]). Returns whether it took.
+    pub(crate) fn read_in_huge_blocks(&mut self) -> bool {
+        if let Access::Mapped(map, _) = &self.access {
+            self.huge_blocks = crate::readahead::read_in_huge_blocks(map);
+        }
+        self.huge_blocks
+    }
+
+    /// Reads exactly the pages of `offset..offset + len` into the mapping (or
+    /// the huge blocks they lie in, see [`Source::read_in_huge_blocks`]).
     fn populate_exactly(&self, map: &MmapMut, offset: u64, len: u64) -> Result<(), Failure> {
+        if self.huge_blocks {
+            // No MADV_WILLNEED: it would read small folios. Each request
+            // covers whole blocks, so no two requests wait on one block.
+            let block = HUGE_PAGE as u64;
+            let size = self.tuner.request_size(len).next_multiple_of(block);
+            return run_requests(
+                &self.tuner,
+                aligned_chunks(offset, len, size),
+                len,
+                |(at, n)| {
+                    self.injected_failure(at, n, at - offset)?;
+                    map.advise_range(Advice::PopulateRead, at as usize, n as usize)
+                        .map_err(Failure::Io)
+                },
+            );
+        }
         // Start large asynchronous reads of exactly this range, then wait for the
         // pages, one request per chunk, several in flight (see `crate::io`).
         // (MADV_POPULATE_READ alone is faster, but its faults trigger

@@ -358,3 +358,48 @@ fn a_stream_reads_the_layer_after_next_while_it_holds_one() {
         "the layer after next was read while the stream held one at {after_next} of {informative} streamed layers"
     );
 }
+
+/// A mapped model whose whole file fits the budget is read in 2 MiB blocks
+/// into large folios, mapped with one page-table entry each where the kernel
+/// can (the fastest way in: see `readahead.rs`). Before, each layer was
+/// advised `MADV_WILLNEED`, which reads 4 KiB folios, and mapped page by
+/// page. Every byte must still be right.
+#[test]
+#[cfg_attr(miri, ignore = "mmap, madvise and /proc")]
+fn a_mapped_model_that_fits_is_read_in_huge_blocks() {
+    const NAME: &str = "a_mapped_model_that_fits_is_read_in_huge_blocks";
+    // Layers that straddle block boundaries: 12 + 2 MiB + a page, ragged.
+    let sizes = [
+        3 * MIB + 12_345,
+        MIB,
+        2 * MIB + 4096,
+        5 * MIB,
+        MIB - 1,
+        4 * MIB,
+    ];
+    let fixture = fixture(147, &sizes, 2);
+    if !maps_huge_pages(&fixture.path) {
+        tinyai_format::fixtures::skip(
+            NAME,
+            "this kernel does not map the file's page cache with 2 MiB entries \
+             (transparent huge pages off, or a file system without large folios)",
+        );
+        return;
+    }
+    evict_file_from_page_cache(&fixture.path).unwrap();
+    let file_size = std::fs::metadata(&fixture.path).unwrap().len();
+    let model = MappedModel::open(&fixture.path, config(2 * file_size, Backend::Mapped)).unwrap();
+    for guard in model.forward_pass(0..model.layer_count()).unwrap() {
+        drop(guard.unwrap());
+    }
+    let huge = mapped_kb(&fixture.path, "FilePmdMapped:") << 10;
+    // Every whole block of the file but the first (read by the tables' parse).
+    let blocks = file_size / (2 * MIB) - 1;
+    assert!(
+        huge >= blocks * 2 * MIB,
+        "{huge} bytes mapped in 2 MiB entries; the file has {blocks} blocks past the first"
+    );
+    for index in 0..model.layer_count() {
+        assert_layer_matches(&model, &fixture, index);
+    }
+}

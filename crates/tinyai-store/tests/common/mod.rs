@@ -112,3 +112,61 @@ pub fn proc_number(path: &str, key: &str) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// Kilobytes of the mappings of `path` in this process that `/proc/self/smaps`
+/// counts under `key` (e.g. `"FilePmdMapped:"`: mapped with one page-table
+/// entry per 2 MiB).
+pub fn mapped_kb(path: &Path, key: &str) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let name = path.to_string_lossy();
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        // A mapping's header line: "start-end perms offset dev inode [path]".
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = line.ends_with(name.as_ref());
+        } else if ours && let Some(value) = line.strip_prefix(key) {
+            total += value
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+/// Whether this kernel maps `path`'s page cache with 2 MiB entries when asked
+/// (`MADV_HUGEPAGE`, transparent huge pages on, a file system with large
+/// folios): a plain mapping of it, advised and populated, says.
+pub fn maps_huge_pages(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    tinyai_store::evict_file_from_page_cache(path).unwrap();
+    let file = std::fs::File::open(path).unwrap();
+    let len = (file.metadata().unwrap().len() as usize) / (2 << 20) * (2 << 20);
+    if len == 0 {
+        return false;
+    }
+    // SAFETY: a fresh read-only shared mapping of a file this test owns,
+    // advised, populated and unmapped here; no reference into it escapes.
+    unsafe {
+        let map = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        if map == libc::MAP_FAILED {
+            return false;
+        }
+        let advised = libc::madvise(map, len, libc::MADV_HUGEPAGE) == 0
+            && libc::madvise(map, len, libc::MADV_POPULATE_READ) == 0;
+        let huge = advised && mapped_kb(path, "FilePmdMapped:") > 0;
+        libc::munmap(map, len);
+        huge
+    }
+}
