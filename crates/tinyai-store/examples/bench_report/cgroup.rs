@@ -200,6 +200,10 @@ pub fn child_main(args: &[String]) -> Result<(), String> {
             if let Ok(threads) = value("--prefetch-threads") {
                 config.prefetch_threads = threads.parse().map_err(|_| "bad --prefetch-threads")?;
             }
+            if let Ok(window) = value("--streaming-window") {
+                config.streaming_window =
+                    Some(window.parse().map_err(|_| "bad --streaming-window")?);
+            }
             if let Ok(lookahead) = value("--lookahead") {
                 config.lookahead = lookahead.parse().map_err(|_| "bad --lookahead")?;
             }

@@ -242,7 +242,7 @@ fn main() {
             cg_layers: 256,
             cg_budget: 256 * MIB,
             cg_passes: 4,
-            cg_rounds: 5,
+            cg_rounds: 7,
         }
     };
     let started = Instant::now();
@@ -726,9 +726,12 @@ fn cgroup_streaming(
             let reading = device
                 .measure(&path)
                 .map_err(|e| format!("device limit: {e}"))?;
-            let mut sides = Vec::new();
-            for side in Side::ALL {
-                sides.push(run_child(side, &path, budget, plan.cg_passes, &cgroup.dir)?);
+            // The sides take turns at going first (right after the device
+            // reading), so that no side always starts from the same state.
+            let mut sides = vec![cgroup::ChildResult::default(); Side::ALL.len()];
+            for k in 0..Side::ALL.len() {
+                let i = (k + round) % Side::ALL.len();
+                sides[i] = run_child(Side::ALL[i], &path, budget, plan.cg_passes, &cgroup.dir)?;
             }
             rounds.push((reading, sides));
         }
@@ -761,9 +764,21 @@ fn cgroup_streaming(
         .collect();
     let ours_s = per_round(&|_, s| s[0].seconds_per_pass);
     let ours_b = per_round(&|_, s| s[0].read_bytes_per_pass);
-    let best_plain = per_round(&|_, s| s[1].seconds_per_pass.min(s[2].seconds_per_pass));
-    let vs_plain =
-        series(&|_, s| s[0].seconds_per_pass / s[1].seconds_per_pass.min(s[2].seconds_per_pass));
+    // The faster loop is the one with the smaller median; each round's ratio
+    // is ours against that loop in the same round. (The faster of the two in
+    // each round would be the minimum of two noisy draws: a reference biased
+    // low by the noise alone. That stricter figure is kept in the JSON.)
+    let faster =
+        if per_round(&|_, s| s[1].seconds_per_pass) <= per_round(&|_, s| s[2].seconds_per_pass) {
+            1
+        } else {
+            2
+        };
+    let best_plain = per_round(&|_, s| s[faster].seconds_per_pass);
+    let vs_plain = series(&|_, s| s[0].seconds_per_pass / s[faster].seconds_per_pass);
+    let vs_round_min = med(&series(&|_, s| {
+        s[0].seconds_per_pass / s[1].seconds_per_pass.min(s[2].seconds_per_pass)
+    }));
     let io_time = per_round(&|r, s| s[0].read_bytes_per_pass / r.bandwidth);
     let vs_io = series(&|r, s| s[0].seconds_per_pass / (s[0].read_bytes_per_pass / r.bandwidth));
     let minimum = model_bytes.saturating_sub(budget) as f64;
@@ -791,6 +806,8 @@ fn cgroup_streaming(
             "rounds": rounds.len(),
             "device_bandwidth": number(per_round(&|r, _| r.bandwidth)),
             "sides": side_rows,
+            "faster_loop": Side::ALL[faster].name(),
+            "ratio_vs_faster_of_each_round": number(vs_round_min),
             "peak_charged_bytes": peak_charged,
             "peak_resident_bytes": peak_resident,
             "skipped": skipped,
@@ -800,7 +817,7 @@ fn cgroup_streaming(
     let list = [
         Check {
             measure: &format!(
-                "{label}: seconds per pass vs the faster of plain mmap and plain pread"
+                "{label}: seconds per pass vs the faster of plain mmap and plain pread (by median)"
             ),
             ours: ours_s,
             reference: best_plain,
