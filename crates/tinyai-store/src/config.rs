@@ -16,6 +16,10 @@ pub enum Backend {
     /// pages are dropped (the file is never modified). Loading a layer populates its pages; evicting it drops them
     /// (`MADV_DONTNEED`, and `POSIX_FADV_DONTNEED` unless
     /// [`StoreConfig::keep_page_cache`]), so resident memory follows the budget.
+    /// A model whose whole file fits the budget is read in 2 MiB blocks into
+    /// transparent huge pages where the kernel offers them (the fastest cold
+    /// load); a larger one streams through the kernel's read-ahead, paid for
+    /// out of the budget ([`StoreConfig::streaming_window`]).
     /// Slices and pointers stay valid (re-read on access) until the model is closed.
     ///
     /// If another process **truncates** the file while it is mapped, touching the
