@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 use tinyai_format::fixtures::{self, FixtureSpec};
 
+/// The S3 server the store's remote tests use (moto on 127.0.0.1).
+#[path = "../../tinyai-store/tests/common/moto.rs"]
+mod moto;
+
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
@@ -404,6 +408,43 @@ fn seed_usage_example_compiles_unchanged_and_runs() {
     let output = run(&exe, &[], &empty_dir, &[]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&exe, &output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("Failed to open model"));
+}
+
+/// Issue 17: the seed example, unchanged but for the path it opens, on an
+/// `s3://` URL of a local S3 server (endpoint and credentials from the
+/// standard `AWS_*` variables), run where no local `model.tmai` exists.
+#[test]
+fn seed_usage_example_runs_unchanged_on_an_s3_url() {
+    const TEST: &str = "seed_usage_example_runs_unchanged_on_an_s3_url";
+    let server = match moto::Moto::start(moto::free_port()) {
+        Ok(server) => server,
+        Err(reason) => return fixtures::skip(TEST, &format!("no S3 server: {reason}")),
+    };
+    let dir = tempdir();
+    let model = dir.path().join("model.tmai");
+    write_v2(&model, 12, 100 * KIB, 9);
+    server.create_bucket("seed-example");
+    server.put(
+        "seed-example",
+        "model.tmai",
+        &std::fs::read(&model).unwrap(),
+    );
+    let source = std::fs::read_to_string(crate_dir().join("tests/c/seed_example.c")).unwrap();
+    assert_eq!(source.matches("\"model.tmai\"").count(), 1);
+    let remote_source = dir.path().join("seed_example_s3.c");
+    std::fs::write(
+        &remote_source,
+        source.replace("\"model.tmai\"", "\"s3://seed-example/model.tmai\""),
+    )
+    .unwrap();
+    let exe = compile(Lang::C, remote_source.to_str().unwrap(), dir.path(), &[])
+        .unwrap_or_else(|error| panic!("{error}"));
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    let env = server.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let stdout = run_ok(&exe, &[], &run_dir, &env, &seed_lines(12));
+    assert!(!stdout.contains("Memory usage: 0.00 MB"), "{stdout}");
 }
 
 /// Issue 15: the seed example, unchanged, on all-MiniLM-L6-v2's

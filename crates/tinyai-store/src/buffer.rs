@@ -217,6 +217,15 @@ unsafe impl Send for ReadTarget {}
 unsafe impl Sync for ReadTarget {}
 
 impl ReadTarget {
+    /// The bytes of a slice the caller holds exclusively while the target is used.
+    #[cfg(feature = "remote")]
+    pub(crate) fn of(bytes: &mut [u8]) -> ReadTarget {
+        ReadTarget {
+            ptr: bytes.as_mut_ptr(),
+            len: bytes.len(),
+        }
+    }
+
     /// Fills the target with zeros.
     pub(crate) fn zero(self) {
         // SAFETY: the target lies inside a buffer this load owns exclusively
@@ -248,6 +257,17 @@ impl ReadTarget {
         }
         #[cfg(not(target_os = "linux"))]
         Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
+    /// Copies `bytes` (at most the target's length) to the target's start.
+    #[cfg(feature = "remote")]
+    pub(crate) fn copy_from(self, bytes: &[u8]) {
+        assert!(bytes.len() <= self.len, "a copy past its target");
+        // SAFETY: the target lies inside a buffer this load owns exclusively
+        // (see the type's doc) and `bytes.len()` fits in it (checked above);
+        // this request is the only writer of this piece and no reference to
+        // its bytes exists; `bytes` is a separate allocation (no overlap).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr, bytes.len()) };
     }
 
     /// `len` bytes from `at` (within the target).

@@ -34,6 +34,19 @@ pub enum StoreError {
         #[source]
         source: FormatError,
     },
+    /// A remote model (feature `remote`) could not be fetched: the server
+    /// could not be reached or failed after retries, or refused the request.
+    /// (A missing object is [`StoreError::Io`] with `NotFound`, as for a file.)
+    #[error("{url}: {action} failed: {source}")]
+    Remote {
+        /// The model's URL.
+        url: String,
+        /// What was being done.
+        action: &'static str,
+        /// What the client reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -57,6 +57,8 @@ mod pages;
 mod partial;
 mod readahead;
 mod reclaim;
+#[cfg(feature = "remote")]
+mod remote;
 mod room;
 mod shared;
 mod slot;
@@ -71,6 +73,8 @@ pub use error::StoreError;
 pub use forward::ForwardPass;
 pub use guard::{Element, LayerGuard, TensorView};
 pub use model::{CacheState, DetachedPin, LayerDescriptor, MappedModel, SoftPin, SoftWindow};
+#[cfg(feature = "remote")]
+pub use remote::RemoteConfig;
 #[doc(hidden)]
 pub use source::InjectedFault;
 pub use source::evict_file_from_page_cache;

@@ -127,12 +127,46 @@ impl MappedModel {
     /// GGUF file, told apart by content (see `tinyai_format::direct` for how
     /// the last three become layers).
     pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<MappedModel, StoreError> {
-        static NEXT_UID: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
         let span = tracing::info_span!("open", path = %path.display());
         let _entered = span.enter();
         config.validate()?;
-        let (mut source, tables) = crate::tables::open(path, config.backend)?;
+        let (source, tables) = crate::tables::open(path, config.backend)?;
+        MappedModel::from_source(source, tables, config)
+    }
+
+    /// Opens a `.tmai` model in object storage (feature `remote`):
+    /// `s3://bucket/key` (credentials, region and endpoint from the `AWS_*`
+    /// environment variables, see [`crate::RemoteConfig`]) or
+    /// `http(s)://host/path`. Layers are fetched by concurrent ranged GETs
+    /// into owned buffers, under the same budget, policy and prefetch as a
+    /// local file; `config.backend` is ignored. Call it (and the model's
+    /// methods) from ordinary threads, not from inside an async runtime.
+    #[cfg(feature = "remote")]
+    pub fn open_url(url: &str, config: StoreConfig) -> Result<MappedModel, StoreError> {
+        MappedModel::open_url_with(url, config, &crate::RemoteConfig::default())
+    }
+
+    /// [`MappedModel::open_url`] with the remote client's settings.
+    #[cfg(feature = "remote")]
+    pub fn open_url_with(
+        url: &str,
+        config: StoreConfig,
+        remote: &crate::RemoteConfig,
+    ) -> Result<MappedModel, StoreError> {
+        let span = tracing::info_span!("open", url);
+        let _entered = span.enter();
+        config.validate()?;
+        let (source, tables) = crate::tables::open_url(url, remote)?;
+        MappedModel::from_source(source, tables, config)
+    }
+
+    fn from_source(
+        mut source: crate::source::Source,
+        tables: crate::tables::Tables,
+        config: StoreConfig,
+    ) -> Result<MappedModel, StoreError> {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(0);
         let model = tables.model();
         let spans: Vec<(u64, u64)> = model.layers().map(|l| (l.offset, l.length)).collect();
         let layer_count = spans.len();

@@ -37,6 +37,9 @@ enum Access {
         /// Reads bypass the page cache (each part has its `O_DIRECT` descriptor).
         direct: bool,
     },
+    /// An object in object storage, read into owned buffers (no parts).
+    #[cfg(feature = "remote")]
+    Remote(Box<crate::remote::RemoteObject>),
 }
 
 /// A read failure a test makes happen ([`crate::MappedModel::inject_read_fault`]).
@@ -304,6 +307,21 @@ impl Source {
         })
     }
 
+    /// A source over a remote object (read into owned buffers).
+    #[cfg(feature = "remote")]
+    pub(crate) fn remote(object: crate::remote::RemoteObject) -> Source {
+        Source {
+            path: object.path(),
+            parts: Vec::new(),
+            length: object.size(),
+            access: Access::Remote(Box::new(object)),
+            faults: Faults::default(),
+            tuner: Tuner::default(),
+            buffers: BufferPool::default(),
+            huge_blocks: false,
+        }
+    }
+
     /// The pieces of `offset..offset + len` that lie in a part (bytes in the
     /// gaps between parts have none), in order.
     fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = Piece<'_>> {
@@ -333,6 +351,8 @@ impl Source {
         match &self.access {
             Access::Mapped(..) => Backend::Mapped,
             Access::Owned { direct } => Backend::Owned { direct_io: *direct },
+            #[cfg(feature = "remote")]
+            Access::Remote(_) => Backend::Owned { direct_io: false },
         }
     }
 
@@ -380,6 +400,11 @@ impl Source {
                 now: self.length,
             });
         }
+        #[cfg(feature = "remote")]
+        if let Access::Remote(object) = &self.access {
+            // `buf` is borrowed mutably for the whole read.
+            return object.read(offset, ReadTarget::of(buf));
+        }
         buf.fill(0);
         for piece in self.pieces(offset, buf.len() as u64) {
             let at = piece.at as usize;
@@ -418,7 +443,7 @@ impl Source {
                 (end <= map.len() as u64)
                     .then(|| std::ptr::with_exposed_provenance_mut(base + offset as usize))
             }
-            Access::Owned { .. } => None,
+            _ => None,
         }
     }
 
@@ -429,7 +454,7 @@ impl Source {
     pub(crate) fn mapped_base(&self) -> Option<usize> {
         match &self.access {
             Access::Mapped(_, base) => Some(*base),
-            Access::Owned { .. } => None,
+            _ => None,
         }
     }
 
@@ -437,7 +462,7 @@ impl Source {
     pub(crate) fn mapped(&self, offset: u64, len: u64) -> Option<&[u8]> {
         match &self.access {
             Access::Mapped(map, _) => map.get(offset as usize..(offset + len) as usize),
-            Access::Owned { .. } => None,
+            _ => None,
         }
     }
 
@@ -470,6 +495,9 @@ impl Source {
             }
             // O_DIRECT reads bypass the page cache: nothing to queue.
             Access::Owned { direct: true } => {}
+            // Remote layers are fetched when loaded.
+            #[cfg(feature = "remote")]
+            Access::Remote(_) => {}
         }
     }
 
@@ -749,6 +777,11 @@ impl Source {
                     .ok_or_else(|| self.out_of_memory(len))?
             }
         };
+        #[cfg(feature = "remote")]
+        if let Access::Remote(object) = &self.access {
+            object.read(offset, buffer.read_target(len_usize))?;
+            return Ok(buffer);
+        }
         if let [part] = self.parts.as_slice()
             && let Some(direct) = &part.direct
             && offset.is_multiple_of(page)

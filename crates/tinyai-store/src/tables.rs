@@ -124,6 +124,29 @@ pub(crate) fn open(path: &Path, backend: Backend) -> Result<(Source, Tables), St
     Ok((source, Tables::foreign(foreign)))
 }
 
+/// Opens the `.tmai` model at `url` (feature `remote`): the first GET
+/// brings the header (and usually the tables); the tables are parsed from a
+/// private copy, as for a file.
+#[cfg(feature = "remote")]
+pub(crate) fn open_url(
+    url: &str,
+    config: &crate::RemoteConfig,
+) -> Result<(Source, Tables), StoreError> {
+    let (object, first) = crate::remote::RemoteObject::open(url, config)?;
+    let source = Source::remote(object);
+    let kind = detect(&first[..first.len().min(64)], source.length());
+    if matches!(
+        kind,
+        FileKind::Safetensors | FileKind::SafetensorsIndex | FileKind::Gguf
+    ) {
+        return Err(StoreError::InvalidConfig(format!(
+            "{url}: remote {kind:?} files are not supported yet (convert to .tmai)"
+        )));
+    }
+    let tables = Tables::read(&source)?;
+    Ok((source, tables))
+}
+
 impl Tables {
     fn foreign(foreign: ForeignModel) -> Tables {
         let owner = NonNull::from(Box::leak(Box::new(foreign)));

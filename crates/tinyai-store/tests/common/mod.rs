@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use tinyai_format::fixtures::{self, FixtureSpec};
 use tinyai_store::{Backend, MappedModel, StoreConfig};
 
+#[cfg(feature = "remote")]
+pub mod moto;
+
 pub const MIB: u64 = 1 << 20;
 
 pub struct Fixture {

@@ -1,0 +1,390 @@
+//! Models in object storage (feature `remote`): an S3-compatible bucket or a
+//! plain HTTP(S) server, read with ranged GETs through the `object_store`
+//! crate (Apache Arrow's client: signing, retries with backoff, timeouts),
+//! never a hand-written HTTP client.
+//!
+//! A remote model is served by the owned backend: its header and tables come
+//! from one or two ranged GETs at open, each layer from `concurrency` ranged
+//! GETs of `part_size` bytes in flight at once, written straight into the
+//! layer's buffer. The object's ETag and length are recorded at open and
+//! every later GET carries `If-Match`: an object overwritten while the model
+//! is open is [`StoreError::FileChanged`], never a mix of old and new bytes.
+//!
+//! The client is asynchronous; the store's threads are not. Each remote
+//! object owns a small multi-thread tokio runtime that drives the requests'
+//! I/O and timers, and a loading thread waits for its layer with
+//! `Handle::block_on`. Dropping the object cancels what is in flight.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::http::HttpBuilder;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreScheme, RetryConfig,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::ReadTarget;
+use crate::error::StoreError;
+
+/// How a remote model is fetched. Credentials, region and endpoint come from
+/// the standard `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
+/// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint such as a local server);
+/// [`RemoteConfig::options`] overrides them.
+#[derive(Clone, Debug)]
+pub struct RemoteConfig {
+    /// Ranged GETs in flight per layer (default 8).
+    pub concurrency: usize,
+    /// Bytes per ranged GET (default 8 MiB).
+    pub part_size: u64,
+    /// Time allowed for one request, body included (default 60 s).
+    pub timeout: Duration,
+    /// Time allowed to connect (default 5 s).
+    pub connect_timeout: Duration,
+    /// Retries of a transient failure (5xx, timeout, refused connection),
+    /// with exponential backoff (default 5).
+    pub max_retries: usize,
+    /// No retry starts this long after a request's first attempt (default 30 s).
+    pub retry_timeout: Duration,
+    /// `object_store` configuration keys for S3 (`aws_endpoint`,
+    /// `aws_allow_http`, `aws_access_key_id`, `aws_region`, …), applied over
+    /// the environment.
+    pub options: Vec<(String, String)>,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> RemoteConfig {
+        RemoteConfig {
+            concurrency: 8,
+            part_size: 8 << 20,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            max_retries: 5,
+            retry_timeout: Duration::from_secs(30),
+            options: Vec::new(),
+        }
+    }
+}
+
+/// Bytes the open's first GET asks for: the header, and the tables of most
+/// models (a second GET reads tables that lie further).
+pub(crate) const FIRST_GET: u64 = 1 << 20;
+
+/// One object, open.
+pub(crate) struct RemoteObject {
+    url: String,
+    /// `Some` until drop, which shuts it down without waiting.
+    runtime: Option<tokio::runtime::Runtime>,
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    size: u64,
+    e_tag: Option<String>,
+    cancel: CancellationToken,
+    concurrency: usize,
+    part_size: u64,
+    /// The object's first bytes, from the open's GET: reads inside them
+    /// (the header and tables) need no request.
+    first: Vec<u8>,
+}
+
+impl std::fmt::Debug for RemoteObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteObject")
+            .field("url", &self.url)
+            .field("size", &self.size)
+            .field("e_tag", &self.e_tag)
+            .finish()
+    }
+}
+
+impl Drop for RemoteObject {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(runtime) = self.runtime.take() {
+            // Dropped by the last owner of the model: no load is waiting on it.
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "on" | "yes" | "y"
+    )
+}
+
+impl RemoteObject {
+    /// Opens the object at `url` (`s3://bucket/key`, `http(s)://host/path`):
+    /// one ranged GET of its first [`FIRST_GET`] bytes, which also gives its
+    /// length and ETag. Returns the object and those bytes.
+    pub(crate) fn open(
+        url: &str,
+        config: &RemoteConfig,
+    ) -> Result<(RemoteObject, Vec<u8>), StoreError> {
+        if config.concurrency == 0 || config.part_size == 0 {
+            return Err(StoreError::InvalidConfig(
+                "remote concurrency and part size must be at least 1".into(),
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InvalidConfig(
+                "a remote model cannot be opened or read from inside an async runtime \
+                 (use spawn_blocking)"
+                    .into(),
+            ));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| remote_error(url, "parse the URL", e))?;
+        let (scheme, path) =
+            ObjectStoreScheme::parse(&parsed).map_err(|e| remote_error(url, "parse the URL", e))?;
+        // The TLS provider of the HTTP client (ring); a second install is a no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tinyai-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| remote_error(url, "start the HTTP runtime", e))?;
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: config.max_retries,
+            retry_timeout: config.retry_timeout,
+        };
+        let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| is_true(&v));
+        let client = ClientOptions::new()
+            .with_timeout(config.timeout)
+            .with_connect_timeout(config.connect_timeout);
+        // Built inside the runtime: the client resolves names on it.
+        let _entered = runtime.enter();
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_client_options(client.with_allow_http(allow_http))
+                    .with_url(url)
+                    .with_retry(retry);
+                for (key, value) in &config.options {
+                    let key: AmazonS3ConfigKey = key
+                        .parse()
+                        .map_err(|e| remote_error(url, "read the options", e))?;
+                    builder = builder.with_config(key, value);
+                }
+                Arc::new(
+                    builder
+                        .build()
+                        .map_err(|e| remote_error(url, "configure S3", e))?,
+                )
+            }
+            ObjectStoreScheme::Http => {
+                let base = &parsed[..url::Position::BeforePath];
+                Arc::new(
+                    HttpBuilder::new()
+                        .with_url(base)
+                        .with_client_options(client.with_allow_http(parsed.scheme() == "http"))
+                        .with_retry(retry)
+                        .build()
+                        .map_err(|e| remote_error(url, "configure HTTP", e))?,
+                )
+            }
+            other => {
+                return Err(StoreError::InvalidConfig(format!(
+                    "{url}: unsupported object store {other:?} (s3:// and http(s):// are)"
+                )));
+            }
+        };
+        drop(_entered);
+        let mut object = RemoteObject {
+            url: url.to_owned(),
+            runtime: Some(runtime),
+            store,
+            path,
+            size: 0,
+            e_tag: None,
+            cancel: CancellationToken::new(),
+            concurrency: config.concurrency,
+            part_size: config.part_size,
+            first: Vec::new(),
+        };
+        let (size, e_tag, first) = object.first_get()?;
+        object.size = size;
+        object.e_tag = e_tag;
+        object.first = first.clone();
+        tracing::info!(url, size, e_tag = ?object.e_tag, "opened remote object");
+        Ok((object, first))
+    }
+
+    /// The object's URL, as a path for messages.
+    pub(crate) fn path(&self) -> PathBuf {
+        PathBuf::from(&self.url)
+    }
+
+    /// The object's length at open.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn block_on<T>(
+        &self,
+        future: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let runtime = self.runtime.as_ref().ok_or_else(|| self.closed())?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InvalidConfig(
+                "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
+                    .into(),
+            ));
+        }
+        runtime
+            .handle()
+            .block_on(self.cancel.run_until_cancelled(future))
+            .unwrap_or_else(|| Err(self.closed()))
+    }
+
+    fn closed(&self) -> StoreError {
+        remote_error(&self.url, "read", "the model was closed")
+    }
+
+    /// The first GET: (length, ETag, the first bytes).
+    fn first_get(&self) -> Result<(u64, Option<String>, Vec<u8>), StoreError> {
+        self.block_on(async {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(0..FIRST_GET)),
+                ..GetOptions::default()
+            };
+            let result = self
+                .store
+                .get_opts(&self.path, options)
+                .await
+                .map_err(|e| self.error("open", e))?;
+            let meta = result.meta.clone();
+            let bytes = result.bytes().await.map_err(|e| self.error("open", e))?;
+            Ok((meta.size, meta.e_tag, bytes.to_vec()))
+        })
+    }
+
+    /// Reads `target.len` bytes at `offset` into `target`, in ranged GETs of
+    /// `part_size` bytes, `concurrency` in flight; each GET must find the
+    /// object as it was at open.
+    pub(crate) fn read(&self, offset: u64, target: ReadTarget) -> Result<(), StoreError> {
+        let len = target.len as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(StoreError::FileChanged {
+                path: self.path(),
+                opened: self.size,
+                now: self.size,
+            });
+        }
+        if let Some(bytes) = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.first.get(start..start + target.len))
+        {
+            target.copy_from(bytes);
+            return Ok(());
+        }
+        let parts = crate::io::chunks(offset, len, self.part_size);
+        self.block_on(async {
+            futures_util::stream::iter(parts)
+                .map(|(at, n)| self.read_part(at, target.piece((at - offset) as usize, n as usize)))
+                .buffer_unordered(self.concurrency)
+                .try_for_each(|()| std::future::ready(Ok(())))
+                .await
+        })
+    }
+
+    async fn read_part(&self, at: u64, target: ReadTarget) -> Result<(), StoreError> {
+        let want = target.len as u64;
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(at..at + want)),
+            if_match: self.e_tag.clone(),
+            ..GetOptions::default()
+        };
+        let result = self
+            .store
+            .get_opts(&self.path, options)
+            .await
+            .map_err(|e| self.error("read", e))?;
+        // A server that ignores If-Match still says what it served.
+        if result.meta.size != self.size
+            || (self.e_tag.is_some()
+                && result.meta.e_tag.is_some()
+                && result.meta.e_tag != self.e_tag)
+        {
+            return Err(StoreError::FileChanged {
+                path: self.path(),
+                opened: self.size,
+                now: result.meta.size,
+            });
+        }
+        let mut stream = result.into_stream();
+        let mut filled = 0u64;
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes.map_err(|e| self.error("read", e))?;
+            let n = bytes.len() as u64;
+            if filled + n > want {
+                return Err(remote_error(
+                    &self.url,
+                    "read",
+                    format!("the server sent more than the {want} bytes asked for at {at}"),
+                ));
+            }
+            target.piece(filled as usize, bytes.len()).copy_from(&bytes);
+            filled += n;
+        }
+        if filled != want {
+            return Err(StoreError::FileChanged {
+                path: self.path(),
+                opened: self.size,
+                now: at + filled,
+            });
+        }
+        Ok(())
+    }
+
+    /// A typed error for a failed request: a missing object or bucket is
+    /// `NotFound`, refused credentials `PermissionDenied` (both as
+    /// [`StoreError::Io`], like a local file), a changed object
+    /// [`StoreError::FileChanged`], anything else [`StoreError::Remote`].
+    fn error(&self, action: &'static str, error: object_store::Error) -> StoreError {
+        use std::io::ErrorKind;
+        let kind = match &error {
+            object_store::Error::NotFound { .. } => Some(ErrorKind::NotFound),
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => Some(ErrorKind::PermissionDenied),
+            object_store::Error::Precondition { .. } => {
+                return StoreError::FileChanged {
+                    path: self.path(),
+                    opened: self.size,
+                    now: self.size,
+                };
+            }
+            _ => None,
+        };
+        match kind {
+            Some(kind) => StoreError::Io {
+                path: self.path(),
+                action,
+                source: std::io::Error::new(kind, error),
+            },
+            None => remote_error(&self.url, action, error),
+        }
+    }
+}
+
+fn remote_error(
+    url: &str,
+    action: &'static str,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Remote {
+        url: url.to_owned(),
+        action,
+        source: error.into(),
+    }
+}
