@@ -896,6 +896,8 @@ impl MappedModel {
 impl Drop for MappedModel {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
+        // A remote model's requests in flight end now (their loads fail).
+        self.shared.source.cancel_requests();
         // Wait for background tasks in flight (queued prefetches see `closed` and
         // skip the read), so that the mapping goes when the last guard does.
         let mut state = self.shared.lock();

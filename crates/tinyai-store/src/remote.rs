@@ -244,6 +244,11 @@ impl RemoteObject {
             .unwrap_or_else(|| Err(self.closed()))
     }
 
+    /// Ends the requests in flight and refuses new ones (the model is closing).
+    pub(crate) fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
     fn closed(&self) -> StoreError {
         remote_error(&self.url, "read", "the model was closed")
     }

@@ -322,6 +322,15 @@ impl Source {
         }
     }
 
+    /// Ends a remote source's requests in flight (their reads fail); nothing
+    /// for a local file, whose reads are short.
+    pub(crate) fn cancel_requests(&self) {
+        #[cfg(feature = "remote")]
+        if let Access::Remote(object) = &self.access {
+            object.cancel();
+        }
+    }
+
     /// The pieces of `offset..offset + len` that lie in a part (bytes in the
     /// gaps between parts have none), in order.
     fn pieces(&self, offset: u64, len: u64) -> impl Iterator<Item = Piece<'_>> {
