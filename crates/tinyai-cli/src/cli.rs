@@ -93,8 +93,14 @@ fn one_line(text: &str) -> String {
 /// Runs a parsed command line, writing results to `out`.
 pub fn execute(cli: Cli, out: &mut dyn Write) -> Result<()> {
     match cli.command {
-        Command::Inspect { file, json } => crate::inspect::run(&file, json, out),
-        Command::Verify { file } => crate::verify::run(&file, cli.quiet, out),
+        Command::Inspect { file, json } => match crate::remote::url(&file) {
+            Some(url) => crate::remote::inspect(url, json, out),
+            None => crate::inspect::run(&file, json, out),
+        },
+        Command::Verify { file } => match crate::remote::url(&file) {
+            Some(url) => crate::remote::verify(url, cli.quiet, out),
+            None => crate::verify::run(&file, cli.quiet, out),
+        },
         Command::Convert {
             input,
             output,

@@ -79,11 +79,21 @@ pub const NO_CHECKSUMS: &str =
 pub fn run(path: &std::path::Path, json: bool, out: &mut dyn Write) -> Result<()> {
     let file = ModelFile::open(path)?;
     let model = file.model()?;
-    let files = file.data_files();
+    write(file.path(), &model, &file.data_files(), json, out)
+}
+
+/// Writes what `tmai inspect` shows of `model`, as text or JSON.
+pub(crate) fn write(
+    path: &std::path::Path,
+    model: &Model<'_>,
+    files: &[DataFile<'_>],
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
     let written = if json {
-        write_json(&model, &files, out)
+        write_json(model, files, out)
     } else {
-        write_text(file.path(), &model, &files, out)
+        write_text(path, model, files, out)
     };
     written.map_err(CliError::io("writing to stdout"))
 }

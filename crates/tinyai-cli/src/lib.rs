@@ -35,6 +35,7 @@ pub mod error;
 pub mod inspect;
 pub mod model_file;
 pub mod progress;
+pub mod remote;
 pub mod source;
 pub mod tmai_file;
 pub mod verify;

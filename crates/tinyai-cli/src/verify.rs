@@ -82,6 +82,24 @@ pub fn verify_file(file: &ModelFile, quiet: bool, out: &mut dyn Write) -> Result
         }
     }
     progress.finish();
+    summarize(
+        &path.display().to_string(),
+        &model,
+        failures,
+        unchecked,
+        out,
+    )
+}
+
+/// The end of a `.tmai` verification: an error listing the first failures,
+/// or the summary line.
+pub(crate) fn summarize(
+    path: &str,
+    model: &Model<'_>,
+    failures: Vec<String>,
+    unchecked: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
     if !failures.is_empty() {
         let count = failures.len();
         let mut listed = failures
@@ -93,7 +111,7 @@ pub fn verify_file(file: &ModelFile, quiet: bool, out: &mut dyn Write) -> Result
             listed.push_str(", …");
         }
         return Err(CliError::Corrupt {
-            path: path.display().to_string(),
+            path: path.to_owned(),
             message: format!(
                 "checksum mismatch in {count} of {} layers: {listed}",
                 model.layer_count()
@@ -107,14 +125,13 @@ pub fn verify_file(file: &ModelFile, quiet: bool, out: &mut dyn Write) -> Result
     };
     writeln!(
         out,
-        "{}: ok: tmai {}.{}, {} layers, {} tensors, all checksums match{note}",
-        path.display(),
+        "{path}: ok: tmai {}.{}, {} layers, {} tensors, all checksums match{note}",
         model.version().major,
         model.version().minor,
         model.layer_count(),
         model.tensor_count()
     )
-    .map_err(stdout_error)
+    .map_err(CliError::io("writing to stdout"))
 }
 
 /// Verifies a directly opened safetensors file, sharded set or GGUF file: every

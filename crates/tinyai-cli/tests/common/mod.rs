@@ -17,8 +17,14 @@ pub struct Run {
 
 /// Runs the built `tmai` binary with `args`.
 pub fn tmai<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    tmai_with_env(args, &[])
+}
+
+/// Runs the built `tmai` binary with `args` and extra environment variables.
+pub fn tmai_with_env<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, String)]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_tmai"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     Run {
