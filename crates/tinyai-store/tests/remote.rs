@@ -95,6 +95,14 @@ fn missing_objects_and_non_models_are_typed_errors() {
         open("s3://errors/notes.txt"),
         Err(StoreError::Format { .. })
     ));
+    // A model cut short: its tables lie past the object's end.
+    let fixture = fixture(174, &[MIB; 4], 2);
+    let bytes = std::fs::read(&fixture.path).unwrap();
+    moto.put("errors", "truncated.tmai", &bytes[..bytes.len() / 2]);
+    assert!(matches!(
+        open("s3://errors/truncated.tmai"),
+        Err(StoreError::Format { .. })
+    ));
     assert!(matches!(
         open("gs://errors/model.tmai"),
         Err(StoreError::InvalidConfig(_) | StoreError::Remote { .. })
@@ -173,5 +181,31 @@ fn a_server_that_goes_away_is_an_error_at_the_get_and_the_model_recovers() {
     upload(&moto);
     for index in 0..model.layer_count() {
         assert_layer_matches(&model, &fixture, index);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a server process")]
+fn credentials_the_server_refuses_are_permission_denied() {
+    const NAME: &str = "credentials_the_server_refuses_are_permission_denied";
+    if let Err(reason) = moto_server() {
+        tinyai_format::fixtures::skip(NAME, &format!("no S3 server: {reason}"));
+        return;
+    }
+    // Two requests without checks (the bucket and the upload), then moto
+    // checks signatures against its own IAM, which knows no key.
+    let moto = Moto::start_with(free_port(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]).unwrap();
+    let fixture = fixture(175, &[MIB; 2], 1);
+    moto.create_bucket("locked");
+    moto.put("locked", "model.tmai", &std::fs::read(&fixture.path).unwrap());
+    match MappedModel::open_url_with(
+        "s3://locked/model.tmai",
+        config(64 * MIB, Backend::Mapped),
+        &moto.config(),
+    ) {
+        Err(StoreError::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
+        }
+        other => panic!("expected PermissionDenied, got {other:?}"),
     }
 }

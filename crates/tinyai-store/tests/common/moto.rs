@@ -75,9 +75,17 @@ pub fn free_port() -> u16 {
 
 impl Moto {
     pub fn start(port: u16) -> Result<Moto, String> {
+        Moto::start_with(port, &[])
+    }
+
+    /// [`Moto::start`] with environment variables for the server (e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`: after that many requests, it checks
+    /// credentials against its own IAM, which knows none).
+    pub fn start_with(port: u16, env: &[(&str, &str)]) -> Result<Moto, String> {
         let server = moto_server()?;
         let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
