@@ -67,6 +67,8 @@ pub mod stats;
 mod streams;
 mod sync;
 mod tables;
+#[cfg(feature = "remote")]
+mod tier;
 
 pub use config::{Backend, Progress, ProgressCallback, StoreConfig};
 pub use error::StoreError;

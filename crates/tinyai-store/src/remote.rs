@@ -28,8 +28,9 @@ use object_store::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::ReadTarget;
+use crate::buffer::{AlignedBuf, ReadTarget};
 use crate::error::StoreError;
+use crate::tier::DiskTier;
 
 /// How a remote model is fetched. Credentials, region and endpoint come from
 /// the standard `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
@@ -55,6 +56,14 @@ pub struct RemoteConfig {
     /// `aws_allow_http`, `aws_access_key_id`, `aws_region`, …), applied over
     /// the environment.
     pub options: Vec<(String, String)>,
+    /// A local disk tier: fetched layers are kept here (checksummed, written
+    /// through `.partial` files renamed into place) and read back by later
+    /// loads and later opens of the same object version (same ETag and
+    /// length). `None` (default): no tier.
+    pub cache_dir: Option<PathBuf>,
+    /// The tier's size: beyond it, the least recently used layers of every
+    /// object under `cache_dir` are removed (default 16 GiB).
+    pub cache_max_bytes: u64,
 }
 
 impl Default for RemoteConfig {
@@ -67,6 +76,8 @@ impl Default for RemoteConfig {
             max_retries: 5,
             retry_timeout: Duration::from_secs(30),
             options: Vec::new(),
+            cache_dir: None,
+            cache_max_bytes: 16 << 30,
         }
     }
 }
@@ -90,6 +101,8 @@ pub(crate) struct RemoteObject {
     /// The object's first bytes, from the open's GET: reads inside them
     /// (the header and tables) need no request.
     first: Vec<u8>,
+    /// The local disk tier, if configured and usable.
+    tier: Option<DiskTier>,
 }
 
 impl std::fmt::Debug for RemoteObject {
@@ -208,11 +221,21 @@ impl RemoteObject {
             concurrency: config.concurrency,
             part_size: config.part_size,
             first: Vec::new(),
+            tier: None,
         };
         let (size, e_tag, first) = object.first_get()?;
         object.size = size;
         object.e_tag = e_tag;
         object.first = first.clone();
+        object.tier = config.cache_dir.as_deref().and_then(|root| {
+            DiskTier::open(
+                root,
+                url,
+                object.e_tag.as_deref(),
+                size,
+                config.cache_max_bytes,
+            )
+        });
         tracing::info!(url, size, e_tag = ?object.e_tag, "opened remote object");
         Ok((object, first))
     }
@@ -269,6 +292,28 @@ impl RemoteObject {
             let bytes = result.bytes().await.map_err(|e| self.error("open", e))?;
             Ok((meta.size, meta.e_tag, bytes.to_vec()))
         })
+    }
+
+    /// Reads layer bytes `offset..offset + len` into `buffer`: from the disk
+    /// tier if it holds them intact, else from the object (then kept in the tier).
+    pub(crate) fn read_layer(
+        &self,
+        offset: u64,
+        buffer: &mut AlignedBuf,
+        len: usize,
+    ) -> Result<(), StoreError> {
+        if let Some(tier) = &self.tier
+            && tier.load(offset, buffer, len)
+        {
+            return Ok(());
+        }
+        self.read(offset, buffer.read_target(len))?;
+        if let Some(tier) = &self.tier
+            && let Some(bytes) = buffer.as_slice().get(..len)
+        {
+            tier.store(offset, bytes);
+        }
+        Ok(())
     }
 
     /// Reads `target.len` bytes at `offset` into `target`, in ranged GETs of

@@ -788,7 +788,7 @@ impl Source {
         };
         #[cfg(feature = "remote")]
         if let Access::Remote(object) = &self.access {
-            object.read(offset, buffer.read_target(len_usize))?;
+            object.read_layer(offset, &mut buffer, len_usize)?;
             return Ok(buffer);
         }
         if let [part] = self.parts.as_slice()
@@ -1054,7 +1054,11 @@ enum Failure {
 
 /// `pread` into a raw target until it is full or the file ends; returns the
 /// bytes read.
-fn read_fully_raw(file: &File, offset: u64, target: ReadTarget) -> std::io::Result<usize> {
+pub(crate) fn read_fully_raw(
+    file: &File,
+    offset: u64,
+    target: ReadTarget,
+) -> std::io::Result<usize> {
     fill_raw(offset, target, |ptr, len, at| {
         // SAFETY: `fill_raw` passes `ptr .. ptr + len`, the part of the target
         // not filled yet: inside an allocation this load owns exclusively (see

@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 
 use common::moto::{Moto, free_port, moto_server};
 use common::*;
-use tinyai_store::{Backend, MappedModel, StoreConfig, StoreError};
+use tinyai_store::{Backend, MappedModel, RemoteConfig, StoreConfig, StoreError};
 
 /// The shared server of this test binary, or why there is none.
 fn shared_moto() -> Result<&'static Mutex<Moto>, String> {
@@ -197,15 +197,124 @@ fn credentials_the_server_refuses_are_permission_denied() {
     let moto = Moto::start_with(free_port(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "2")]).unwrap();
     let fixture = fixture(175, &[MIB; 2], 1);
     moto.create_bucket("locked");
-    moto.put("locked", "model.tmai", &std::fs::read(&fixture.path).unwrap());
+    moto.put(
+        "locked",
+        "model.tmai",
+        &std::fs::read(&fixture.path).unwrap(),
+    );
     match MappedModel::open_url_with(
         "s3://locked/model.tmai",
         config(64 * MIB, Backend::Mapped),
         &moto.config(),
     ) {
         Err(StoreError::Io { source, .. }) => {
-            assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
+            assert_eq!(
+                source.kind(),
+                std::io::ErrorKind::PermissionDenied,
+                "{source}"
+            );
         }
         other => panic!("expected PermissionDenied, got {other:?}"),
     }
+}
+
+/// The `.layer` files of a disk tier (all objects), and whether any
+/// `.partial` file is left.
+fn tier_files(root: &std::path::Path) -> (Vec<std::path::PathBuf>, bool) {
+    let mut layers = Vec::new();
+    let mut partial = false;
+    for dir in std::fs::read_dir(root).unwrap().flatten() {
+        for file in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            let path = file.path();
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("layer") => layers.push(path),
+                Some("partial") => partial = true,
+                _ => {}
+            }
+        }
+    }
+    layers.sort();
+    (layers, partial)
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a server process")]
+fn a_disk_tier_serves_later_opens_refetches_damaged_entries_and_keeps_its_size() {
+    const NAME: &str =
+        "a_disk_tier_serves_later_opens_refetches_damaged_entries_and_keeps_its_size";
+    if let Err(reason) = moto_server() {
+        tinyai_format::fixtures::skip(NAME, &format!("no S3 server: {reason}"));
+        return;
+    }
+    let fixture = fixture(176, &[MIB; 8], 2);
+    let bytes = std::fs::read(&fixture.path).unwrap();
+    let tier = tempdir();
+    let moto = Moto::start(free_port()).unwrap();
+    moto.create_bucket("tiered");
+    moto.put("tiered", "model.tmai", &bytes);
+    let remote = RemoteConfig {
+        cache_dir: Some(tier.path().to_path_buf()),
+        ..moto.config()
+    };
+    let open = |remote: &RemoteConfig| {
+        MappedModel::open_url_with(
+            "s3://tiered/model.tmai",
+            StoreConfig {
+                prefetch_enabled: false,
+                ..config(64 * MIB, Backend::Mapped)
+            },
+            remote,
+        )
+        .unwrap()
+    };
+    let model = open(&remote);
+    assert_every_byte(&model, &fixture);
+    drop(model);
+    let (entries, partial) = tier_files(tier.path());
+    assert_eq!(entries.len(), 8, "one entry per layer: {entries:?}");
+    assert!(!partial);
+
+    // A damaged entry is fetched again, and rewritten intact.
+    let damaged = &entries[3];
+    let good = std::fs::read(damaged).unwrap();
+    let mut bad = good.clone();
+    bad[10] ^= 0x01;
+    std::fs::write(damaged, &bad).unwrap();
+    let model = open(&remote);
+    assert_every_byte(&model, &fixture);
+    assert_eq!(std::fs::read(damaged).unwrap(), good);
+    drop(model);
+
+    // A later open (one GET for the header) reads every layer from the tier,
+    // with the server gone.
+    let model = open(&remote);
+    drop(moto);
+    assert_every_byte(&model, &fixture);
+    drop(model);
+
+    // A tier of three layers' size keeps the three used last.
+    let small = tempdir();
+    let moto = Moto::start(free_port()).unwrap();
+    moto.create_bucket("tiered");
+    moto.put("tiered", "model.tmai", &bytes);
+    let remote = RemoteConfig {
+        cache_dir: Some(small.path().to_path_buf()),
+        cache_max_bytes: 3 * (MIB + 4),
+        ..moto.config()
+    };
+    let model = open(&remote);
+    assert_every_byte(&model, &fixture);
+    let (entries, partial) = tier_files(small.path());
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert!(
+        entries[2]
+            .to_string_lossy()
+            .contains(&format!("{:016x}", model.descriptor(7).unwrap().offset))
+    );
+    assert!(!partial);
+    // The server goes away mid-stream: loads fail, and no .partial is left.
+    drop(moto);
+    model.release(0).unwrap();
+    assert!(matches!(model.get(0), Err(StoreError::Remote { .. })));
+    assert!(!tier_files(small.path()).1);
 }

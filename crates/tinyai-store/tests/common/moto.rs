@@ -182,6 +182,7 @@ impl Moto {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect(),
+            ..RemoteConfig::default()
         }
     }
 }
