@@ -11,6 +11,7 @@ mod moto;
 use common::{assert_clean_failure, tmai_with_env};
 use tinyai_format::Model;
 use tinyai_format::fixtures::{self, FixtureSpec};
+use tinyai_store::{MappedModel, RemoteConfig, StoreConfig};
 
 #[test]
 fn inspect_and_verify_a_model_in_s3() {
@@ -60,4 +61,65 @@ fn inspect_and_verify_a_model_in_s3() {
     let run = tmai_with_env(&["inspect", "s3://tmai-cli/missing.tmai"], &env);
     assert_ne!(run.code, 0, "{run:?}");
     assert!(!run.stderr.contains("panicked"), "{run:?}");
+}
+
+/// all-MiniLM-L6-v2 converted with `tmai convert`, in S3: every layer read
+/// remotely under a third of the model's size (with and without a disk
+/// tier) equals the converted file's bytes.
+#[test]
+fn a_converted_minilm_in_s3_streams_every_byte_under_a_third() {
+    const TEST: &str = "a_converted_minilm_in_s3_streams_every_byte_under_a_third";
+    let source = match tinyai_format::real_model::ensure(tinyai_format::real_model::DEFAULT_TIMEOUT)
+    {
+        Ok(dir) => dir.join("model.safetensors"),
+        Err(reason) => {
+            return fixtures::skip(
+                TEST,
+                &format!("all-MiniLM-L6-v2 is not available: {reason}"),
+            );
+        }
+    };
+    let server = match moto::Moto::start(moto::free_port()) {
+        Ok(server) => server,
+        Err(reason) => return fixtures::skip(TEST, &format!("no S3 server: {reason}")),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let converted = dir.path().join("minilm.tmai");
+    let run = tmai_with_env(
+        &[
+            "convert".as_ref(),
+            source.as_os_str(),
+            converted.as_os_str(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let bytes = std::fs::read(&converted).unwrap();
+    server.create_bucket("minilm");
+    server.put("minilm", "minilm.tmai", &bytes);
+    let local = Model::parse(&bytes).unwrap();
+    let budget = bytes.len() as u64 / 3;
+    for cache_dir in [None, Some(dir.path().join("tier"))] {
+        let remote = RemoteConfig {
+            cache_dir,
+            ..server.config()
+        };
+        let config = StoreConfig {
+            max_cache_size: budget,
+            ..StoreConfig::default()
+        };
+        let model = MappedModel::open_url_with("s3://minilm/minilm.tmai", config, &remote).unwrap();
+        assert_eq!(model.layer_count(), local.layer_count());
+        for layer in local.layers() {
+            let guard = model.get(layer.index).unwrap();
+            let start = layer.offset as usize;
+            assert!(
+                guard[..] == bytes[start..start + layer.length as usize],
+                "layer {} differs",
+                layer.index
+            );
+            drop(guard);
+            assert!(model.memory_usage() <= budget);
+        }
+    }
 }

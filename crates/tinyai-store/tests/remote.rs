@@ -46,6 +46,7 @@ fn assert_every_byte(model: &MappedModel, fixture: &Fixture) {
 #[test]
 #[cfg_attr(miri, ignore = "a server process")]
 fn every_byte_of_a_remote_model_equals_the_file_under_a_third_of_it() {
+    // 256 MiB: over s3:// without a disk tier, over http:// with one.
     let moto = moto_or_skip!("every_byte_of_a_remote_model_equals_the_file_under_a_third_of_it");
     let fixture = fixture(171, &[4 * MIB; 64], 3);
     let bytes = std::fs::read(&fixture.path).unwrap();
@@ -62,9 +63,14 @@ fn every_byte_of_a_remote_model_equals_the_file_under_a_third_of_it() {
     .unwrap();
     assert_eq!(model.layer_count(), 64);
     assert_every_byte(&model, &fixture);
-    // The same object over plain HTTP (it is public-read).
+    // The same object over plain HTTP (it is public-read), through a disk tier.
+    let tier = tempdir();
+    let tiered = RemoteConfig {
+        cache_dir: Some(tier.path().to_path_buf()),
+        ..remote
+    };
     let url = format!("http://127.0.0.1:{}/every-byte/model.tmai", moto.port);
-    let model = MappedModel::open_url_with(&url, config(budget, Backend::Mapped), &remote).unwrap();
+    let model = MappedModel::open_url_with(&url, config(budget, Backend::Mapped), &tiered).unwrap();
     assert_every_byte(&model, &fixture);
 }
 
