@@ -158,6 +158,10 @@ impl MappedModel {
         let _entered = span.enter();
         config.validate()?;
         let (source, tables) = crate::tables::open_url(url, remote)?;
+        let config = StoreConfig {
+            verify_checksums: config.verify_checksums || remote.verify_checksums,
+            ..config
+        };
         MappedModel::from_source(source, tables, config)
     }
 

@@ -64,6 +64,10 @@ pub struct RemoteConfig {
     /// The tier's size: beyond it, the least recently used layers of every
     /// object under `cache_dir` are removed (default 16 GiB).
     pub cache_max_bytes: u64,
+    /// Verify each layer's CRC-32C when it is first fetched (default true;
+    /// `StoreConfig::verify_checksums` turns it on for local files). A
+    /// mismatch is [`StoreError::Format`] and the layer is not served.
+    pub verify_checksums: bool,
 }
 
 impl Default for RemoteConfig {
@@ -78,6 +82,7 @@ impl Default for RemoteConfig {
             options: Vec::new(),
             cache_dir: None,
             cache_max_bytes: 16 << 30,
+            verify_checksums: true,
         }
     }
 }

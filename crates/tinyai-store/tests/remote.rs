@@ -101,6 +101,17 @@ fn missing_objects_and_non_models_are_typed_errors() {
         open("s3://errors/notes.txt"),
         Err(StoreError::Format { .. })
     ));
+    // A layer whose bytes do not match its checksum is not served (remote
+    // layers are verified by default).
+    let checked = fixture(177, &[MIB; 3], 2);
+    let mut bytes = std::fs::read(&checked.path).unwrap();
+    let at = (fixture_layer_offset(&bytes, 1) + 100) as usize;
+    bytes[at] ^= 0x20;
+    moto.put("errors", "corrupt.tmai", &bytes);
+    let model = open("s3://errors/corrupt.tmai").unwrap();
+    assert_layer_matches(&model, &checked, 0);
+    assert!(matches!(model.get(1), Err(StoreError::Format { .. })));
+    drop(model);
     // A model cut short: its tables lie past the object's end.
     let fixture = fixture(174, &[MIB; 4], 2);
     let bytes = std::fs::read(&fixture.path).unwrap();
@@ -323,4 +334,13 @@ fn a_disk_tier_serves_later_opens_refetches_damaged_entries_and_keeps_its_size()
     model.release(0).unwrap();
     assert!(matches!(model.get(0), Err(StoreError::Remote { .. })));
     assert!(!tier_files(small.path()).1);
+}
+
+/// Offset of layer `index` in a `.tmai` file's bytes.
+fn fixture_layer_offset(bytes: &[u8], index: u64) -> u64 {
+    tinyai_format::Model::parse(bytes)
+        .unwrap()
+        .layer(index)
+        .unwrap()
+        .offset
 }

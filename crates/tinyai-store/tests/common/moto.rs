@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use tinyai_store::RemoteConfig;
 
-/// A moto server on 127.0.0.1, stopped on drop.
+/// A moto server on 127.0.0.1, stopped on drop — or when this process ends
+/// without dropping it (a server shared through a `static`): it runs under a
+/// small Python guard that stops it when its stdin, a pipe from this
+/// process, closes.
 pub struct Moto {
     child: Child,
     pub port: u16,
@@ -21,10 +24,22 @@ pub struct Moto {
 
 impl Drop for Moto {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // Closing the pipe makes the guard stop the server and exit.
+        drop(self.child.stdin.take());
         let _ = self.child.wait();
     }
 }
+
+/// Runs `argv[1:]` until stdin closes, then stops it.
+const GUARD: &str = "import subprocess, sys
+server = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+try:
+    sys.stdin.buffer.read()
+finally:
+    server.kill()
+    server.wait()
+";
 
 /// The `moto_server` of a venv under `target/`, installed on first use;
 /// `Err(reason)` where Python or PyPI is not there.
@@ -83,10 +98,13 @@ impl Moto {
     /// credentials against its own IAM, which knows none).
     pub fn start_with(port: u16, env: &[(&str, &str)]) -> Result<Moto, String> {
         let server = moto_server()?;
-        let child = Command::new(server)
+        let python = server.with_file_name("python3");
+        let child = Command::new(python)
+            .args(["-c", GUARD])
+            .arg(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
