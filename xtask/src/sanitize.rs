@@ -185,7 +185,16 @@ fn tsan() -> Result<(), TaskError> {
 
     let mut c_programs = tsan_cargo_test();
     c_programs
-        .args(["-p", "tinyai-ffi", "--test", "c_programs", "--"])
+        // Without the remote feature: no HTTP stack to instrument (its one
+        // test is left out below anyway).
+        .args([
+            "-p",
+            "tinyai-ffi",
+            "--no-default-features",
+            "--test",
+            "c_programs",
+            "--",
+        ])
         // thread_sanitizer_reports_a_race_in_a_c_program: proves a race fails.
         .arg("--include-ignored")
         // Both need a libtinyai.a built without TSan: the plain test run has them.
@@ -198,13 +207,6 @@ fn tsan() -> Result<(), TaskError> {
             // against the cgroup's limit; the plain test run has it.
             "--skip",
             "streaming_in_a_memory_cgroup_keeps_usage_within_the_budget",
-            // A remote model: tokio's I/O driver hands readiness from its
-            // epoll thread to the task through the kernel, which ThreadSanitizer
-            // cannot see, so it reports races inside tokio (ScheduledIo) that
-            // are not there. The plain test run has it; the store's own
-            // threading is covered by the other programs here.
-            "--skip",
-            "seed_usage_example_runs_unchanged_on_an_s3_url",
         ])
         .env("TINYAI_C_SANITIZE", "thread")
         // markers.c: 10⁵ operations over eight threads instead of 10⁶.

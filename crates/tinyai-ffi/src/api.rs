@@ -175,17 +175,21 @@ unsafe fn open(
         }
     }
     // An object-storage URL (`s3://bucket/key`, `http(s)://…`) opens the
-    // remote model; anything else is a file path.
+    // remote model (feature `remote`); anything else is a file path.
+    #[cfg(feature = "remote")]
     let url = path.to_str().filter(|p| {
         ["s3://", "http://", "https://"]
             .iter()
             .any(|s| p.starts_with(s))
     });
+    #[cfg(feature = "remote")]
     let store = match url {
         Some(url) => MappedModel::open_url(url, store_config),
         None => MappedModel::open(&path, store_config),
-    }
-    .map_err(store_error(function))?;
+    };
+    #[cfg(not(feature = "remote"))]
+    let store = MappedModel::open(&path, store_config);
+    let store = store.map_err(store_error(function))?;
     // The backend in effect: a mapped open falls back to owned buffers when the
     // file cannot be mapped, and then pointers must be kept alive like owned ones.
     let owned_backend = matches!(store.backend(), Backend::Owned { .. });

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tinyai_format::fixtures::{self, FixtureSpec};
 
 /// The S3 server the store's remote tests use (moto on 127.0.0.1).
+#[cfg(feature = "remote")]
 #[path = "../../tinyai-store/tests/common/moto.rs"]
 mod moto;
 
@@ -414,6 +415,7 @@ fn seed_usage_example_compiles_unchanged_and_runs() {
 /// `s3://` URL of a local S3 server (endpoint and credentials from the
 /// standard `AWS_*` variables), run where no local `model.tmai` exists.
 #[test]
+#[cfg(feature = "remote")]
 fn seed_usage_example_runs_unchanged_on_an_s3_url() {
     const TEST: &str = "seed_usage_example_runs_unchanged_on_an_s3_url";
     let server = match moto::Moto::start(moto::free_port()) {
