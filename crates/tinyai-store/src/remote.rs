@@ -87,8 +87,9 @@ impl Default for RemoteConfig {
     }
 }
 
-/// Bytes the open's first GET asks for: the header, and the tables of most
-/// models (a second GET reads tables that lie further).
+/// Bytes the open's first GET asks for: the header, and the tables of a
+/// model this small (a `.tmai` keeps its tables after the layers, so a
+/// larger one needs a second GET for them).
 pub(crate) const FIRST_GET: u64 = 1 << 20;
 
 /// One object, open.
@@ -140,11 +141,8 @@ fn is_true(value: &str) -> bool {
 impl RemoteObject {
     /// Opens the object at `url` (`s3://bucket/key`, `http(s)://host/path`):
     /// one ranged GET of its first [`FIRST_GET`] bytes, which also gives its
-    /// length and ETag. Returns the object and those bytes.
-    pub(crate) fn open(
-        url: &str,
-        config: &RemoteConfig,
-    ) -> Result<(RemoteObject, Vec<u8>), StoreError> {
+    /// length and ETag; reads inside those bytes are then served from memory.
+    pub(crate) fn open(url: &str, config: &RemoteConfig) -> Result<RemoteObject, StoreError> {
         if config.concurrency == 0 || config.part_size == 0 {
             return Err(StoreError::InvalidConfig(
                 "remote concurrency and part size must be at least 1".into(),
@@ -231,7 +229,7 @@ impl RemoteObject {
         let (size, e_tag, first) = object.first_get()?;
         object.size = size;
         object.e_tag = e_tag;
-        object.first = first.clone();
+        object.first = first;
         object.tier = config.cache_dir.as_deref().and_then(|root| {
             DiskTier::open(
                 root,
@@ -242,7 +240,7 @@ impl RemoteObject {
             )
         });
         tracing::info!(url, size, e_tag = ?object.e_tag, "opened remote object");
-        Ok((object, first))
+        Ok(object)
     }
 
     /// The object's URL, as a path for messages.
@@ -284,15 +282,7 @@ impl RemoteObject {
     /// The first GET: (length, ETag, the first bytes).
     fn first_get(&self) -> Result<(u64, Option<String>, Vec<u8>), StoreError> {
         self.block_on(async {
-            let options = GetOptions {
-                range: Some(GetRange::Bounded(0..FIRST_GET)),
-                ..GetOptions::default()
-            };
-            let result = self
-                .store
-                .get_opts(&self.path, options)
-                .await
-                .map_err(|e| self.error("open", e))?;
+            let result = self.get(0..FIRST_GET, None, "open").await?;
             let meta = result.meta.clone();
             let bytes = result.bytes().await.map_err(|e| self.error("open", e))?;
             Ok((meta.size, meta.e_tag, bytes.to_vec()))
@@ -355,16 +345,7 @@ impl RemoteObject {
 
     async fn read_part(&self, at: u64, target: ReadTarget) -> Result<(), StoreError> {
         let want = target.len as u64;
-        let options = GetOptions {
-            range: Some(GetRange::Bounded(at..at + want)),
-            if_match: self.e_tag.clone(),
-            ..GetOptions::default()
-        };
-        let result = self
-            .store
-            .get_opts(&self.path, options)
-            .await
-            .map_err(|e| self.error("read", e))?;
+        let result = self.get(at..at + want, self.e_tag.clone(), "read").await?;
         // A server that ignores If-Match still says what it served.
         if result.meta.size != self.size
             || (self.e_tag.is_some()
@@ -400,6 +381,24 @@ impl RemoteObject {
             });
         }
         Ok(())
+    }
+
+    /// One ranged GET (with `If-Match` when `if_match` is set).
+    async fn get(
+        &self,
+        range: std::ops::Range<u64>,
+        if_match: Option<String>,
+        action: &'static str,
+    ) -> Result<object_store::GetResult, StoreError> {
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(range)),
+            if_match,
+            ..GetOptions::default()
+        };
+        self.store
+            .get_opts(&self.path, options)
+            .await
+            .map_err(|e| self.error(action, e))
     }
 
     /// A typed error for a failed request: a missing object or bucket is

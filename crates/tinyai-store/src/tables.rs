@@ -125,16 +125,18 @@ pub(crate) fn open(path: &Path, backend: Backend) -> Result<(Source, Tables), St
 }
 
 /// Opens the `.tmai` model at `url` (feature `remote`): the first GET
-/// brings the header (and usually the tables); the tables are parsed from a
-/// private copy, as for a file.
+/// brings the header (and the tables of a small model; a second GET reads
+/// them otherwise); the tables are parsed from a private copy, as for a file.
 #[cfg(feature = "remote")]
 pub(crate) fn open_url(
     url: &str,
     config: &crate::RemoteConfig,
 ) -> Result<(Source, Tables), StoreError> {
-    let (object, first) = crate::remote::RemoteObject::open(url, config)?;
-    let source = Source::remote(object);
-    let kind = detect(&first[..first.len().min(64)], source.length());
+    let source = Source::remote(crate::remote::RemoteObject::open(url, config)?);
+    // Served from the open's first GET, like the tables below.
+    let mut first = vec![0u8; source.length().min(64) as usize];
+    source.read_exact_at(0, &mut first)?;
+    let kind = detect(&first, source.length());
     if matches!(
         kind,
         FileKind::Safetensors | FileKind::SafetensorsIndex | FileKind::Gguf
