@@ -17,7 +17,7 @@ mod store;
 pub const USAGE: &str = "\
 usage: cargo xtask bench [--quick] [--no-criterion] [SUITE...]
 
-Suites (default: all): format, cache, store, ffi, candle.
+Suites (default: all): format, cache, store, remote, ffi, candle.
   format  .tmai open + validate, and the direct safetensors reader (parse + group_layers),
           vs the safetensors crate's header parse (10, 1k, 100k tensors)
   cache   policy hit ratios on synthetic traces (lru, tinyai_classic, adaptive, furthest_next_use, arc, s3_fifo,
@@ -32,6 +32,10 @@ Suites (default: all): format, cache, store, ffi, candle.
           charged and mincore-resident memory; issue 13's goals, met or missed; peak RSS; and
           hot get through the Rust API (60 resident 4 MiB layers, random order, 1 and 2
           threads) beside floors: Vec<Arc<[u8]>> index, moka get, RwLock<HashMap> get
+  remote  a model over HTTP from a local range server (127.0.0.1, page cache): streaming every
+          layer through MappedModel::open_url under a budget of a third vs one sequential GET
+          of the whole object (rounds interleaved, medians); a sweep of RemoteConfig's
+          concurrency × part size
   ffi     the same hot get through the C API (tinyaiGetLayerWeights), beside the same floors
   candle  all-MiniLM-L6-v2 sentence embeddings: candle-transformers' BertModel with every
           weight in memory vs ours fully cached vs ours at a third of the model (sentences/s,
@@ -48,7 +52,7 @@ HTML reports (full runs) stay under target/criterion/.
          their goals (issue 18) are reported, not enforced.
 ";
 
-const SUITES: [&str; 5] = ["format", "cache", "store", "ffi", "candle"];
+const SUITES: [&str; 6] = ["format", "cache", "store", "remote", "ffi", "candle"];
 
 struct Runner {
     root: PathBuf,
@@ -96,6 +100,19 @@ impl Runner {
         json: &str,
         extra: &[&str],
     ) -> Result<(), TaskError> {
+        self.example_with(package, "", example, json, extra)
+    }
+
+    /// [`Runner::example`] with the package's `features` (full runs; quick
+    /// runs take the workspace's build, where features are unified).
+    fn example_with(
+        &self,
+        package: &str,
+        features: &str,
+        example: &str,
+        json: &str,
+        extra: &[&str],
+    ) -> Result<(), TaskError> {
         let out = self.out.join(json);
         let out = out.to_string_lossy().into_owned();
         if self.quick {
@@ -103,17 +120,11 @@ impl Runner {
             args.extend_from_slice(extra);
             return self.built_example(example, &args, &format!("{package} {example}"));
         }
-        let mut args = vec![
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            package,
-            "--example",
-            example,
-            "--",
-            "--out",
-        ];
+        let mut args = vec!["run", "--quiet", "--release", "-p", package];
+        if !features.is_empty() {
+            args.extend(["--features", features]);
+        }
+        args.extend(["--example", example, "--", "--out"]);
         args.push(&out);
         args.extend_from_slice(extra);
         self.cargo(&args, &format!("{package} {example}"))
@@ -281,6 +292,13 @@ pub fn run(args: &[String]) -> Result<(), TaskError> {
                     runner.criterion("tinyai-store", "store")?;
                 }
             }
+            "remote" => runner.example_with(
+                "tinyai-store",
+                "remote",
+                "bench_remote",
+                "remote.json",
+                runner.size_args(),
+            )?,
             "ffi" => runner.example("tinyai-ffi", "bench_ffi", "ffi.json", runner.size_args())?,
             "candle" => runner.candle()?,
             _ => {}
@@ -398,6 +416,9 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
         &mut md,
         &mut details,
     );
+    if let Some(remote) = load(&out.join("remote.json")) {
+        remote_section(&remote, &mut md, &mut details);
+    }
     if let Some(cache) = load(&out.join("cache.json")) {
         cache_section(&cache, out, &mut md, &mut details)?;
     }
@@ -412,6 +433,67 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
     write_file(&path, &md)?;
     print!("{md}");
     Ok(path)
+}
+
+/// The remote suite: streaming from a local HTTP server vs one GET of the
+/// whole object, and the concurrency × part size sweep.
+fn remote_section(remote: &Value, md: &mut String, details: &mut String) {
+    let mib = |bytes: f64| bytes / 1048576.0;
+    let _ = writeln!(
+        md,
+        "| remote: {:.0} MiB model over HTTP (127.0.0.1, page cache), every layer through open_url under a third (concurrency {}, parts {:.0} MiB) vs one sequential GET of the object ({} interleaved rounds) | {:.2} GB/s ({}) | {:.2} GB/s ({}) | {:.2}× |",
+        mib(num(remote, "model_bytes")),
+        remote["defaults"]["concurrency"],
+        mib(num(&remote["defaults"], "part_size")),
+        remote["rounds"],
+        num(&remote["stream"], "gbps"),
+        ms(num(&remote["stream"], "median_s")),
+        num(&remote["one_get"], "gbps"),
+        ms(num(&remote["one_get"], "median_s")),
+        num(&remote["stream_vs_one_get"], "median"),
+    );
+    let _ = writeln!(
+        details,
+        "\n## Remote streaming: concurrency × part size\n\nGB/s streaming every layer of the {:.0} MiB model ({} × {:.0} MiB layers) under a third, median of {} rounds (configurations in turn).\n",
+        mib(num(remote, "model_bytes")),
+        remote["layers"],
+        mib(num(remote, "layer_bytes")),
+        remote["sweep_rounds"],
+    );
+    let rows: Vec<&Value> = remote["sweep"].as_array().into_iter().flatten().collect();
+    let mut parts: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["part_size"].as_u64())
+        .collect();
+    parts.dedup();
+    let mut concurrency: Vec<u64> = rows
+        .iter()
+        .filter_map(|r| r["concurrency"].as_u64())
+        .collect();
+    concurrency.sort_unstable();
+    concurrency.dedup();
+    let _ = write!(details, "| part size \\ concurrency |");
+    for c in &concurrency {
+        let _ = write!(details, " {c} |");
+    }
+    let _ = write!(details, "\n|---|");
+    for _ in &concurrency {
+        let _ = write!(details, "---|");
+    }
+    let _ = writeln!(details);
+    for part in &parts {
+        let _ = write!(details, "| {:.0} MiB |", mib(*part as f64));
+        for c in &concurrency {
+            let cell = rows
+                .iter()
+                .find(|r| {
+                    r["part_size"].as_u64() == Some(*part) && r["concurrency"].as_u64() == Some(*c)
+                })
+                .map_or("–".to_owned(), |r| format!("{:.2}", num(r, "gbps")));
+            let _ = write!(details, " {cell} |");
+        }
+        let _ = writeln!(details);
+    }
 }
 
 /// The candle suite: MiniLM embeddings, ours (cached, a third) vs

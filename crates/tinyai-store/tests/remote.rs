@@ -344,3 +344,115 @@ fn fixture_layer_offset(bytes: &[u8], index: u64) -> u64 {
         .unwrap()
         .offset
 }
+
+// Faults on demand: a local HTTP server of files with ranged GETs
+// (common/range_server.rs) that answers 503 or holds requests when told to.
+
+/// A remote config for fault tests: short timeouts, `retries` retries.
+fn fault_config(retries: usize, timeout: std::time::Duration) -> RemoteConfig {
+    RemoteConfig {
+        max_retries: retries,
+        timeout,
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..RemoteConfig::default()
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a server")]
+fn transient_server_errors_are_retried_and_a_stalled_request_times_out() {
+    use common::range_server::RangeServer;
+    use std::time::{Duration, Instant};
+    let server = RangeServer::start(2).unwrap();
+    let fixture = fixture(177, &[2 * MIB; 8], 2);
+    let url = server.serve("model.tmai", &fixture.path);
+    let store = StoreConfig {
+        prefetch_enabled: false,
+        ..config(64 * MIB, Backend::Mapped)
+    };
+    let model =
+        MappedModel::open_url_with(&url, store, &fault_config(3, Duration::from_secs(2))).unwrap();
+
+    // Two 503s, then the answer: retried with backoff, the layer arrives.
+    let before = server.gets();
+    server.fail_next(2);
+    assert_layer_matches(&model, &fixture, 0);
+    assert_eq!(
+        server.gets() - before,
+        3,
+        "two 503s and the retry that served"
+    );
+
+    // More 503s than retries: an error at the get, nothing charged; the
+    // model goes on once the server answers again.
+    let charged = model.memory_usage();
+    server.fail_next(100);
+    let error = model.get(1).map(|_| ()).unwrap_err();
+    assert!(matches!(error, StoreError::Remote { .. }), "{error}");
+    assert_eq!(
+        model.memory_usage(),
+        charged,
+        "a failed load charges nothing"
+    );
+    server.fail_next(0);
+    assert_layer_matches(&model, &fixture, 1);
+
+    // A request held past the timeout (and its retries held too): an error
+    // well before the server would have answered.
+    let charged = model.memory_usage();
+    server.stall_next(100, Duration::from_secs(30));
+    let started = Instant::now();
+    let error = model.get(2).map(|_| ()).unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(error, StoreError::Remote { .. }), "{error}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "a 2 s timeout waited {waited:?}"
+    );
+    assert_eq!(
+        model.memory_usage(),
+        charged,
+        "a failed load charges nothing"
+    );
+    server.stall_next(0, Duration::ZERO);
+    for index in 0..model.layer_count() {
+        assert_layer_matches(&model, &fixture, index);
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "a server")]
+fn closing_a_remote_model_ends_its_requests_in_flight() {
+    use common::range_server::RangeServer;
+    use std::time::{Duration, Instant};
+    let server = RangeServer::start(2).unwrap();
+    let fixture = fixture(178, &[2 * MIB; 16], 2);
+    let url = server.serve("model.tmai", &fixture.path);
+    let store = StoreConfig {
+        prefetch_threads: 2,
+        ..config(64 * MIB, Backend::Mapped)
+    };
+    // The default timeout (60 s) is longer than the stall: only the close
+    // can end these requests early.
+    let model = MappedModel::open_url_with(&url, store, &RemoteConfig::default()).unwrap();
+    let before = server.gets();
+    server.stall_next(usize::MAX, Duration::from_secs(40));
+    for index in 0..model.layer_count() {
+        let _ = model.prefetch(index).unwrap();
+    }
+    let waiting = Instant::now();
+    while server.gets() == before {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "no prefetch reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let closing = Instant::now();
+    drop(model);
+    let took = closing.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "closing waited {took:?} for requests the server holds 40 s"
+    );
+}

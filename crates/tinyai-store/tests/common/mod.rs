@@ -8,6 +8,8 @@ use tinyai_store::{Backend, MappedModel, StoreConfig};
 
 #[cfg(feature = "remote")]
 pub mod moto;
+#[cfg(feature = "remote")]
+pub mod range_server;
 
 pub const MIB: u64 = 1 << 20;
 
