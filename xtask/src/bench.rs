@@ -436,64 +436,102 @@ fn write_report(out: &Path, quick: bool) -> Result<PathBuf, TaskError> {
 }
 
 /// The remote suite: streaming from a local HTTP server vs one GET of the
-/// whole object, and the concurrency × part size sweep.
+/// whole object, per added latency; the sweeps.
 fn remote_section(remote: &Value, md: &mut String, details: &mut String) {
     let mib = |bytes: f64| bytes / 1048576.0;
-    let _ = writeln!(
-        md,
-        "| remote: {:.0} MiB model over HTTP (127.0.0.1, page cache), every layer through open_url under a third (concurrency {}, parts {:.0} MiB) vs one sequential GET of the object ({} interleaved rounds) | {:.2} GB/s ({}) | {:.2} GB/s ({}) | {:.2}× |",
-        mib(num(remote, "model_bytes")),
-        remote["defaults"]["concurrency"],
-        mib(num(&remote["defaults"], "part_size")),
-        remote["rounds"],
-        num(&remote["stream"], "gbps"),
-        ms(num(&remote["stream"], "median_s")),
-        num(&remote["one_get"], "gbps"),
-        ms(num(&remote["one_get"], "median_s")),
-        num(&remote["stream_vs_one_get"], "median"),
-    );
+    let tuned = &remote["tuned"];
+    for row in remote["comparisons"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| remote: {:.0} MiB model over HTTP (127.0.0.1, page cache, {} ms before each answer), every layer through open_url under a third vs one sequential GET of the object ({} interleaved rounds); defaults / {} prefetch threads and a window of ½ the budget | {:.2} / {:.2} GB/s | {:.2} GB/s | {:.2}× / {:.2}× |",
+            mib(num(remote, "model_bytes")),
+            row["latency_ms"],
+            remote["rounds"],
+            tuned["prefetch_threads"],
+            num(&row["stream"], "gbps"),
+            num(&row["stream_tuned"], "gbps"),
+            num(&row["one_get"], "gbps"),
+            num(row, "stream_vs_one_get"),
+            num(row, "stream_tuned_vs_one_get"),
+        );
+    }
+    let rows: Vec<&Value> = remote["sweep"].as_array().into_iter().flatten().collect();
     let _ = writeln!(
         details,
-        "\n## Remote streaming: concurrency × part size\n\nGB/s streaming every layer of the {:.0} MiB model ({} × {:.0} MiB layers) under a third, median of {} rounds (configurations in turn).\n",
+        "\n## Remote streaming: sweeps\n\nGB/s streaming every layer of the {:.0} MiB model ({} × {:.0} MiB layers) under a third, {} ms before each answer, median of {} rounds (configurations in turn).\n",
         mib(num(remote, "model_bytes")),
         remote["layers"],
         mib(num(remote, "layer_bytes")),
+        remote["sweep_latency_ms"],
         remote["sweep_rounds"],
     );
-    let rows: Vec<&Value> = remote["sweep"].as_array().into_iter().flatten().collect();
-    let mut parts: Vec<u64> = rows
-        .iter()
-        .filter_map(|r| r["part_size"].as_u64())
-        .collect();
-    parts.dedup();
-    let mut concurrency: Vec<u64> = rows
-        .iter()
-        .filter_map(|r| r["concurrency"].as_u64())
-        .collect();
-    concurrency.sort_unstable();
-    concurrency.dedup();
-    let _ = write!(details, "| part size \\ concurrency |");
-    for c in &concurrency {
-        let _ = write!(details, " {c} |");
-    }
-    let _ = write!(details, "\n|---|");
-    for _ in &concurrency {
-        let _ = write!(details, "---|");
-    }
-    let _ = writeln!(details);
-    for part in &parts {
-        let _ = write!(details, "| {:.0} MiB |", mib(*part as f64));
-        for c in &concurrency {
-            let cell = rows
-                .iter()
-                .find(|r| {
-                    r["part_size"].as_u64() == Some(*part) && r["concurrency"].as_u64() == Some(*c)
-                })
-                .map_or("–".to_owned(), |r| format!("{:.2}", num(r, "gbps")));
-            let _ = write!(details, " {cell} |");
+    let grid = |details: &mut String,
+                corner: &str,
+                rows: &[&Value],
+                row_key: &dyn Fn(&Value) -> String,
+                column_key: &str| {
+        let mut row_keys: Vec<String> = Vec::new();
+        let mut columns: Vec<u64> = Vec::new();
+        for r in rows {
+            let key = row_key(r);
+            if !row_keys.contains(&key) {
+                row_keys.push(key);
+            }
+            if let Some(c) = r[column_key].as_u64()
+                && !columns.contains(&c)
+            {
+                columns.push(c);
+            }
+        }
+        let _ = write!(details, "| {corner} |");
+        for c in &columns {
+            let _ = write!(details, " {c} |");
+        }
+        let _ = write!(details, "\n|---|");
+        for _ in &columns {
+            let _ = write!(details, "---|");
         }
         let _ = writeln!(details);
-    }
+        for key in &row_keys {
+            let _ = write!(details, "| {key} |");
+            for c in &columns {
+                let cell = rows
+                    .iter()
+                    .find(|r| row_key(r) == *key && r[column_key].as_u64() == Some(*c))
+                    .map_or("–".to_owned(), |r| format!("{:.2}", num(r, "gbps")));
+                let _ = write!(details, " {cell} |");
+            }
+            let _ = writeln!(details);
+        }
+        let _ = writeln!(details);
+    };
+    // Concurrency × part size: the rows at one prefetch thread, default window.
+    let first: Vec<&Value> = rows
+        .iter()
+        .copied()
+        .filter(|r| r["prefetch_threads"].as_u64() == Some(1) && r["streaming_window"].is_null())
+        .collect();
+    let by_part = |r: &Value| format!("{:.0} MiB parts", mib(num(r, "part_size")));
+    grid(details, "part size \\ concurrency", &first, &by_part, "concurrency");
+    let threads_rows: Vec<&Value> = rows
+        .iter()
+        .copied()
+        .filter(|r| {
+            r["concurrency"] == remote["defaults"]["concurrency"]
+                && r["part_size"] == remote["defaults"]["part_size"]
+        })
+        .collect();
+    let by_window = |r: &Value| match r["streaming_window"].as_f64() {
+        Some(bytes) => format!("window {:.0} MiB", mib(bytes)),
+        None => "default window".to_owned(),
+    };
+    grid(
+        details,
+        "window \\ prefetch threads",
+        &threads_rows,
+        &by_window,
+        "prefetch_threads",
+    );
 }
 
 /// The candle suite: MiniLM embeddings, ours (cached, a third) vs

@@ -2,16 +2,21 @@
 //!
 //! A model is served over HTTP on 127.0.0.1 by the tests' range server
 //! (hyper; a ranged GET costs what its range costs), from the page cache:
-//! this measures the HTTP pipeline and the store, not a disk. Two sides,
-//! interleaved round by round on the same object, medians quoted:
+//! this measures the HTTP pipeline and the store, not a disk. Each GET can be
+//! made to wait before answering, as a distant server's time to first byte
+//! (0 and 20 ms). Per latency, three sides interleaved round by round on the
+//! same object (each round starting with another side), medians quoted:
 //! - **stream**: `MappedModel::open_url` under a budget of a third of the
 //!   model, every layer read once in order (open included, layer checksums
-//!   verified, prefetch and lookahead at their defaults);
+//!   verified), the store's and the remote client's default configuration;
+//! - **stream, tuned for latency**: the same with 8 prefetch threads and a
+//!   streaming window of half the budget;
 //! - **one GET**: `object_store`'s HTTP client, one sequential GET of the
-//!   whole object, copied into a buffer as it arrives.
+//!   whole object, copied into memory as it arrives.
 //!
-//! Then a sweep of `RemoteConfig::concurrency` × `part_size`, streaming as
-//! above, the configurations taking turns round by round.
+//! Then, at the larger latency, sweeps of `RemoteConfig::concurrency` ×
+//! `part_size`, and of prefetch threads × streaming window, the
+//! configurations taking turns round by round.
 //!
 //! Usage: bench_remote --out FILE [--quick] [--data DIR]
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -21,7 +26,7 @@ mod range_server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use object_store::ObjectStore;
@@ -40,8 +45,11 @@ struct Plan {
     layer: u64,
     rounds: usize,
     sweep_rounds: usize,
+    /// Each GET's wait before answering, per comparison (the sweeps use the last).
+    latencies_ms: &'static [u64],
     concurrency: &'static [usize],
     part_sizes: &'static [u64],
+    prefetch_threads: &'static [usize],
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -60,10 +68,17 @@ fn progress(message: &str) {
 }
 
 /// Seconds to open the model at `url` and read every layer once, in order.
-fn stream_pass(url: &str, budget: u64, remote: &RemoteConfig) -> Result<f64, String> {
+fn stream_pass(
+    url: &str,
+    budget: u64,
+    (prefetch_threads, window): (usize, Option<u64>),
+    remote: &RemoteConfig,
+) -> Result<f64, String> {
     let started = Instant::now();
     let config = StoreConfig {
         max_cache_size: budget,
+        prefetch_threads,
+        streaming_window: window,
         ..StoreConfig::default()
     };
     let model = MappedModel::open_url_with(url, config, remote).map_err(|e| e.to_string())?;
@@ -80,6 +95,9 @@ fn stream_pass(url: &str, budget: u64, remote: &RemoteConfig) -> Result<f64, Str
                 model.memory_usage()
             ));
         }
+    }
+    if std::env::var_os("BENCH_REMOTE_TRACE").is_some() {
+        eprintln!("{:?}", model.stats());
     }
     drop(model);
     std::hint::black_box(sum);
@@ -146,8 +164,10 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
             layer: 4 * MIB,
             rounds: 2,
             sweep_rounds: 1,
+            latencies_ms: &[0, 5],
             concurrency: &[1, 8],
             part_sizes: &[MIB],
+            prefetch_threads: &[1, 4],
         }
     } else {
         Plan {
@@ -155,8 +175,10 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
             layer: 16 * MIB,
             rounds: 7,
             sweep_rounds: 3,
+            latencies_ms: &[0, 20],
             concurrency: &[1, 2, 4, 8, 16],
             part_sizes: &[MIB, 4 * MIB, 16 * MIB],
+            prefetch_threads: &[1, 2, 4, 8],
         }
     };
     std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
@@ -200,9 +222,13 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
     };
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let path = ObjectPath::from("model.tmai");
+    let gbps = |seconds: f64| model_bytes as f64 / seconds / 1e9;
     let defaults = RemoteConfig::default();
-
-    // Stream vs one GET, interleaved; the sides take turns going first.
+    // For a distant server: more layers in flight (each prefetch thread
+    // waits on one layer's GETs) and a streaming window of half the budget
+    // (the network has no kernel read-ahead to stream through).
+    let tuned_threads = *plan.prefetch_threads.last().unwrap_or(&1);
+    let tuned = (tuned_threads, Some(budget / 2));
     progress(&format!(
         "{} MiB model ({} × {} MiB), budget {} MiB, {} rounds",
         model_bytes / MIB,
@@ -211,55 +237,87 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
         budget / MIB,
         plan.rounds
     ));
-    let (mut streamed, mut fetched, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..plan.rounds {
-        let (s, g) = if round % 2 == 0 {
-            let s = stream_pass(&url, budget, &defaults)?;
-            (
-                s,
-                one_get(&runtime, store.as_ref(), &path, model_bytes as usize)?,
-            )
-        } else {
-            let g = one_get(&runtime, store.as_ref(), &path, model_bytes as usize)?;
-            (stream_pass(&url, budget, &defaults)?, g)
-        };
-        progress(&format!(
-            "round {round}: stream {:.3} s, one GET {:.3} s",
-            s, g
-        ));
-        streamed.push(s);
-        fetched.push(g);
-        ratios.push(g / s);
-    }
-    let gbps = |seconds: f64| model_bytes as f64 / seconds / 1e9;
-    let stream_median = median(&streamed);
-    let get_median = median(&fetched);
 
-    // The sweep: every configuration once per round, in turn.
-    let configs: Vec<(usize, u64)> = plan
+    // Per latency: streaming (default config; `tuned_threads` prefetch
+    // threads) vs one GET, interleaved, the sides taking turns going first.
+    let mut comparisons = Vec::new();
+    for &latency_ms in plan.latencies_ms {
+        server.set_latency(Duration::from_millis(latency_ms));
+        let mut seconds = [Vec::new(), Vec::new(), Vec::new()];
+        let mut ratios = [Vec::new(), Vec::new()];
+        for round in 0..plan.rounds {
+            let mut this = [0.0f64; 3];
+            for k in 0..3 {
+                let side = (round + k) % 3;
+                this[side] = match side {
+                    0 => stream_pass(&url, budget, (1, None), &defaults)?,
+                    1 => stream_pass(&url, budget, tuned, &defaults)?,
+                    _ => one_get(&runtime, store.as_ref(), &path, model_bytes as usize)?,
+                };
+            }
+            progress(&format!(
+                "latency {latency_ms} ms, round {round}: stream {:.3} s, stream ({tuned_threads} prefetch threads, window ½ budget) {:.3} s, one GET {:.3} s",
+                this[0], this[1], this[2]
+            ));
+            for side in 0..3 {
+                seconds[side].push(this[side]);
+            }
+            ratios[0].push(this[2] / this[0]);
+            ratios[1].push(this[2] / this[1]);
+        }
+        let side = |values: &Vec<f64>| {
+            let m = median(values);
+            json!({"seconds": values, "median_s": m, "gbps": gbps(m)})
+        };
+        comparisons.push(json!({
+            "latency_ms": latency_ms,
+            "stream": side(&seconds[0]),
+            "stream_tuned": side(&seconds[1]),
+            "one_get": side(&seconds[2]),
+            "stream_vs_one_get": median(&ratios[0]),
+            "stream_tuned_vs_one_get": median(&ratios[1]),
+        }));
+    }
+
+    // The sweeps, at the largest latency: every configuration once per
+    // round, in turn.
+    let latency_ms = plan.latencies_ms.last().copied().unwrap_or(0);
+    server.set_latency(Duration::from_millis(latency_ms));
+    // (prefetch threads, window, concurrency, part size): concurrency × part
+    // size at the defaults otherwise; then prefetch threads × window.
+    type Config = (usize, Option<u64>, usize, u64);
+    let mut configs: Vec<Config> = plan
         .part_sizes
         .iter()
-        .flat_map(|&part| plan.concurrency.iter().map(move |&c| (c, part)))
+        .flat_map(|&part| plan.concurrency.iter().map(move |&c| (1, None, c, part)))
         .collect();
+    for window in [None, Some(budget / 2)] {
+        configs.extend(
+            plan.prefetch_threads
+                .iter()
+                .map(|&threads| (threads, window, defaults.concurrency, defaults.part_size)),
+        );
+    }
     let mut sweep_seconds = vec![Vec::new(); configs.len()];
     for round in 0..plan.sweep_rounds {
-        for (i, &(concurrency, part_size)) in configs.iter().enumerate() {
+        for (i, &(threads, window, concurrency, part_size)) in configs.iter().enumerate() {
             let remote = RemoteConfig {
                 concurrency,
                 part_size,
                 ..RemoteConfig::default()
             };
-            let seconds = stream_pass(&url, budget, &remote)?;
-            sweep_seconds[i].push(seconds);
+            sweep_seconds[i].push(stream_pass(&url, budget, (threads, window), &remote)?);
         }
         progress(&format!("sweep round {round} done"));
     }
     let sweep: Vec<Value> = configs
         .iter()
         .zip(&sweep_seconds)
-        .map(|(&(concurrency, part_size), seconds)| {
+        .map(|(&(threads, window, concurrency, part_size), seconds)| {
             let m = median(seconds);
             json!({
+                "prefetch_threads": threads,
+                "streaming_window": window,
                 "concurrency": concurrency,
                 "part_size": part_size,
                 "seconds": seconds,
@@ -271,7 +329,7 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
 
     let doc = json!({
         "quick": quick,
-        "server": "tests/common/range_server.rs (hyper) on 127.0.0.1, 2 threads, file in the page cache",
+        "server": "tests/common/range_server.rs (hyper) on 127.0.0.1, 2 threads, the file in the page cache; latency: each GET waits that long before answering",
         "model_bytes": model_bytes,
         "layers": plan.layers,
         "layer_bytes": plan.layer,
@@ -280,14 +338,11 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
         "defaults": {
             "concurrency": defaults.concurrency,
             "part_size": defaults.part_size,
+            "prefetch_threads": StoreConfig::default().prefetch_threads,
         },
-        "stream": {"seconds": streamed, "median_s": stream_median, "gbps": gbps(stream_median)},
-        "one_get": {"seconds": fetched, "median_s": get_median, "gbps": gbps(get_median)},
-        "stream_vs_one_get": {
-            "ratios": ratios,
-            "median": median(&ratios),
-            "meaning": "throughput of streaming ÷ that of one GET, per round (> 1: streaming is faster)",
-        },
+        "tuned": {"prefetch_threads": tuned.0, "streaming_window": tuned.1},
+        "comparisons": comparisons,
+        "sweep_latency_ms": latency_ms,
         "sweep_rounds": plan.sweep_rounds,
         "sweep": sweep,
         "server_gets": server.gets(),
@@ -298,12 +353,15 @@ fn run(quick: bool, out: &std::path::Path, data: &std::path::Path) -> Result<(),
         serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
-    progress(&format!(
-        "stream {:.2} GB/s vs one GET {:.2} GB/s (median ratio {:.2}); wrote {}",
-        gbps(stream_median),
-        gbps(get_median),
-        median(&ratios),
-        out.display()
-    ));
+    for row in &comparisons {
+        progress(&format!(
+            "latency {} ms: stream {:.2} GB/s, with {tuned_threads} prefetch threads and a window of ½ the budget {:.2} GB/s, one GET {:.2} GB/s",
+            row["latency_ms"],
+            row["stream"]["gbps"].as_f64().unwrap_or(f64::NAN),
+            row["stream_tuned"]["gbps"].as_f64().unwrap_or(f64::NAN),
+            row["one_get"]["gbps"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    progress(&format!("wrote {}", out.display()));
     Ok(())
 }

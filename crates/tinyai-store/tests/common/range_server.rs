@@ -46,6 +46,9 @@ struct Faults {
     /// The next this many GETs wait `stall_ms` before answering.
     stall_next: AtomicUsize,
     stall_ms: AtomicU64,
+    /// Every GET waits this long before answering (a distant server's
+    /// time to first byte).
+    latency_us: AtomicU64,
     /// GETs received (faulted ones included).
     gets: AtomicUsize,
     /// Body bytes sent.
@@ -160,6 +163,13 @@ impl RangeServer {
         faults.stall_next.store(n, Ordering::SeqCst);
     }
 
+    /// Makes every GET wait `latency` before answering, as a distant
+    /// server's time to first byte.
+    pub fn set_latency(&self, latency: Duration) {
+        let us = latency.as_micros() as u64;
+        self.state.faults.latency_us.store(us, Ordering::SeqCst);
+    }
+
     /// GETs received so far.
     pub fn gets(&self) -> usize {
         self.state.faults.gets.load(Ordering::SeqCst)
@@ -195,6 +205,10 @@ async fn answer(state: &Arc<State>, request: Request<hyper::body::Incoming>) -> 
     let faults = &state.faults;
     if request.method() == Method::GET {
         faults.gets.fetch_add(1, Ordering::SeqCst);
+        let latency = faults.latency_us.load(Ordering::SeqCst);
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_micros(latency)).await;
+        }
         if take_one(&faults.stall_next) {
             let ms = faults.stall_ms.load(Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(ms)).await;
