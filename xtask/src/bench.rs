@@ -512,7 +512,13 @@ fn remote_section(remote: &Value, md: &mut String, details: &mut String) {
         .filter(|r| r["prefetch_threads"].as_u64() == Some(1) && r["streaming_window"].is_null())
         .collect();
     let by_part = |r: &Value| format!("{:.0} MiB parts", mib(num(r, "part_size")));
-    grid(details, "part size \\ concurrency", &first, &by_part, "concurrency");
+    grid(
+        details,
+        "part size \\ concurrency",
+        &first,
+        &by_part,
+        "concurrency",
+    );
     let threads_rows: Vec<&Value> = rows
         .iter()
         .copied()

@@ -192,6 +192,11 @@ impl Shared {
             };
             (stale, ahead, sequential, left_behind)
         };
+        // A remote fetch started ahead for a prefetch gone stale: its buffer goes.
+        #[cfg(feature = "remote")]
+        if stale {
+            self.source.discard_ahead(self.span(index).0);
+        }
         // The kernel's read-ahead past a stream's old front, if it jumped.
         if let Some((start, length)) = left_behind {
             self.source.drop_cached(start, length);
@@ -206,7 +211,13 @@ impl Shared {
             None
         } else {
             self.wait_for_room();
-            Some(self.load(index, verify, sequential))
+            let loaded = self.load(index, verify, sequential);
+            // A load that failed before adopting its fetch ahead leaves none behind.
+            #[cfg(feature = "remote")]
+            if loaded.is_err() {
+                self.source.discard_ahead(self.span(index).0);
+            }
+            Some(loaded)
         };
         let mut evictions = Evictions::default();
         {
@@ -275,6 +286,11 @@ impl Shared {
     /// measured bandwidth × latency starved the pipeline: a shallow pipeline
     /// measures a low bandwidth, which kept it shallow.)
     fn reads_to_start(&self, state: &mut State) -> Vec<(u64, u64)> {
+        #[cfg(feature = "remote")]
+        if self.source.is_remote() {
+            self.fetch_queued_ahead(state);
+            return Vec::new();
+        }
         let mut spans = Vec::new();
         for &queued in &state.queued_reads {
             // The kernel reads those ahead itself (and exact advice would
@@ -287,6 +303,34 @@ impl Shared {
             }
         }
         merge_adjacent(spans)
+    }
+
+    /// Remote models: starts fetching every queued layer not started yet,
+    /// each into a buffer of its own that its load adopts, so that several
+    /// layers' GETs are in flight however few prefetch threads wait on them
+    /// (no kernel reads ahead of a network). The layers are charged already:
+    /// the buffers are their memory, and the pool is trimmed to fit beside
+    /// them first. Done under the lock, so that no queued layer's load can
+    /// begin before its fetch is registered (it would fetch the layer a
+    /// second time into another buffer).
+    #[cfg(feature = "remote")]
+    fn fetch_queued_ahead(&self, state: &mut State) {
+        let queued: Vec<u64> = state.queued_reads.iter().copied().collect();
+        for index in queued {
+            let (offset, length) = self.span(index);
+            if state.meta[index as usize].advised || !self.source.would_fetch(offset, length) {
+                continue;
+            }
+            state.meta[index as usize].advised = true;
+            // Its load no longer waits for a pooled buffer.
+            self.got_buffer(state, index);
+            state.meta[index as usize].buffer_ahead = true;
+            let room = self.pool_room_in(state);
+            if !self.source.fetch_ahead(offset, length, room) {
+                state.meta[index as usize].buffer_ahead = false;
+                state.awaiting_buffers += self.buffer_capacity(index);
+            }
+        }
     }
 
     /// Whether the load of layer `index` lets the kernel read ahead past it

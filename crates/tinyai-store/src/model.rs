@@ -208,6 +208,16 @@ impl MappedModel {
             .map(|&size| engine_config.charge_for(size))
             .collect();
         let window = window_budget(&config, &charges);
+        // A remote model's window is half the budget (unless configured): its
+        // read-aheads are the only reads ahead of a stream (no kernel reads
+        // ahead of a network), and hiding a server's time to first byte takes
+        // several layers in flight (`Shared::fetch_queued_ahead`).
+        #[cfg(feature = "remote")]
+        let window = if source.is_remote() && config.streaming_window.is_none() && window > 0 {
+            window.max(config.max_cache_size / 2)
+        } else {
+            window
+        };
         // Streams may let the kernel read ahead when the window can pay for
         // its reach and still hold two of the largest layers: a window sized
         // here grows to that (from the cache's share, up to half the budget);

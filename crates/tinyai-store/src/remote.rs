@@ -15,8 +15,9 @@
 //! I/O and timers, and a loading thread waits for its layer with
 //! `Handle::block_on`. Dropping the object cancels what is in flight.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
@@ -94,29 +95,42 @@ pub(crate) const FIRST_GET: u64 = 1 << 20;
 
 /// One object, open.
 pub(crate) struct RemoteObject {
-    url: String,
+    /// What fetches bytes: shared with the fetches started ahead of their loads.
+    fetcher: Arc<Fetcher>,
     /// `Some` until drop, which shuts it down without waiting.
     runtime: Option<tokio::runtime::Runtime>,
+    cancel: CancellationToken,
+    /// The local disk tier, if configured and usable.
+    tier: Option<DiskTier>,
+    /// Layers being fetched ahead of their loads, by offset: each fetch owns
+    /// the buffer its layer's load adopts (see [`RemoteObject::fetch_ahead`]).
+    ahead: Mutex<HashMap<u64, FetchAhead>>,
+}
+
+/// A layer fetched ahead: its task, which returns the buffer and how the
+/// fetch went.
+type FetchAhead = tokio::task::JoinHandle<(AlignedBuf, Result<(), StoreError>)>;
+
+/// The object's client and identity: everything a GET needs.
+struct Fetcher {
+    url: String,
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     size: u64,
     e_tag: Option<String>,
-    cancel: CancellationToken,
     concurrency: usize,
     part_size: u64,
     /// The object's first bytes, from the open's GET: reads inside them
     /// (the header and tables) need no request.
     first: Vec<u8>,
-    /// The local disk tier, if configured and usable.
-    tier: Option<DiskTier>,
 }
 
 impl std::fmt::Debug for RemoteObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteObject")
-            .field("url", &self.url)
-            .field("size", &self.size)
-            .field("e_tag", &self.e_tag)
+            .field("url", &self.fetcher.url)
+            .field("size", &self.fetcher.size)
+            .field("e_tag", &self.fetcher.e_tag)
             .finish()
     }
 }
@@ -125,7 +139,8 @@ impl Drop for RemoteObject {
     fn drop(&mut self) {
         self.cancel.cancel();
         if let Some(runtime) = self.runtime.take() {
-            // Dropped by the last owner of the model: no load is waiting on it.
+            // Dropped by the last owner of the model: no load is waiting on
+            // it. Fetches still running ahead end with it, their buffers freed.
             runtime.shutdown_background();
         }
     }
@@ -213,61 +228,60 @@ impl RemoteObject {
             }
         };
         drop(_entered);
-        let mut object = RemoteObject {
+        let mut fetcher = Fetcher {
             url: url.to_owned(),
-            runtime: Some(runtime),
             store,
             path,
             size: 0,
             e_tag: None,
-            cancel: CancellationToken::new(),
             concurrency: config.concurrency,
             part_size: config.part_size,
             first: Vec::new(),
-            tier: None,
         };
-        let (size, e_tag, first) = object.first_get()?;
-        object.size = size;
-        object.e_tag = e_tag;
-        object.first = first;
-        object.tier = config.cache_dir.as_deref().and_then(|root| {
+        let cancel = CancellationToken::new();
+        let (size, e_tag, first) =
+            block_on_in(&runtime, &cancel, &fetcher.url, fetcher.first_get())?;
+        fetcher.size = size;
+        fetcher.e_tag = e_tag;
+        fetcher.first = first;
+        let tier = config.cache_dir.as_deref().and_then(|root| {
             DiskTier::open(
                 root,
                 url,
-                object.e_tag.as_deref(),
+                fetcher.e_tag.as_deref(),
                 size,
                 config.cache_max_bytes,
             )
         });
-        tracing::info!(url, size, e_tag = ?object.e_tag, "opened remote object");
-        Ok(object)
+        tracing::info!(url, size, e_tag = ?fetcher.e_tag, "opened remote object");
+        Ok(RemoteObject {
+            fetcher: Arc::new(fetcher),
+            runtime: Some(runtime),
+            cancel,
+            tier,
+            ahead: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The object's URL, as a path for messages.
     pub(crate) fn path(&self) -> PathBuf {
-        PathBuf::from(&self.url)
+        self.fetcher.path()
     }
 
     /// The object's length at open.
     pub(crate) fn size(&self) -> u64 {
-        self.size
+        self.fetcher.size
     }
 
     fn block_on<T>(
         &self,
         future: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let runtime = self.runtime.as_ref().ok_or_else(|| self.closed())?;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(StoreError::InvalidConfig(
-                "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
-                    .into(),
-            ));
-        }
-        runtime
-            .handle()
-            .block_on(self.cancel.run_until_cancelled(future))
-            .unwrap_or_else(|| Err(self.closed()))
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| closed(&self.fetcher.url))?;
+        block_on_in(runtime, &self.cancel, &self.fetcher.url, future)
     }
 
     /// Ends the requests in flight and refuses new ones (the model is closing).
@@ -275,18 +289,75 @@ impl RemoteObject {
         self.cancel.cancel();
     }
 
-    fn closed(&self) -> StoreError {
-        remote_error(&self.url, "read", "the model was closed")
+    /// Whether a load of `offset..offset + len` would fetch it (the disk
+    /// tier does not hold it, and no fetch of it is under way).
+    pub(crate) fn would_fetch(&self, offset: u64, len: usize) -> bool {
+        !self.cancel.is_cancelled()
+            && !self.ahead_lock().contains_key(&offset)
+            && self
+                .tier
+                .as_ref()
+                .is_none_or(|tier| !tier.holds(offset, len))
     }
 
-    /// The first GET: (length, ETag, the first bytes).
-    fn first_get(&self) -> Result<(u64, Option<String>, Vec<u8>), StoreError> {
-        self.block_on(async {
-            let result = self.get(0..FIRST_GET, None, "open").await?;
-            let meta = result.meta.clone();
-            let bytes = result.bytes().await.map_err(|e| self.error("open", e))?;
-            Ok((meta.size, meta.e_tag, bytes.to_vec()))
-        })
+    /// Starts fetching layer bytes `offset..offset + len` into `buffer`, ahead
+    /// of the layer's load, which adopts the buffer
+    /// ([`RemoteObject::take_ahead`]); or that load's prefetch went stale and
+    /// drops it ([`RemoteObject::discard_ahead`]). The caller has charged the
+    /// layer: the buffer is its memory.
+    pub(crate) fn fetch_ahead(&self, offset: u64, len: usize, mut buffer: AlignedBuf) {
+        let Some(runtime) = &self.runtime else {
+            return;
+        };
+        let fetcher = Arc::clone(&self.fetcher);
+        let cancel = self.cancel.clone();
+        let task = runtime.spawn(async move {
+            let target = buffer.read_target(len);
+            let read = match cancel
+                .run_until_cancelled(fetcher.read(offset, target))
+                .await
+            {
+                Some(read) => read,
+                None => Err(closed(&fetcher.url)),
+            };
+            (buffer, read)
+        });
+        tracing::trace!(offset, len, "remote fetch ahead");
+        self.ahead_lock().insert(offset, task);
+    }
+
+    /// The buffer of the fetch started ahead for `offset`, once it is done,
+    /// and how the fetch went; `None` when none was started.
+    pub(crate) fn take_ahead(&self, offset: u64) -> Option<(AlignedBuf, Result<(), StoreError>)> {
+        let task = self.ahead_lock().remove(&offset)?;
+        let url = &self.fetcher.url;
+        match self.block_on(async { task.await.map_err(|e| remote_error(url, "read", e)) }) {
+            Ok(done) => Some(done),
+            // Closed or failed before the task returned its buffer: the
+            // buffer is gone with the task.
+            Err(error) => {
+                tracing::debug!(offset, %error, "remote fetch ahead lost");
+                None
+            }
+        }
+    }
+
+    /// Ends the fetch started ahead for `offset`, if any, and frees its buffer
+    /// before returning.
+    pub(crate) fn discard_ahead(&self, offset: u64) {
+        if let Some(task) = self.ahead_lock().remove(&offset) {
+            task.abort();
+            let _ = self.block_on(async {
+                let _ = task.await;
+                Ok(())
+            });
+        }
+    }
+
+    fn ahead_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, FetchAhead>> {
+        self.ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reads layer bytes `offset..offset + len` into `buffer`: from the disk
@@ -303,18 +374,66 @@ impl RemoteObject {
             return Ok(());
         }
         self.read(offset, buffer.read_target(len))?;
+        self.keep(offset, buffer, len);
+        Ok(())
+    }
+
+    /// Keeps fetched layer bytes in the disk tier, if there is one.
+    pub(crate) fn keep(&self, offset: u64, buffer: &AlignedBuf, len: usize) {
         if let Some(tier) = &self.tier
             && let Some(bytes) = buffer.as_slice().get(..len)
         {
             tier.store(offset, bytes);
         }
-        Ok(())
+    }
+
+    /// Reads `target.len` bytes at `offset` into `target` (see [`Fetcher::read`]).
+    pub(crate) fn read(&self, offset: u64, target: ReadTarget) -> Result<(), StoreError> {
+        self.block_on(self.fetcher.read(offset, target))
+    }
+}
+
+/// Waits on `runtime` for `future`, unless `cancel` ends it first (the model
+/// closed); refused from inside an async runtime (it would block a worker).
+fn block_on_in<T>(
+    runtime: &tokio::runtime::Runtime,
+    cancel: &CancellationToken,
+    url: &str,
+    future: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(StoreError::InvalidConfig(
+            "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
+                .into(),
+        ));
+    }
+    runtime
+        .handle()
+        .block_on(cancel.run_until_cancelled(future))
+        .unwrap_or_else(|| Err(closed(url)))
+}
+
+fn closed(url: &str) -> StoreError {
+    remote_error(url, "read", "the model was closed")
+}
+
+impl Fetcher {
+    fn path(&self) -> PathBuf {
+        PathBuf::from(&self.url)
+    }
+
+    /// The first GET: (length, ETag, the first bytes).
+    async fn first_get(&self) -> Result<(u64, Option<String>, Vec<u8>), StoreError> {
+        let result = self.get(0..FIRST_GET, None, "open").await?;
+        let meta = result.meta.clone();
+        let bytes = result.bytes().await.map_err(|e| self.error("open", e))?;
+        Ok((meta.size, meta.e_tag, bytes.to_vec()))
     }
 
     /// Reads `target.len` bytes at `offset` into `target`, in ranged GETs of
     /// `part_size` bytes, `concurrency` in flight; each GET must find the
     /// object as it was at open.
-    pub(crate) fn read(&self, offset: u64, target: ReadTarget) -> Result<(), StoreError> {
+    async fn read(&self, offset: u64, target: ReadTarget) -> Result<(), StoreError> {
         let len = target.len as u64;
         if len == 0 {
             return Ok(());
@@ -334,13 +453,11 @@ impl RemoteObject {
             return Ok(());
         }
         let parts = crate::io::chunks(offset, len, self.part_size);
-        self.block_on(async {
-            futures_util::stream::iter(parts)
-                .map(|(at, n)| self.read_part(at, target.piece((at - offset) as usize, n as usize)))
-                .buffer_unordered(self.concurrency)
-                .try_for_each(|()| std::future::ready(Ok(())))
-                .await
-        })
+        futures_util::stream::iter(parts)
+            .map(|(at, n)| self.read_part(at, target.piece((at - offset) as usize, n as usize)))
+            .buffer_unordered(self.concurrency)
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await
     }
 
     async fn read_part(&self, at: u64, target: ReadTarget) -> Result<(), StoreError> {

@@ -45,8 +45,13 @@ pub(crate) struct LayerMeta {
     /// will drop it unless a demand waits), see `State::orphaned_charge`.
     pub(crate) orphaned: bool,
     /// While `Loading` by a queued prefetch: its read was started ahead
-    /// (`MADV_WILLNEED` / `POSIX_FADV_WILLNEED`) by an earlier prefetch.
+    /// (`MADV_WILLNEED` / `POSIX_FADV_WILLNEED`, or a remote fetch) by an
+    /// earlier prefetch.
     pub(crate) advised: bool,
+    /// While `Loading` by a queued prefetch of a remote layer: its fetch was
+    /// started ahead into a buffer of its own, which its load adopts (so it
+    /// no longer awaits a pooled one, see `State::awaiting_buffers`).
+    pub(crate) buffer_ahead: bool,
 }
 
 /// Everything behind the state lock.
@@ -543,8 +548,11 @@ impl Shared {
 
     /// A load begun by [`begin_load`](Shared::begin_load) no longer waits
     /// for a buffer: it has one, or it will not read. Owned backend only.
+    /// (A remote layer fetched ahead got its buffer when the fetch started:
+    /// its load's own call is then a no-op.)
     pub(crate) fn got_buffer(&self, state: &mut State, index: u64) {
-        if !self.source.is_mapped() {
+        if !self.source.is_mapped() && !std::mem::take(&mut state.meta[index as usize].buffer_ahead)
+        {
             state.awaiting_buffers -= self.buffer_capacity(index);
         }
     }

@@ -322,6 +322,56 @@ impl Source {
         }
     }
 
+    /// Whether this source is a remote object.
+    #[cfg(feature = "remote")]
+    pub(crate) fn is_remote(&self) -> bool {
+        matches!(self.access, Access::Remote(_))
+    }
+
+    /// Remote: whether a load of `offset..offset + len` would fetch it (not in
+    /// the disk tier, no fetch of it under way).
+    #[cfg(feature = "remote")]
+    pub(crate) fn would_fetch(&self, offset: u64, len: u64) -> bool {
+        match (&self.access, usize::try_from(len)) {
+            (Access::Remote(object), Ok(len)) => len > 0 && object.would_fetch(offset, len),
+            _ => false,
+        }
+    }
+
+    /// Remote: starts fetching a charged layer's bytes ahead of its load,
+    /// into a pooled buffer of its size, or else a fresh one (the pool first
+    /// trimmed to `room`, as a load does); false if it could not start.
+    #[cfg(feature = "remote")]
+    pub(crate) fn fetch_ahead(&self, offset: u64, len: u64, room: u64) -> bool {
+        let (Access::Remote(object), Ok(len_usize)) = (&self.access, usize::try_from(len)) else {
+            return false;
+        };
+        let page = page_size();
+        let rounded = len.next_multiple_of(page) as usize;
+        let align = AlignedBuf::alignment_for(rounded, page as usize);
+        let buffer = match self.buffers.take(len_usize, rounded, align) {
+            Some(buffer) => buffer,
+            None => {
+                self.buffers.trim(room);
+                let Some(buffer) = AlignedBuf::for_reading(len_usize, rounded, align) else {
+                    return false;
+                };
+                self.buffers.allocated.fetch_add(1, Ordering::Relaxed);
+                buffer
+            }
+        };
+        object.fetch_ahead(offset, len_usize, buffer);
+        true
+    }
+
+    /// Remote: ends the fetch started ahead at `offset`, freeing its buffer.
+    #[cfg(feature = "remote")]
+    pub(crate) fn discard_ahead(&self, offset: u64) {
+        if let Access::Remote(object) = &self.access {
+            object.discard_ahead(offset);
+        }
+    }
+
     /// Ends a remote source's requests in flight (their reads fail); nothing
     /// for a local file, whose reads are short.
     pub(crate) fn cancel_requests(&self) {
@@ -768,6 +818,22 @@ impl Source {
         // is rounded up to a page (buffered reads use the same, so one pool serves both).
         let rounded = len.next_multiple_of(page) as usize;
         let align = AlignedBuf::alignment_for(rounded, page as usize);
+        // A remote layer fetched ahead: its buffer, once the fetch is done
+        // (fetched again into it if the fetch failed).
+        #[cfg(feature = "remote")]
+        if let Access::Remote(object) = &self.access
+            && let Some((mut buffer, fetched)) = object.take_ahead(offset)
+        {
+            got_buffer();
+            match fetched {
+                Ok(()) => object.keep(offset, &buffer, len_usize),
+                Err(error) => {
+                    tracing::debug!(layer, %error, "remote fetch ahead failed; fetching again");
+                    object.read_layer(offset, &mut buffer, len_usize)?;
+                }
+            }
+            return Ok(buffer);
+        }
         let mut fresh = false;
         let mut buffer = match self.buffers.take(len_usize, rounded, align) {
             Some(buffer) => {

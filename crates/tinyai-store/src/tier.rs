@@ -92,6 +92,12 @@ impl DiskTier {
         self.dir.join(format!("{offset:016x}-{len:016x}.layer"))
     }
 
+    /// Whether the tier has an entry of the range's size (not checked: a load
+    /// checks it).
+    pub(crate) fn holds(&self, offset: u64, len: usize) -> bool {
+        std::fs::metadata(self.entry(offset, len)).is_ok_and(|m| m.len() == len as u64 + 4)
+    }
+
     /// Reads the range `offset..offset + len` into `buffer` if the tier holds
     /// it whole and unchanged; a damaged entry is removed (and `false`).
     pub(crate) fn load(&self, offset: u64, buffer: &mut AlignedBuf, len: usize) -> bool {

@@ -456,3 +456,40 @@ fn closing_a_remote_model_ends_its_requests_in_flight() {
         "closing waited {took:?} for requests the server holds 40 s"
     );
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "a server")]
+fn a_remote_stream_keeps_several_layers_in_flight_with_one_prefetch_thread() {
+    use common::range_server::RangeServer;
+    use std::time::Duration;
+    // A distant server (30 ms before each answer), one GET per layer, one
+    // prefetch thread: the queued read-aheads' GETs must all be in flight,
+    // not one layer at a time behind the prefetch thread.
+    let server = RangeServer::start(2).unwrap();
+    let fixture = fixture(179, &[MIB; 24], 2);
+    let url = server.serve("model.tmai", &fixture.path);
+    server.set_latency(Duration::from_millis(30));
+    let budget = 12 * MIB;
+    let store = StoreConfig {
+        prefetch_threads: 1,
+        ..config(budget, Backend::Mapped)
+    };
+    let model = MappedModel::open_url_with(&url, store, &RemoteConfig::default()).unwrap();
+    for pass in 0..2 {
+        for index in 0..model.layer_count() {
+            assert_layer_matches(&model, &fixture, index);
+            assert!(
+                model.memory_usage() <= budget,
+                "pass {pass}, layer {index}: {} charged",
+                model.memory_usage()
+            );
+        }
+    }
+    let most = server.most_gets_at_once();
+    assert!(
+        most >= 4,
+        "at most {most} GETs were in flight at once (one prefetch thread and the caller: 2)"
+    );
+    let stats = model.stats();
+    assert_eq!(stats.prefetch_wasted, 0, "{stats:?}");
+}

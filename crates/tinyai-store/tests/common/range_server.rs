@@ -51,6 +51,10 @@ struct Faults {
     latency_us: AtomicU64,
     /// GETs received (faulted ones included).
     gets: AtomicUsize,
+    /// GETs received and not answered yet (their bodies not counted), and
+    /// the most there were at once.
+    waiting: AtomicUsize,
+    most_waiting: AtomicUsize,
     /// Body bytes sent.
     bytes_sent: AtomicU64,
 }
@@ -175,9 +179,31 @@ impl RangeServer {
         self.state.faults.gets.load(Ordering::SeqCst)
     }
 
+    /// The most GETs that were waiting for their answers at once.
+    pub fn most_gets_at_once(&self) -> usize {
+        self.state.faults.most_waiting.load(Ordering::SeqCst)
+    }
+
     /// Body bytes sent so far.
     pub fn bytes_sent(&self) -> u64 {
         self.state.faults.bytes_sent.load(Ordering::SeqCst)
+    }
+}
+
+/// A GET waiting for its answer (counted while it lives).
+struct Waiting<'a>(&'a Faults);
+
+impl<'a> Waiting<'a> {
+    fn new(faults: &'a Faults) -> Waiting<'a> {
+        let now = faults.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        faults.most_waiting.fetch_max(now, Ordering::SeqCst);
+        Waiting(faults)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -203,6 +229,7 @@ async fn answer(state: &Arc<State>, request: Request<hyper::body::Incoming>) -> 
         return status(StatusCode::METHOD_NOT_ALLOWED);
     }
     let faults = &state.faults;
+    let _waiting = (request.method() == Method::GET).then(|| Waiting::new(faults));
     if request.method() == Method::GET {
         faults.gets.fetch_add(1, Ordering::SeqCst);
         let latency = faults.latency_us.load(Ordering::SeqCst);
