@@ -443,7 +443,7 @@ fn remote_section(remote: &Value, md: &mut String, details: &mut String) {
     for row in remote["comparisons"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| remote: {:.0} MiB model over HTTP (127.0.0.1, page cache, {} ms before each answer), every layer through open_url under a third vs one sequential GET of the object ({} interleaved rounds); defaults / {} prefetch threads and a window of ½ the budget | {:.2} / {:.2} GB/s | {:.2} GB/s | {:.2}× / {:.2}× |",
+            "| remote: {:.0} MiB model over HTTP (127.0.0.1, page cache, {} ms before each answer), every layer through open_url under a third vs one sequential GET of the object ({} interleaved rounds); defaults / {} prefetch threads | {:.2} / {:.2} GB/s | {:.2} GB/s | {:.2}× / {:.2}× |",
             mib(num(remote, "model_bytes")),
             row["latency_ms"],
             remote["rounds"],
@@ -529,7 +529,7 @@ fn remote_section(remote: &Value, md: &mut String, details: &mut String) {
         .collect();
     let by_window = |r: &Value| match r["streaming_window"].as_f64() {
         Some(bytes) => format!("window {:.0} MiB", mib(bytes)),
-        None => "default window".to_owned(),
+        None => "default window (½ the budget)".to_owned(),
     };
     grid(
         details,

@@ -90,6 +90,12 @@ pub struct StoreConfig {
     /// process's shared I/O workers, as many as the device's measured
     /// bandwidth × latency calls for ([`crate::Stats::io_depth`]). More prefetch
     /// threads overlap more layers, not more requests per layer.
+    ///
+    /// A remote model (feature `remote`) reads each layer in
+    /// `RemoteConfig::concurrency` ranged GETs of `part_size` bytes, and
+    /// fetches every queued read-ahead at once into the buffer its load will
+    /// take, so the layers in flight are those the window holds, not one per
+    /// prefetch thread.
     pub prefetch_threads: usize,
     /// `true` (default): the adaptive policy (scan-resistant, frequency- and
     /// priority-aware). `false`: TinyAI's classic score
@@ -132,6 +138,10 @@ pub struct StoreConfig {
     /// ([`crate::MappedModel::read_ahead_reach`]); with `None` the window grows
     /// to the reach plus three of the largest layers (at most half the
     /// budget), so that the layer after next is read while a stream holds one.
+    ///
+    /// A remote model's `None` is half the budget (when a window is used at
+    /// all): its read-aheads are the only reads ahead of a stream, and hiding
+    /// a server's time to first byte takes several layers in flight.
     pub streaming_window: Option<u64>,
     /// Progress/cancel callback for bulk loads.
     pub progress: Option<ProgressCallback>,
