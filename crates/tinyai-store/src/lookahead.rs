@@ -312,16 +312,30 @@ impl Shared {
     /// the buffers are their memory, and the pool is trimmed to fit beside
     /// them first. Done under the lock, so that no queued layer's load can
     /// begin before its fetch is registered (it would fetch the layer a
-    /// second time into another buffer).
+    /// second time into another buffer). None starts while evicted buffers
+    /// are still held by their evicting thread (their charges are gone, their
+    /// memory not yet): the next prefetch to run starts them.
     #[cfg(feature = "remote")]
     fn fetch_queued_ahead(&self, state: &mut State) {
+        if state.buffers_in_eviction > 0 {
+            return;
+        }
         let queued: Vec<u64> = state.queued_reads.iter().copied().collect();
         for index in queued {
-            let (offset, length) = self.span(index);
-            if state.meta[index as usize].advised || !self.source.would_fetch(offset, length) {
+            let meta = &state.meta[index as usize];
+            // Started already, or a read-ahead the window let go (its task
+            // will cancel it).
+            if meta.advised
+                || (meta.transient_load && !state.window.contains(LayerId(index as u32)))
+            {
                 continue;
             }
+            let (offset, length) = self.span(index);
+            // Asked once (the disk tier holds it, or it is fetched already).
             state.meta[index as usize].advised = true;
+            if !self.source.would_fetch(offset, length) {
+                continue;
+            }
             // Its load no longer waits for a pooled buffer.
             self.got_buffer(state, index);
             state.meta[index as usize].buffer_ahead = true;

@@ -341,6 +341,7 @@ impl MappedModel {
                 read_ahead_front: None,
                 read_ahead_charge: 0,
                 awaiting_buffers: 0,
+                buffers_in_eviction: 0,
             }),
             config,
             changed: Condvar::new(),

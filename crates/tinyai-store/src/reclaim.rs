@@ -60,7 +60,10 @@ impl Shared {
         }
         let unlock = std::mem::take(&mut state.meta[index as usize].locked);
         match slot.set_absent_if_owned() {
-            Some(buffer) => evictions.buffers.push((index, buffer, unlock)),
+            Some(buffer) => {
+                state.buffers_in_eviction += buffer.capacity() as u64;
+                evictions.buffers.push((index, buffer, unlock));
+            }
             None => {
                 let charge = self.charge(state, index);
                 state.reclaim_pending += charge;
@@ -74,7 +77,9 @@ impl Shared {
         let Evictions { buffers, mapped } = evictions;
         let freed_buffers = !buffers.is_empty();
         let room = if freed_buffers { self.pool_room() } else { 0 };
+        let mut released = 0u64;
         for (index, buffer, unlock) in buffers {
+            released += buffer.capacity() as u64;
             tracing::debug!(
                 layer = index,
                 bytes = buffer.as_slice().len(),
@@ -88,6 +93,7 @@ impl Shared {
             self.source.buffers.give(*buffer, room);
         }
         if freed_buffers {
+            self.lock().buffers_in_eviction -= released;
             // Loads waiting for an `Evicting` slot to become `Absent`.
             self.changed.notify_all();
         }

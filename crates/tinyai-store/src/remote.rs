@@ -305,9 +305,14 @@ impl RemoteObject {
     /// ([`RemoteObject::take_ahead`]); or that load's prefetch went stale and
     /// drops it ([`RemoteObject::discard_ahead`]). The caller has charged the
     /// layer: the buffer is its memory.
-    pub(crate) fn fetch_ahead(&self, offset: u64, len: usize, mut buffer: AlignedBuf) {
+    pub(crate) fn fetch_ahead(
+        &self,
+        offset: u64,
+        len: usize,
+        mut buffer: AlignedBuf,
+    ) -> Result<(), AlignedBuf> {
         let Some(runtime) = &self.runtime else {
-            return;
+            return Err(buffer);
         };
         let fetcher = Arc::clone(&self.fetcher);
         let cancel = self.cancel.clone();
@@ -324,34 +329,54 @@ impl RemoteObject {
         });
         tracing::trace!(offset, len, "remote fetch ahead");
         self.ahead_lock().insert(offset, task);
+        Ok(())
     }
 
-    /// The buffer of the fetch started ahead for `offset`, once it is done,
-    /// and how the fetch went; `None` when none was started.
-    pub(crate) fn take_ahead(&self, offset: u64) -> Option<(AlignedBuf, Result<(), StoreError>)> {
+    /// The fetch started ahead for `offset`, once it is done: its buffer and
+    /// how the fetch went; `None` when none was started; an error when the
+    /// task ended without returning its buffer (the buffer went with it).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_ahead(
+        &self,
+        offset: u64,
+    ) -> Option<Result<(AlignedBuf, Result<(), StoreError>), StoreError>> {
         let task = self.ahead_lock().remove(&offset)?;
-        let url = &self.fetcher.url;
-        match self.block_on(async { task.await.map_err(|e| remote_error(url, "read", e)) }) {
-            Ok(done) => Some(done),
-            // Closed or failed before the task returned its buffer: the
-            // buffer is gone with the task.
-            Err(error) => {
-                tracing::debug!(offset, %error, "remote fetch ahead lost");
-                None
-            }
+        // Awaited whole, even once the model is closing: the task watches the
+        // cancellation itself, and returns its buffer when it ends.
+        Some(
+            self.wait_for(task)
+                .and_then(|joined| joined.map_err(|e| remote_error(&self.fetcher.url, "read", e))),
+        )
+    }
+
+    /// Ends the fetch started ahead for `offset`, if any, and frees its
+    /// buffer before returning.
+    pub(crate) fn discard_ahead(&self, offset: u64) {
+        let task = self.ahead_lock().remove(&offset);
+        if let Some(task) = task {
+            task.abort();
+            // Cancelled or done, the task has dropped or returned its buffer.
+            let _ = self.wait_for(task);
         }
     }
 
-    /// Ends the fetch started ahead for `offset`, if any, and frees its buffer
-    /// before returning.
-    pub(crate) fn discard_ahead(&self, offset: u64) {
-        if let Some(task) = self.ahead_lock().remove(&offset) {
-            task.abort();
-            let _ = self.block_on(async {
-                let _ = task.await;
-                Ok(())
-            });
+    /// Waits for a task of this object's runtime (not cut short by the
+    /// cancellation: the task ends promptly by itself once cancelled).
+    fn wait_for<T>(
+        &self,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<Result<T, tokio::task::JoinError>, StoreError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| closed(&self.fetcher.url))?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(StoreError::InvalidConfig(
+                "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
+                    .into(),
+            ));
         }
+        Ok(runtime.handle().block_on(task))
     }
 
     fn ahead_lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, FetchAhead>> {
@@ -384,6 +409,14 @@ impl RemoteObject {
             && let Some(bytes) = buffer.as_slice().get(..len)
         {
             tier.store(offset, bytes);
+        }
+    }
+
+    /// Removes layer bytes from the disk tier (they failed their checksum:
+    /// the next load fetches them again).
+    pub(crate) fn forget(&self, offset: u64, len: usize) {
+        if let Some(tier) = &self.tier {
+            tier.remove(offset, len);
         }
     }
 

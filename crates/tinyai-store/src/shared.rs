@@ -99,6 +99,11 @@ pub(crate) struct State {
     /// such load is charged already and takes a pooled buffer of its size), so
     /// that the load which evicted a layer gets the layer's buffer.
     pub(crate) awaiting_buffers: u64,
+    /// Owned backend: capacity of evicted layers' buffers taken out of their
+    /// slots (their charges gone) and not yet pooled or freed by
+    /// `finish_evictions`. A remote fetch ahead starts none while any are
+    /// (see `Shared::fetch_queued_ahead`).
+    pub(crate) buffers_in_eviction: u64,
 }
 
 /// The shared core of a [`crate::MappedModel`].
@@ -612,6 +617,11 @@ impl Shared {
                         .tables
                         .model()
                         .verify_layer_bytes(index, buffer.as_slice());
+                    // A remote layer's disk-tier copy of those bytes goes too.
+                    #[cfg(feature = "remote")]
+                    if matches!(verified, Err(FormatError::ChecksumMismatch { .. })) {
+                        self.source.forget_kept(offset, length);
+                    }
                     self.count_verification(index, verified)?;
                 }
                 // The mapping's pages may be written by C callers holding

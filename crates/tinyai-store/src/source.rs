@@ -360,8 +360,22 @@ impl Source {
                 buffer
             }
         };
-        object.fetch_ahead(offset, len_usize, buffer);
-        true
+        match object.fetch_ahead(offset, len_usize, buffer) {
+            Ok(()) => true,
+            Err(buffer) => {
+                self.buffers.give(buffer, room);
+                false
+            }
+        }
+    }
+
+    /// Remote: removes a layer's bytes from the disk tier (they failed their
+    /// checksum; the tier keeps what it fetched before the check).
+    #[cfg(feature = "remote")]
+    pub(crate) fn forget_kept(&self, offset: u64, len: u64) {
+        if let (Access::Remote(object), Ok(len)) = (&self.access, usize::try_from(len)) {
+            object.forget(offset, len);
+        }
     }
 
     /// Remote: ends the fetch started ahead at `offset`, freeing its buffer.
@@ -822,15 +836,20 @@ impl Source {
         // (fetched again into it if the fetch failed).
         #[cfg(feature = "remote")]
         if let Access::Remote(object) = &self.access
-            && let Some((mut buffer, fetched)) = object.take_ahead(offset)
+            && let Some(taken) = object.take_ahead(offset)
         {
             got_buffer();
+            let (mut buffer, fetched) = taken?;
             match fetched {
                 Ok(()) => object.keep(offset, &buffer, len_usize),
-                Err(error) => {
+                // Only a failure that may pass is worth a second try (the
+                // client retried transient ones already; a changed or missing
+                // object stays so).
+                Err(error @ StoreError::Remote { .. }) => {
                     tracing::debug!(layer, %error, "remote fetch ahead failed; fetching again");
                     object.read_layer(offset, &mut buffer, len_usize)?;
                 }
+                Err(error) => return Err(error),
             }
             return Ok(buffer);
         }

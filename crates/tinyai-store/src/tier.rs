@@ -92,6 +92,11 @@ impl DiskTier {
         self.dir.join(format!("{offset:016x}-{len:016x}.layer"))
     }
 
+    /// Removes the range's entry, if any (its bytes failed a later check).
+    pub(crate) fn remove(&self, offset: u64, len: usize) {
+        let _ = std::fs::remove_file(self.entry(offset, len));
+    }
+
     /// Whether the tier has an entry of the range's size (not checked: a load
     /// checks it).
     pub(crate) fn holds(&self, offset: u64, len: usize) -> bool {

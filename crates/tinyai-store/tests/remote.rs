@@ -493,3 +493,40 @@ fn a_remote_stream_keeps_several_layers_in_flight_with_one_prefetch_thread() {
     let stats = model.stats();
     assert_eq!(stats.prefetch_wasted, 0, "{stats:?}");
 }
+
+#[test]
+#[cfg_attr(miri, ignore = "a server")]
+fn a_layer_that_fails_its_checksum_is_not_kept_in_the_disk_tier() {
+    use common::range_server::RangeServer;
+    let server = RangeServer::start(2).unwrap();
+    let fixture = fixture(180, &[MIB; 4], 2);
+    let mut bytes = std::fs::read(&fixture.path).unwrap();
+    let at = fixture_layer_offset(&bytes, 2) as usize + 4321;
+    bytes[at] ^= 0x20;
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.tmai");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let url = server.serve("corrupt.tmai", &corrupt);
+    let tier = dir.path().join("tier");
+    let remote = RemoteConfig {
+        cache_dir: Some(tier.clone()),
+        ..RemoteConfig::default()
+    };
+    let store = StoreConfig {
+        prefetch_enabled: false,
+        ..config(64 * MIB, Backend::Mapped)
+    };
+    let model = MappedModel::open_url_with(&url, store, &remote).unwrap();
+    for round in 0..2 {
+        let error = model.get(2).map(|_| ()).unwrap_err();
+        assert!(matches!(error, StoreError::Format { .. }), "{error}");
+        let (kept, _) = tier_files(&tier);
+        assert!(
+            kept.is_empty(),
+            "round {round}: the tier kept bytes that failed their checksum: {kept:?}"
+        );
+    }
+    // The good layers are kept.
+    assert_layer_matches(&model, &fixture, 1);
+    assert_eq!(tier_files(&tier).0.len(), 1);
+}
