@@ -102,7 +102,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .cloned()
         .unwrap_or_else(|| "target/bench/format.json".to_owned());
-    let rounds = if quick { 7 } else { 21 };
+    // --quick is CI's smoke run in the dev profile (the safetensors crate's
+    // serde unoptimised): fewer rounds and shorter batches, 18 s in all
+    // instead of 75 in a cold CI run.
+    let rounds = if quick { 3 } else { 21 };
+    let batch = if quick { 10_000 } else { 200_000 };
     let mut rows = Vec::new();
     let mut safetensors_rows = Vec::new();
     for tensors in [10usize, 1_000, 100_000] {
@@ -124,7 +128,7 @@ fn main() {
                 .len(),
             tensors
         );
-        let iterations = (200_000 / tensors).clamp(3, 20_000) as u32;
+        let iterations = (batch / tensors).clamp(3, 20_000) as u32;
         let mut ours = Vec::new();
         let mut theirs = Vec::new();
         for _ in 0..rounds {
