@@ -14,6 +14,12 @@
 //! object owns a small multi-thread tokio runtime that drives the requests'
 //! I/O and timers, and a loading thread waits for its layer with
 //! `Handle::block_on`. Dropping the object cancels what is in flight.
+//!
+//! A network has no kernel read-ahead: the store fetches the layers its
+//! streaming window queues ahead of their loads
+//! ([`RemoteObject::fetch_ahead`]), each as a task on the runtime that fills
+//! the buffer its load adopts ([`RemoteObject::take_ahead`]), so several
+//! layers' GETs are in flight however few threads wait on them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -370,12 +376,7 @@ impl RemoteObject {
             .runtime
             .as_ref()
             .ok_or_else(|| closed(&self.fetcher.url))?;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(StoreError::InvalidConfig(
-                "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
-                    .into(),
-            ));
-        }
+        refuse_inside_a_runtime()?;
         Ok(runtime.handle().block_on(task))
     }
 
@@ -434,16 +435,23 @@ fn block_on_in<T>(
     url: &str,
     future: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    refuse_inside_a_runtime()?;
+    runtime
+        .handle()
+        .block_on(cancel.run_until_cancelled(future))
+        .unwrap_or_else(|| Err(closed(url)))
+}
+
+/// Waiting on the object's runtime from inside an async runtime would block
+/// one of its workers (and tokio panics on it): an error instead.
+fn refuse_inside_a_runtime() -> Result<(), StoreError> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(StoreError::InvalidConfig(
             "a remote model cannot be read from inside an async runtime (use spawn_blocking)"
                 .into(),
         ));
     }
-    runtime
-        .handle()
-        .block_on(cancel.run_until_cancelled(future))
-        .unwrap_or_else(|| Err(closed(url)))
+    Ok(())
 }
 
 fn closed(url: &str) -> StoreError {
