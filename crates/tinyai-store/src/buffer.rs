@@ -202,6 +202,9 @@ impl AlignedBuf {
 
 /// The bytes of an unpublished buffer a load writes, as a raw range: the
 /// load's requests write disjoint parts of it from several I/O workers.
+/// (A remote fetch ahead is such a load, run as a task on the object's
+/// runtime: the task owns the buffer, makes the target from it, and returns
+/// the buffer only once its requests are done.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReadTarget {
     pub(crate) ptr: *mut u8,
@@ -211,7 +214,12 @@ pub(crate) struct ReadTarget {
 // SAFETY: a `ReadTarget` is only made by a load from a buffer it owns
 // exclusively (`&mut AlignedBuf`, not published), and the load's requests
 // write disjoint subranges of it ([`ReadTarget::piece`]) and finish before
-// the load returns; no reference to the bytes exists meanwhile.
+// the load returns; no reference to the bytes exists meanwhile. A remote
+// fetch ahead owns its buffer inside its task, and its requests are futures
+// of that same task: they write only while the task is polled, so a task
+// aborted or dropped with the runtime drops its requests with the buffer and
+// none writes afterwards; the buffer reaches its load only through the
+// task's result, after every request finished.
 unsafe impl Send for ReadTarget {}
 // SAFETY: as above; shared copies are only used to derive disjoint pieces.
 unsafe impl Sync for ReadTarget {}
